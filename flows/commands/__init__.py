@@ -1,0 +1,1 @@
+"""One module per `iq-etl` command; each exposes `register(subparsers)` and sets `handler`."""
