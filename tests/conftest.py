@@ -1,0 +1,51 @@
+"""Shared fixtures. Real parts only: a chDB database on disk in a temporary folder, real servers
+on loopback. chDB allows one open folder per process, so the `warehouse` fixture closes the shared
+client after each test."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ingest import warehouse as wh
+from ingest.settings import load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+FIXTURES = SHARED / "fixtures" / "old-faithful"
+
+
+def pytest_configure(config):
+    # Keep Prefect and dbt state out of the user's home and the repo.
+    os.environ.setdefault("PREFECT_HOME", str(REPO / ".iq-etl" / "test-prefect-home"))
+
+
+@pytest.fixture
+def settings_env(tmp_path):
+    """Environment for a fresh embedded warehouse in tmp_path (no .env from the working dir)."""
+    return {"IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'warehouse'}", "IQ_ETL_HOME": str(tmp_path / "home")}
+
+
+@pytest.fixture
+def settings(settings_env, tmp_path):
+    return load_settings(settings_env, dotenv=tmp_path / "no.env")
+
+
+@pytest.fixture
+def warehouse(settings):
+    """A migrated client on a real chDB folder; closed (folder released) after the test."""
+    wh.close_client()
+    client = wh.get_client(settings)
+    wh.migrate(client)
+    try:
+        yield client
+    finally:
+        wh.close_client()
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not FIXTURES.is_dir():
+        pytest.skip(f"shared fixtures not found at {FIXTURES}")
+    return FIXTURES
