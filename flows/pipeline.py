@@ -1,0 +1,222 @@
+"""Prefect 3 flows: ingest → transform (dbt build) → export, and scheduled reconciliation.
+
+Flows (each one is also a Prefect deployment in `prefect.yaml` and served by `iq-etl serve`):
+
+- `ingest_flow`     the `iq-etl ingest` parameters (slot spec, source, CAR/RPC URLs, session PDAs...)
+- `transform_flow`  `dbt build` of the models in `dbt_project/`
+- `export_flow`     uploads in `iq.sessions_ready_to_export` → each target, bounded concurrency,
+                    every attempt recorded in `iq.exports`
+- `pipeline_flow`   ingest → transform → export in one run
+- `reconcile_flow`  finds the chunks of incomplete uploads again (see `flows.reconcile`), re-ingests,
+                    re-transforms, exports what became complete and retries failed exports
+
+Every flow run holds the warehouse for its whole length through `flows.locking.warehouse_session`
+(run lock next to the embedded warehouse, optional Prefect global concurrency limit): overlapping
+runs wait for each other instead of failing with WarehouseBusy, and the client is closed at the end so
+the chDB folder is free between runs. The stages are tasks so that each gets its own state, logs
+and retries in the Prefect UI; only the idempotent ones retry (ingest: dedup tokens + resume; dbt
+build; export: delivered uploads are never re-sent and attempts carry an Idempotency-Key).
+
+Settings (DSN, tokens, program ids) come from the environment / `.env` of the process running the
+flow, never from flow parameters: Prefect stores parameters in its database and shows them in the UI.
+Each run ends by publishing a markdown artifact (key `iq-etl-status`) with the `iq-etl status` table.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Sequence
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import get_run_context
+
+from ingest.settings import Settings, load_settings
+
+from .locking import DEFAULT_TIMEOUT_S, GLOBAL_LIMIT_NAME, warehouse_session
+
+log = logging.getLogger(__name__)
+
+STATUS_ARTIFACT_KEY = "iq-etl-status"
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if hasattr(value, "to_json"):
+        return value.to_json()
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    return dict(value)
+
+
+def _run_id() -> str:
+    """The Prefect flow run id, used as the ingest/export run id so rows trace back to the run."""
+    try:
+        ctx = get_run_context()
+        run = getattr(ctx, "flow_run", None) or getattr(getattr(ctx, "task_run", None), "flow_run_id", None)
+        return str(getattr(run, "id", run))[:36] if run else ""
+    except Exception:  # noqa: BLE001 - outside a run context there is simply no id
+        return ""
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - called outside a run (plain Python use of a task's .fn)
+        return log
+
+
+# --- tasks ------------------------------------------------------------------------------------
+
+@task(name="ingest", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def ingest_task(settings: Settings, *, slot_spec: str | None = None, ranges: Sequence[tuple[int, int]] | None = None,
+                source: str = "car", car_url: str | None = None, rpc_url: str | None = None,
+                session_pdas: Sequence[str] | None = None, slot_padding: int = 200, max_signature_pages: int = 25,
+                threads: int | None = None, resume: bool = True, extra_program_ids: Sequence[str] = (),
+                progress: bool = False) -> dict[str, Any]:
+    """Idempotent: batches carry content dedup tokens and `resume` skips sub-ranges already done."""
+    from ingest.pipeline import run_ingest
+    from ingest.sources.slotspec import SlotRange
+
+    summary = run_ingest(
+        settings, slot_spec=slot_spec, ranges=[SlotRange(a, b) for a, b in ranges] if ranges else None,
+        source=source, car_url=car_url, rpc_url=rpc_url, session_pdas=list(session_pdas) if session_pdas else None,
+        slot_padding=slot_padding, max_signature_pages=max_signature_pages, threads=threads, resume=resume,
+        run_id=_run_id()[:12] or None, progress=progress, extra_program_ids=tuple(extra_program_ids),
+    )
+    result = _as_dict(summary)
+    _logger().info("ingest: %s transactions seen, %s IQ matches, %s rows written, %s undecoded in %.1fs",
+                   result.get("transactions_seen"), result.get("matches"), result.get("rows_written"),
+                   result.get("undecoded"), result.get("seconds") or 0.0)
+    if result.get("incomplete"):
+        _logger().warning("ingest: some sub-ranges did not finish; the next run resumes them")
+    return result
+
+
+@task(name="transform", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def transform_task(settings: Settings, select: str | None = None, full_refresh: bool = False) -> dict[str, Any]:
+    """`dbt build`; idempotent (tables are rebuilt or merged incrementally on their keys)."""
+    from flows.transform import run_dbt
+
+    result = run_dbt(settings, select=select, full_refresh=full_refresh)
+    out = _as_dict(result)
+    _logger().info("transform: %s", {k: v for k, v in out.items() if not isinstance(v, (list, dict))})
+    return out
+
+
+@task(name="export", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def export_task(settings: Settings, target: str | None, dry_run: bool = False, concurrency: int | None = None,
+                limit: int | None = None) -> dict[str, Any]:
+    """Idempotent: only uploads without a delivered row for the target are sent, with a stable
+    Idempotency-Key, so a retried task never delivers twice."""
+    from flows.export.runner import export_ready
+    from ingest.warehouse import get_client
+
+    kwargs: dict[str, Any] = {"target": target, "dry_run": dry_run, "limit": limit}
+    if concurrency:
+        kwargs["concurrency"] = concurrency
+    summary = export_ready(settings, get_client(settings), **kwargs)
+    out = _as_dict(summary)
+    _logger().info("export to %s: %s", out.get("target", target), {k: v for k, v in out.items()
+                                                                   if isinstance(v, (int, float))})
+    return out
+
+
+@task(name="publish-status", retries=1, cache_policy=NO_CACHE)
+def status_artifact_task(settings: Settings, title: str, extra_markdown: str = "") -> dict[str, Any]:
+    """Publish the `iq-etl status` table as a markdown artifact; returns the report."""
+    from flows.status import status_markdown, status_report
+    from ingest.warehouse import get_client
+
+    report = status_report(get_client(settings))
+    markdown = f"# {title}\n\n{extra_markdown}\n\n{status_markdown(report)}" if extra_markdown else \
+        f"# {title}\n\n{status_markdown(report)}"
+    create_markdown_artifact(markdown=markdown, key=STATUS_ARTIFACT_KEY, description=f"iq-etl status after {title}")
+    return report
+
+
+# --- stage bodies shared by the flows ---------------------------------------------------------
+
+def _targets(settings: Settings, targets: Sequence[str] | None) -> list[str | None]:
+    """Export targets: the given URLs, or the configured reader backend (None → the runner's default)."""
+    return list(dict.fromkeys(targets)) if targets else [None]
+
+
+def _export_all(settings: Settings, targets: Sequence[str] | None, dry_run: bool, concurrency: int | None,
+                limit: int | None) -> list[dict[str, Any]]:
+    return [export_task(settings, target, dry_run=dry_run, concurrency=concurrency, limit=limit)
+            for target in _targets(settings, targets)]
+
+
+def _settings(extra_program_ids: Sequence[str] | None = None) -> Settings:
+    settings = load_settings()
+    if extra_program_ids:
+        # Test programs (the development chain's G2-legacy program) are added to, not replacing, the
+        # configured IQ programs.
+        settings = dataclasses.replace(
+            settings, program_ids=tuple(dict.fromkeys([*settings.program_ids, *extra_program_ids])))
+    return settings
+
+
+# --- flows ------------------------------------------------------------------------------------
+
+@flow(name="ingest_flow", log_prints=True)
+def ingest_flow(slot_spec: str | None = None, source: str = "car", car_url: str | None = None,
+                rpc_url: str | None = None, session_pdas: list[str] | None = None, slot_padding: int = 200,
+                max_signature_pages: int = 25, threads: int | None = None, resume: bool = True,
+                extra_program_ids: list[str] | None = None, lock_timeout_s: float = DEFAULT_TIMEOUT_S,
+                publish_status: bool = False) -> dict[str, Any]:
+    """Ingest a slot range (`S:E`, epoch `N`, epochs `A-B`) or the window discovered for session PDAs."""
+    settings = _settings(extra_program_ids)
+    with warehouse_session(settings, "ingest_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
+        result = ingest_task(settings, slot_spec=slot_spec, source=source, car_url=car_url, rpc_url=rpc_url,
+                             session_pdas=session_pdas, slot_padding=slot_padding,
+                             max_signature_pages=max_signature_pages, threads=threads, resume=resume,
+                             extra_program_ids=extra_program_ids or ())
+        if publish_status:
+            status_artifact_task(settings, "ingest_flow")
+    return result
+
+
+@flow(name="transform_flow", log_prints=True)
+def transform_flow(select: str | None = None, full_refresh: bool = False,
+                   lock_timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+    """`dbt build` (optionally `--select`, `--full-refresh`) and publish the status artifact."""
+    settings = _settings()
+    with warehouse_session(settings, "transform_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
+        result = transform_task(settings, select=select, full_refresh=full_refresh)
+        status_artifact_task(settings, "transform_flow")
+    return result
+
+
+@flow(name="export_flow", log_prints=True)
+def export_flow(targets: list[str] | None = None, dry_run: bool = False, concurrency: int | None = None,
+                limit: int | None = None, lock_timeout_s: float = DEFAULT_TIMEOUT_S) -> list[dict[str, Any]]:
+    """Export complete uploads not yet delivered to each target (default: the configured reader backend)."""
+    settings = _settings()
+    with warehouse_session(settings, "export_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
+        results = _export_all(settings, targets, dry_run, concurrency, limit)
+        status_artifact_task(settings, "export_flow")
+    return results
+
+
+@flow(name="pipeline_flow", log_prints=True)
+def pipeline_flow(slot_spec: str | None = None, source: str = "car", car_url: str | None = None,
+                  rpc_url: str | None = None, session_pdas: list[str] | None = None, slot_padding: int = 200,
+                  max_signature_pages: int = 25, threads: int | None = None, resume: bool = True,
+                  extra_program_ids: list[str] | None = None, targets: list[str] | None = None,
+                  export_concurrency: int | None = None, dry_run: bool = False, full_refresh: bool = False,
+                  lock_timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+    """Ingest → transform → export in one run, then publish the status artifact."""
+    settings = _settings(extra_program_ids)
+    with warehouse_session(settings, "pipeline_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
+        ingested = ingest_task(settings, slot_spec=slot_spec, source=source, car_url=car_url, rpc_url=rpc_url,
+                               session_pdas=session_pdas, slot_padding=slot_padding,
+                               max_signature_pages=max_signature_pages, threads=threads, resume=resume,
+                               extra_program_ids=extra_program_ids or ())
+        transformed = transform_task(settings, full_refresh=full_refresh)
+        exported = _export_all(settings, targets, dry_run, export_concurrency, None)
+        report = status_artifact_task(settings, "pipeline_flow")
+    return {"ingest": ingested, "transform": transformed, "export": exported, "status": report}
