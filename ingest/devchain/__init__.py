@@ -1,0 +1,1 @@
+"""Development chain: synthetic Solana history and the loopback servers that serve it."""

@@ -1,0 +1,195 @@
+"""A real HTTP file server on loopback with Range support, laid out like the Old Faithful bucket
+(`{epoch}/epoch-{epoch}.car`): GET and HEAD, single byte ranges (206), unsatisfiable ranges (416),
+and optional faults for testing readers: drop the connection after N body bytes (once, a few times,
+or on every K-th request) or answer a status such as 503 to the first requests.
+"""
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_COPY_CHUNK = 256 << 10
+
+
+@dataclass
+class Faults:
+    drop_after_bytes: int | None = None  # close the connection after sending this many body bytes...
+    drop_times: int = 1                  # ...on this many responses (0 = every response)...
+    drop_every: int | None = None        # ...or only on every K-th GET (overrides drop_times)
+    fail_status: int | None = None       # answer this status (e.g. 503) ...
+    fail_times: int = 0                  # ...to the first N GET requests
+    min_drop_offset: int = 0             # only drop responses whose range starts at or after this byte
+
+
+class _State:
+    def __init__(self, faults: Faults):
+        self.faults = faults
+        self.lock = threading.Lock()
+        self.gets = 0
+        self.drops = 0
+        self.fails = 0
+        self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
+
+    def plan(self, start: int) -> tuple[int | None, int | None]:
+        """(status to fail with, body bytes after which to drop) for the next GET."""
+        f = self.faults
+        with self.lock:
+            self.gets += 1
+            if f.fail_status and self.fails < f.fail_times:
+                self.fails += 1
+                return f.fail_status, None
+            if f.drop_after_bytes is None or start < f.min_drop_offset:
+                return None, None
+            if f.drop_every:
+                return (None, f.drop_after_bytes) if self.gets % f.drop_every == 0 else (None, None)
+            if f.drop_times == 0 or self.drops < f.drop_times:
+                self.drops += 1
+                return None, f.drop_after_bytes
+            return None, None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "FileServer"
+
+    def log_message(self, format, *args):  # keep test output quiet
+        pass
+
+    def _resolve(self) -> Path | None:
+        rel = unquote(urlparse(self.path).path).lstrip("/")
+        root = self.server.root
+        target = (root / rel).resolve()
+        if root not in target.parents and target != root:
+            return None
+        return target if target.is_file() else None
+
+    def _headers(self, status: int, length: int, extra: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(length))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+
+    def _error(self, status: int) -> None:
+        body = f"{status}\n".encode()
+        self._headers(status, len(body), {"Content-Type": "text/plain"})
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self):
+        self._serve(head=True)
+
+    def do_GET(self):
+        self._serve(head=False)
+
+    def _serve(self, head: bool) -> None:
+        state = self.server.state
+        range_header = self.headers.get("Range")
+        with state.lock:
+            state.requests.append((self.command, self.path, range_header))
+        path = self._resolve()
+        if path is None:
+            self._error(404)
+            return
+        size = path.stat().st_size
+        start, end, status = 0, size, 200  # end exclusive
+        if range_header:
+            m = _RANGE.match(range_header.strip())
+            if not m or (not m.group(1) and not m.group(2)):
+                self._error(416)
+                return
+            if m.group(1):
+                start = int(m.group(1))
+                end = min(int(m.group(2)) + 1, size) if m.group(2) else size
+            else:  # suffix range: the last N bytes
+                start = max(0, size - int(m.group(2)))
+            if start >= size or start >= end:
+                self._headers(416, 0, {"Content-Range": f"bytes */{size}"})
+                return
+            status = 206
+        extra = {"Content-Range": f"bytes {start}-{end - 1}/{size}"} if status == 206 else {}
+        if head:
+            self._headers(status, end - start, extra)
+            return
+        fail, drop_after = state.plan(start)
+        if fail:
+            self._error(fail)
+            return
+        self._headers(status, end - start, extra)
+        sent = 0
+        with open(path, "rb") as f:
+            f.seek(start)
+            while start + sent < end:
+                n = min(_COPY_CHUNK, end - start - sent)
+                if drop_after is not None:
+                    n = min(n, drop_after - sent)
+                    if n <= 0:
+                        self.wfile.flush()
+                        self.close_connection = True  # the client sees fewer bytes than Content-Length
+                        return
+                chunk = f.read(n)
+                if not chunk:
+                    break
+                try:
+                    self.wfile.write(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+                    return
+                sent += len(chunk)
+
+
+class FileServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, root: Path, address: tuple[str, int], faults: Faults):
+        self.root = root
+        self.state = _State(faults)
+        super().__init__(address, _Handler)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def faults(self) -> Faults:
+        return self.state.faults
+
+    def start(self) -> "FileServer":
+        self._thread = threading.Thread(target=self.serve_forever, name="http-files", daemon=True)
+        self._thread.start()
+        return self
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> "FileServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+
+def serve_files(root: str | os.PathLike, host: str = "127.0.0.1", port: int = 0,
+                faults: Faults | dict | None = None) -> FileServer:
+    """Serve the files under `root` over HTTP in a background thread; returns the started server
+    (`.server_address`, `.url`, `.state.requests`, `.shutdown()`)."""
+    if isinstance(faults, dict):
+        faults = Faults(**faults)
+    root_path = Path(root).resolve()
+    if not root_path.is_dir():
+        raise FileNotFoundError(f"{root_path}: not a folder")
+    return FileServer(root_path, (host, port), faults or Faults()).start()
