@@ -1,0 +1,98 @@
+"""Shared helpers for the export tests: hand-made rows for `iq.sessions_ready_to_export`.
+
+Until the dbt mart exists in a test warehouse, `create_standin_mart` creates a plain TABLE named
+iq.sessions_ready_to_export with exactly the columns of the export contract (helpers' preamble,
+"Upload keys and the export contract"). It stands in for the dbt view's contract only: the runner
+must not depend on anything else. Its `delivered_targets` is whatever the test inserts (the real
+view derives it from iq.exports; the runner also consults iq.exports itself).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from typing import Any
+
+from flows.export.body import UPLOAD_COLUMNS
+from ingest.settings import G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID
+
+CONTRACT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("upload_key", "String"), ("generation", "String"), ("program_id", "String"),
+    ("session_account", "String"), ("session_id", "String"), ("total_chunks", "UInt32"),
+    ("chunk_count", "UInt32"), ("merkle_root", "String"), ("method", "Nullable(UInt8)"),
+    ("first_slot", "UInt64"), ("last_slot", "UInt64"), ("finalize_slot", "Nullable(UInt64)"),
+    ("finalize_signature", "String"), ("payload_base64", "String"), ("sha256", "String"),
+    ("payload_length", "UInt64"), ("file_base64", "String"), ("file_sha256", "String"),
+    ("decode_rule", "String"), ("filename", "String"), ("filetype", "String"), ("metadata", "String"),
+    ("delivered_targets", "Array(String)"),
+)
+COLUMN_NAMES = [name for name, _ in CONTRACT_COLUMNS]
+
+SESSION_A = "7Jh5q3i7m1gYvZ4bNfW2X9yT8kLpR6sD3aQ1cE5uVxBn"
+SIG_TAIL = "5" * 87 + "z"  # stands for a base58 transaction signature (88 chars)
+_B64 = re.compile(r"^[A-Za-z0-9+/=]*$")
+
+
+def create_standin_mart(client: Any) -> None:
+    columns = ",\n    ".join(f"{name} {kind}" for name, kind in CONTRACT_COLUMNS)
+    client.command("DROP TABLE IF EXISTS iq.sessions_ready_to_export")
+    client.command(f"CREATE TABLE iq.sessions_ready_to_export (\n    {columns}\n) ENGINE = MergeTree ORDER BY upload_key")
+
+
+def file_bytes(joined: bytes) -> tuple[bytes, str]:
+    """The gateway rule (PROTOCOL.md §5) as the mart applies it: (file bytes, decode_rule)."""
+    text = joined.decode("utf-8", errors="replace")
+    if text.startswith("data:") and "," in text:
+        return base64.b64decode(text.split(",", 1)[1]), "data_url"
+    if len(text) > 100 and _B64.match(text[:100]):
+        return base64.b64decode(text), "base64"
+    return joined, "text"
+
+
+def upload_row(upload_key: str, joined: bytes, *, generation: str = "g2_pinocchio", filename: str = "hello.txt",
+               filetype: str = "txt", first_slot: int = 1000, session_account: str = SESSION_A,
+               session_id: str = "00112233445566778899aabbccddeeff", merkle_root: str = "ab" * 32,
+               method: int | None = 0, finalize_slot: int | None = 1010, finalize_signature: str = "finsig",
+               chunks: int = 3, delivered_targets: tuple[str, ...] = ()) -> dict[str, Any]:
+    program = {"g1": G1_PROGRAM_ID, "g3": G3_PROGRAM_ID}.get(generation, G2_PROGRAM_ID)
+    data, rule = file_bytes(joined)
+    return {
+        "upload_key": upload_key, "generation": generation, "program_id": program,
+        "session_account": session_account, "session_id": session_id, "total_chunks": chunks,
+        "chunk_count": chunks, "merkle_root": merkle_root, "method": method, "first_slot": first_slot,
+        "last_slot": first_slot + 5, "finalize_slot": finalize_slot, "finalize_signature": finalize_signature,
+        "payload_base64": base64.b64encode(joined).decode(), "sha256": hashlib.sha256(joined).hexdigest(),
+        "payload_length": len(joined), "file_base64": base64.b64encode(data).decode(),
+        "file_sha256": hashlib.sha256(data).hexdigest(), "decode_rule": rule, "filename": filename,
+        "filetype": filetype, "metadata": '{"filename": "%s"}' % filename.replace('"', "'"),
+        "delivered_targets": list(delivered_targets),
+    }
+
+
+def insert_rows(client: Any, rows: list[dict[str, Any]]) -> None:
+    client.insert("iq.sessions_ready_to_export", [[row[c] for c in COLUMN_NAMES] for row in rows],
+                  column_names=COLUMN_NAMES)
+
+
+def many_uploads(n: int, size: int = 300) -> list[dict[str, Any]]:
+    """`n` distinct G2 sessions with text payloads of `size` bytes."""
+    rows = []
+    for i in range(n):
+        joined = (f"upload {i}: " + "x" * size)[:size].encode()
+        rows.append(upload_row(f"{SESSION_A}:{i:032x}", joined, first_slot=1000 + i, filename=f"file-{i}.txt"))
+    return rows
+
+
+def test_standin_has_exactly_the_contract_columns_the_runner_reads(warehouse):
+    create_standin_mart(warehouse)
+    described = [row[0] for row in warehouse.query("DESCRIBE TABLE iq.sessions_ready_to_export").result_rows]
+    assert described == COLUMN_NAMES
+    # The runner reads every contract column except delivered_targets (it filters on it in SQL).
+    assert set(UPLOAD_COLUMNS) == set(COLUMN_NAMES) - {"delivered_targets"}
+
+
+def test_file_bytes_follows_the_gateway_rule():
+    raw = b"hello world" * 20
+    assert file_bytes(base64.b64encode(raw)) == (raw, "base64")
+    assert file_bytes(b"data:text/plain;base64," + base64.b64encode(b"hi")) == (b"hi", "data_url")
+    assert file_bytes(b"short text") == (b"short text", "text")
