@@ -18,7 +18,7 @@ G2 = "4jB7tZybufNfgs8HRj9DiSCMYfEqb8jWkxKcnZnA1vBt"
 G3 = "9KLLchQVJpGkw4jPuUmnvqESdR7mtNCYr3qS4iQLabs"
 UNKNOWN = "Unknown111111111111111111111111111111111111"
 ACCOUNTS = [f"Acct{i:02d}" + "1" * 38 for i in range(11)]
-EXAMPLES = int(os.environ.get("IQ_FUZZ_EXAMPLES", "2500"))
+EXAMPLES = int(os.environ.get("IQ_FUZZ_EXAMPLES", "3000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 
 NAMES = ["post_hybrid_chunk", "finalize_hybrid_session", "finalize_bundle", "create_session", "post_chunk",

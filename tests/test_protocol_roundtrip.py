@@ -18,7 +18,7 @@ G3 = "9KLLchQVJpGkw4jPuUmnvqESdR7mtNCYr3qS4iQLabs"
 PROGRAM = {"g1": G1, "g2_pinocchio": G2, "g2_legacy": G2, "g3": G3}
 MODE = {"g2_legacy": "legacy"}
 ACCOUNTS = [f"Acct{i:02d}" + "1" * 38 for i in range(11)]
-EXAMPLES = int(os.environ.get("IQ_PROPERTY_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("IQ_PROPERTY_EXAMPLES", "500"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 u8 = st.integers(0, 0xFF)

@@ -6,7 +6,8 @@ import binascii
 from base64 import b64decode, b64encode
 from typing import Collection, Sequence
 
-from .borsh import DecodeError, Reader
+from . import borsh as w
+from .borsh import Reader
 
 # `IQRecord.variant` is a '+'-joined set of these tokens (None when the writer used the default layout).
 V_STRING = "string"  # G2 Pinocchio chunk with a Borsh String payload (older TS SDK)
@@ -72,13 +73,6 @@ def read_method_trailer(r: Reader, what: str) -> tuple[int, int, bool]:
 
 
 def write_method_trailer(method, decode_break, variant: str | None) -> bytes:
-    from . import borsh as w
-
     if has_token(variant, V_U32):
         return w.u32(w.check_u8(method, "method"), "method") + w.u32(w.check_u8(decode_break, "decode_break"))
     return w.u8(method, "method") + w.u8(decode_break, "decode_break")
-
-
-def require(cond: bool, message: str) -> None:
-    if not cond:
-        raise DecodeError(message)

@@ -32,7 +32,7 @@ from typing import Collection, Sequence
 from . import borsh as w
 from .anchor import anchor_tag
 from .borsh import U32_MAX, DecodeError, Reader
-from .common import (V_U32, pick_session, read_method_trailer, variant_of, write_method_trailer)
+from .common import V_U32, pick_session, read_method_trailer, variant_of, write_method_trailer
 from .linked import SEND_CODE_TAG, decode_send_code, encode_send_code
 from .records import IQRecord
 
