@@ -44,8 +44,9 @@ STATUS_ARTIFACT_KEY = "iq-etl-status"
 def _as_dict(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
-    if hasattr(value, "to_json"):
-        return value.to_json()
+    for method in ("to_json", "to_dict"):
+        if hasattr(value, method):
+            return getattr(value, method)()
     if dataclasses.is_dataclass(value):
         return dataclasses.asdict(value)
     return dict(value)
@@ -167,14 +168,14 @@ def ingest_flow(slot_spec: str | None = None, source: str = "car", car_url: str 
                 rpc_url: str | None = None, session_pdas: list[str] | None = None, slot_padding: int = 200,
                 max_signature_pages: int = 25, threads: int | None = None, resume: bool = True,
                 extra_program_ids: list[str] | None = None, lock_timeout_s: float = DEFAULT_TIMEOUT_S,
-                publish_status: bool = False) -> dict[str, Any]:
+                publish_status: bool = True, progress: bool = False) -> dict[str, Any]:
     """Ingest a slot range (`S:E`, epoch `N`, epochs `A-B`) or the window discovered for session PDAs."""
     settings = _settings(extra_program_ids)
     with warehouse_session(settings, "ingest_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
         result = ingest_task(settings, slot_spec=slot_spec, source=source, car_url=car_url, rpc_url=rpc_url,
                              session_pdas=session_pdas, slot_padding=slot_padding,
                              max_signature_pages=max_signature_pages, threads=threads, resume=resume,
-                             extra_program_ids=extra_program_ids or ())
+                             extra_program_ids=extra_program_ids or (), progress=progress)
         if publish_status:
             status_artifact_task(settings, "ingest_flow")
     return result
@@ -202,20 +203,34 @@ def export_flow(targets: list[str] | None = None, dry_run: bool = False, concurr
     return results
 
 
+def _nothing_to_ingest(settings: Settings, slot_spec: str | None, session_pdas: Sequence[str] | None) -> bool:
+    """A scheduled pipeline without a slot spec and without session PDAs only transforms and exports
+    (ingest may be done elsewhere, e.g. by workers each ingesting a slot range)."""
+    return not slot_spec and not session_pdas and not settings.session_pdas
+
+
 @flow(name="pipeline_flow", log_prints=True)
 def pipeline_flow(slot_spec: str | None = None, source: str = "car", car_url: str | None = None,
                   rpc_url: str | None = None, session_pdas: list[str] | None = None, slot_padding: int = 200,
                   max_signature_pages: int = 25, threads: int | None = None, resume: bool = True,
                   extra_program_ids: list[str] | None = None, targets: list[str] | None = None,
                   export_concurrency: int | None = None, dry_run: bool = False, full_refresh: bool = False,
-                  lock_timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
-    """Ingest → transform → export in one run, then publish the status artifact."""
+                  lock_timeout_s: float = DEFAULT_TIMEOUT_S, progress: bool = False) -> dict[str, Any]:
+    """Ingest → transform → export in one run, then publish the status artifact.
+
+    Without `slot_spec` the window is discovered for `session_pdas` (or IQ_SESSION_PDA_LIST); with
+    neither, ingest is skipped and the run transforms and exports what the warehouse holds."""
     settings = _settings(extra_program_ids)
     with warehouse_session(settings, "pipeline_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
-        ingested = ingest_task(settings, slot_spec=slot_spec, source=source, car_url=car_url, rpc_url=rpc_url,
-                               session_pdas=session_pdas, slot_padding=slot_padding,
-                               max_signature_pages=max_signature_pages, threads=threads, resume=resume,
-                               extra_program_ids=extra_program_ids or ())
+        if _nothing_to_ingest(settings, slot_spec, session_pdas):
+            _logger().info("ingest skipped: no slot spec and no session PDAs")
+            ingested = None
+        else:
+            ingested = ingest_task(settings, slot_spec=slot_spec, source=source, car_url=car_url, rpc_url=rpc_url,
+                                   session_pdas=session_pdas or list(settings.session_pdas) or None,
+                                   slot_padding=slot_padding, max_signature_pages=max_signature_pages,
+                                   threads=threads, resume=resume, extra_program_ids=extra_program_ids or (),
+                                   progress=progress)
         transformed = transform_task(settings, full_refresh=full_refresh)
         exported = _export_all(settings, targets, dry_run, export_concurrency, None)
         report = status_artifact_task(settings, "pipeline_flow")
