@@ -235,3 +235,77 @@ def pipeline_flow(slot_spec: str | None = None, source: str = "car", car_url: st
         exported = _export_all(settings, targets, dry_run, export_concurrency, None)
         report = status_artifact_task(settings, "pipeline_flow")
     return {"ingest": ingested, "transform": transformed, "export": exported, "status": report}
+
+
+# --- reconcile --------------------------------------------------------------------------------
+
+@task(name="plan-reconcile", retries=1, cache_policy=NO_CACHE)
+def plan_reconcile_task(settings: Settings, policy: Any, use_rpc: bool, window_source: str) -> Any:
+    from ingest.warehouse import get_client
+
+    from . import reconcile as rc
+
+    client = get_client(settings)
+    plan = rc.plan_reconcile(rc.read_incomplete(client), rc.read_states(client),
+                             rc.covered_ranges(client, window_source), policy, use_rpc=use_rpc)
+    _logger().info("reconcile plan: %d upload(s) to search (%d over budget, %d not searchable); slot ranges %s; "
+                   "%d session(s) over RPC", len(plan.uploads), len(plan.deferred), len(plan.skipped),
+                   plan.scan_ranges or "none", len(plan.session_pdas))
+    return plan
+
+
+@flow(name="reconcile_flow", log_prints=True)
+def reconcile_flow(discovery: str = "auto", window_source: str = "car", car_url: str | None = None,
+                   rpc_url: str | None = None, initial_padding: int = 2_000, growth: int = 4,
+                   max_padding: int = 432_000, max_scan_slots: int = 2_000_000, max_uploads: int = 1_000,
+                   max_signature_pages: int = 25, extra_program_ids: list[str] | None = None,
+                   targets: list[str] | None = None, export_concurrency: int | None = None,
+                   lock_timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+    """Search again for the chunks of incomplete uploads, re-transform, export what became complete
+    and retry failed exports; returns (and publishes) a summary of what changed.
+
+    discovery: `auto` (RPC discovery on session accounts when an RPC URL is configured, widening
+    slot windows otherwise), `rpc` or `window`. See flows/reconcile.py for the window rules."""
+    from ingest.errors import IQEtlError
+
+    from . import reconcile as rc
+
+    if discovery not in ("auto", "rpc", "window"):
+        raise IQEtlError(f"reconcile discovery {discovery!r}: use auto, rpc or window")
+    if window_source not in ("car", "rpc-blocks"):
+        raise IQEtlError(f"reconcile window_source {window_source!r}: use car or rpc-blocks")
+    try:
+        policy = rc.Policy(initial_padding=initial_padding, growth=growth, max_padding=max_padding,
+                           max_scan_slots=max_scan_slots, max_uploads=max_uploads)
+    except ValueError as exc:
+        raise IQEtlError(str(exc)) from None
+    settings = _settings(extra_program_ids)
+    use_rpc = discovery == "rpc" or (discovery == "auto" and bool(rpc_url or settings.rpc_url_configured))
+    run_id = _run_id() or "reconcile"
+    with warehouse_session(settings, "reconcile_flow", lock_timeout_s, GLOBAL_LIMIT_NAME) as client:
+        if not rc.table_exists(client, rc.COMPLETENESS):
+            transform_task(settings)
+        before = rc.read_statuses(client)
+        plan = plan_reconcile_task(settings, policy, use_rpc, window_source)
+        rows_written = 0
+        if plan.session_pdas:
+            found = ingest_task(settings, source="rpc-signatures", rpc_url=rpc_url, session_pdas=plan.session_pdas,
+                                max_signature_pages=max_signature_pages, slot_padding=0,
+                                extra_program_ids=extra_program_ids or ())
+            rows_written += int(found.get("rows_written") or 0)
+        if plan.scan_ranges:
+            found = ingest_task(settings, ranges=plan.scan_ranges, source=window_source, car_url=car_url,
+                                rpc_url=rpc_url, extra_program_ids=extra_program_ids or ())
+            rows_written += int(found.get("rows_written") or 0)
+        rc.write_states(client, plan, run_id)
+        if rows_written:
+            transform_task(settings)
+        exports = _export_all(settings, targets, False, export_concurrency, None)
+        after = rc.read_statuses(client)
+        summary = rc.summarise(before, after, plan, rows_written,
+                               rc.delivered_in_runs(client, [e["run_id"] for e in exports if e.get("run_id")]),
+                               sum(int(e.get("failed") or 0) + int(e.get("refused") or 0) for e in exports))
+        status_artifact_task(settings, "reconcile_flow", extra_markdown=summary.markdown())
+    _logger().info("reconcile: %d newly complete, %d exported, %d still incomplete", len(summary.newly_complete),
+                   len(summary.exported), len(summary.still_missing))
+    return {"summary": summary.to_json(), "plan": plan.to_json(), "export": exports}

@@ -220,3 +220,101 @@ def covered_ranges(client: Any, source: str) -> list[tuple[int, int]]:
         "SELECT first_slot, last_slot FROM iq.scan_ranges FINAL WHERE source = {source:String} AND status = 'done'",
         parameters={"source": source}).result_rows
     return merge((int(a), int(b)) for a, b in rows)
+
+
+# The mart's column names, in one place (dbt_project/models/marts/session_completeness.sql).
+COMPLETENESS = "iq.session_completeness"
+
+
+def table_exists(client: Any, name: str) -> bool:
+    db, table = name.split(".", 1)
+    return bool(client.query("SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+                             parameters={"db": db, "t": table}).result_rows[0][0])
+
+
+def read_statuses(client: Any) -> dict[str, str]:
+    """upload_key → completeness status, for every upload the models know."""
+    rows = client.query(f"SELECT upload_key, status FROM {COMPLETENESS}").result_rows
+    return {str(k): str(s) for k, s in rows}
+
+
+def read_incomplete(client: Any) -> list[IncompleteUpload]:
+    """Uploads that are not complete, with the slot window where their missing chunks most likely sit."""
+    rows = client.query(
+        f"SELECT upload_key, status, generation, session_account, "
+        f"       missing_window_first_slot, missing_window_last_slot, first_slot, last_slot "
+        f"FROM {COMPLETENESS} WHERE status != {{complete:String}} ORDER BY upload_key",
+        parameters={"complete": COMPLETE}).result_rows
+    out = []
+    for key, status, generation, account, wf, wl, first, last in rows:
+        first_slot = wf if wf is not None else first
+        last_slot = wl if wl is not None else last
+        if first_slot is None or last_slot is None:
+            continue
+        out.append(IncompleteUpload(str(key), str(status), str(generation), str(account or ""),
+                                    int(first_slot), int(last_slot)))
+    return out
+
+
+def delivered_in_runs(client: Any, run_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """(upload_key, target) delivered by the given export runs."""
+    if not run_ids:
+        return []
+    rows = client.query(
+        "SELECT DISTINCT session_key, target FROM iq.exports WHERE run_id IN {runs:Array(String)} "
+        "AND status = 'delivered' ORDER BY session_key, target", parameters={"runs": list(run_ids)}).result_rows
+    return [(str(k), str(t)) for k, t in rows]
+
+
+@dataclass
+class ReconcileSummary:
+    searched: int = 0                   # uploads a search was planned for
+    deferred: int = 0                   # over this run's budget: next run
+    skipped: int = 0                    # not searchable (conflicting chunks)
+    scanned_ranges: list[tuple[int, int]] = field(default_factory=list)
+    rpc_sessions: int = 0
+    rows_written: int = 0
+    newly_complete: list[str] = field(default_factory=list)
+    exported: list[tuple[str, str]] = field(default_factory=list)     # (upload_key, target)
+    export_failures: int = 0
+    still_missing: list[dict[str, Any]] = field(default_factory=list)  # upload_key, status, padding, exhausted
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def markdown(self) -> str:
+        lines = ["## Reconcile", "",
+                 f"- uploads searched: {self.searched} (deferred to the next run: {self.deferred}, "
+                 f"not searchable: {self.skipped})",
+                 f"- slot ranges re-scanned: {', '.join(f'{a}-{b}' for a, b in self.scanned_ranges) or 'none'}; "
+                 f"sessions re-discovered over RPC: {self.rpc_sessions}; rows written: {self.rows_written}",
+                 f"- newly complete: {len(self.newly_complete)}",
+                 f"- exported in this run: {len(self.exported)} (failed: {self.export_failures})",
+                 f"- still incomplete: {len(self.still_missing)}", ""]
+        if self.newly_complete:
+            lines += ["| newly complete |", "|---|", *[f"| `{k}` |" for k in self.newly_complete], ""]
+        if self.still_missing:
+            lines += ["| still incomplete | status | padding | exhausted |", "|---|---|---|---|"]
+            lines += [f"| `{m['upload_key']}` | {m['status']} | {m.get('padding', '')} | "
+                      f"{'yes' if m.get('exhausted') else ''} |" for m in self.still_missing[:50]]
+            if len(self.still_missing) > 50:
+                lines.append(f"| … {len(self.still_missing) - 50} more | | | |")
+        return "\n".join(lines)
+
+
+def summarise(before: dict[str, str], after: dict[str, str], plan: ReconcilePlan, rows_written: int,
+              exported: list[tuple[str, str]], export_failures: int) -> ReconcileSummary:
+    planned = {u.upload_key: u for u in plan.uploads}
+    still = []
+    for key, status in sorted(after.items()):
+        if status == COMPLETE:
+            continue
+        item = planned.get(key)
+        still.append({"upload_key": key, "status": status, "method": item.method if item else "",
+                      "padding": item.padding if item else None, "exhausted": bool(item and item.exhausted)})
+    return ReconcileSummary(
+        searched=len(plan.uploads), deferred=len(plan.deferred), skipped=len(plan.skipped),
+        scanned_ranges=plan.scan_ranges, rpc_sessions=len(plan.session_pdas), rows_written=rows_written,
+        newly_complete=sorted(k for k, s in after.items() if s == COMPLETE and before.get(k) != COMPLETE),
+        exported=exported, export_failures=export_failures, still_missing=still,
+    )
