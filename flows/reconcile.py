@@ -247,12 +247,15 @@ def read_incomplete(client: Any) -> list[IncompleteUpload]:
         parameters={"complete": COMPLETE}).result_rows
     out = []
     for key, status, generation, account, wf, wl, first, last in rows:
-        first_slot = wf if wf is not None else first
-        last_slot = wl if wl is not None else last
-        if first_slot is None or last_slot is None:
-            continue
-        out.append(IncompleteUpload(str(key), str(status), str(generation), str(account or ""),
-                                    int(first_slot), int(last_slot)))
+        # The mart's window where it has one (gaps between present chunks; for a broken linked list
+        # only its upper end, the lowest piece found); otherwise the upload's own slot span (an
+        # upload awaiting its finalize: the finalize comes after its last chunk).
+        ends = [int(v) for v in (wf, wl, first, last) if v is not None]
+        if not ends:
+            continue  # the models know no slot of it at all: nothing to search around
+        hi = int(wl) if wl is not None else (int(last) if last is not None else max(ends))
+        lo = int(wf) if wf is not None else min(int(first) if first is not None else hi, hi)
+        out.append(IncompleteUpload(str(key), str(status), str(generation), str(account or ""), lo, max(lo, hi)))
     return out
 
 
