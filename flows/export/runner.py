@@ -253,7 +253,7 @@ class _Run:
     def _load_batch(self, todo: deque[Candidate], loaded: deque[tuple[Candidate, ReadyUpload]]) -> None:
         batch: list[Candidate] = []
         budget = FETCH_BYTES_BUDGET
-        while todo and len(batch) < max(2 * self.concurrency, 16):
+        while todo and len(batch) < max(4 * self.concurrency, 32):
             # Base64 payload and file text together are about 2.7x the joined bytes.
             cost = todo[0].payload_length * 3
             if batch and cost > budget:

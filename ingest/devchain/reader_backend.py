@@ -65,6 +65,9 @@ class RequestRecord:
 class ReaderBackend(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # socketserver's default backlog of 5 drops connections when many clients connect at once;
+    # the dropped SYN is retried by the kernel after a second, which would distort benchmarks.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], path: str, faults: Faults | None, token: str | None,
                  store_dir: Path | None):
@@ -168,6 +171,12 @@ class ReaderBackend(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: ReaderBackend
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # Answers are small: without this, Nagle's algorithm and the client's delayed ACK add
+        # ~40 ms to each answer, which would swamp the latency the benchmarks inject.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         # Request lines only; headers (and so the token) are never logged.
