@@ -17,16 +17,19 @@ import json
 import random
 import shutil
 from pathlib import Path
-
-from solders.pubkey import Pubkey
+from typing import TYPE_CHECKING
 
 from ingest.errors import IQEtlError
 from ingest.settings import DEFAULT_PROGRAM_IDS, G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID
 
 from .manifest import FORMAT, INSTRUCTIONS_NAME, MANIFEST_NAME, HardCase, Manifest, write_manifest
-from .noise import NoiseGenerator
-from .txbuild import BuiltTx, KeyRing
-from .uploads import CATALOGUE, CATALOGUE_UPLOADS, Catalogue, Programs, Scenarios, Timeline, UploadPlanner, ordinary_upload
+
+if TYPE_CHECKING:
+    from .txbuild import BuiltTx
+
+# The generator's modules (solders, the protocol encoders) load on first build, so that importing
+# this module for its defaults (the CLI does) stays cheap.
+CATALOGUE_UPLOADS = 39   # checked against uploads.CATALOGUE_UPLOADS in build_chain
 
 SLOTS_PER_EPOCH = 432_000
 IQ_ERA_FIRST_SLOT = 398_615_411          # first G3 program transaction (GW README)
@@ -99,8 +102,16 @@ def build_chain(out_dir, *, seed: int = 0, sessions: int = DEFAULT_SESSIONS,
                 first_slot: int = DEFAULT_FIRST_SLOT, far_gap: int = DEFAULT_FAR_GAP,
                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Manifest:
     """Generate the chain into `out_dir` and return its manifest (also written as manifest.json)."""
+    from solders.pubkey import Pubkey
+
     from ingest.sources.car_writer import CarWriter
 
+    from . import uploads as up_mod
+    from .noise import NoiseGenerator
+    from .txbuild import KeyRing
+    from .uploads import CATALOGUE, Catalogue, Programs, Scenarios, Timeline, UploadPlanner, ordinary_upload
+
+    assert up_mod.CATALOGUE_UPLOADS == CATALOGUE_UPLOADS, "update build.CATALOGUE_UPLOADS"
     _check(first_slot, slots, sessions, noise_tx_per_slot, far_gap)
     out = Path(out_dir)
     _prepare_dir(out)
@@ -239,14 +250,14 @@ def build_chain(out_dir, *, seed: int = 0, sessions: int = DEFAULT_SESSIONS,
     return manifest
 
 
-def _interleave(rng: random.Random, noise: list[BuiltTx], iq: list[BuiltTx]) -> list[BuiltTx]:
+def _interleave(rng: random.Random, noise: list["BuiltTx"], iq: list["BuiltTx"]) -> list["BuiltTx"]:
     """IQ transactions at random positions among the noise, keeping each list's own order."""
     if not iq:
         return noise
     if not noise:
         return list(iq)
     positions = sorted(rng.randint(0, len(noise)) for _ in iq)
-    out: list[BuiltTx] = []
+    out: list["BuiltTx"] = []
     j = 0
     for i, tx in enumerate(noise):
         while j < len(iq) and positions[j] == i:
