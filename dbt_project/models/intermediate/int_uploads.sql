@@ -1,0 +1,317 @@
+{{ config(materialized='table', order_by='upload_key') }}
+-- One row per upload, whatever its shape (keys: PREAMBLE "upload keys"):
+--   session      G2 `<account>:<session id>`, G3 the session PDA: from chunks, finalizes
+--                (int_finalizes, bundles attached) and G3 create_session;
+--   linked_list  the tail signature: every list an index names, plus lists without an index
+--                whose pieces no indexed list uses (so a stray duplicate piece of an indexed list
+--                does not become an upload of its own);
+--   inline       the G3 code-in's signature.
+-- expected_total comes from the earliest successful finalize's declared total (G2 finalize,
+-- G3 SessionFinalize), else the metadata's total_chunks; total_disagreement is set when the
+-- successful finalizes and the metadata do not all declare the same total.
+-- Failed rows never define a total or a slot; they are counted.
+with session_chunk_rows as (
+    select
+        upload_key,
+        any(upload_group) as upload_group,
+        anyIf(generation, not tx_failed) as generation,
+        anyIf(program_id, not tx_failed) as program_id,
+        any(session_account) as session_account,
+        any(session_id) as session_id,
+        minIf(slot, not tx_failed) as first_slot,
+        maxIf(slot, not tx_failed) as last_slot,
+        argMinIf(signature, (slot, tx_index, ix_index, inner_index), not tx_failed) as first_signature,
+        argMaxIf(signature, (slot, tx_index, ix_index, inner_index), not tx_failed) as last_signature,
+        countIf(not tx_failed) as chunk_rows,
+        countIf(tx_failed) as failed_chunk_rows,
+        max(ingested_at) as source_ingested_at
+    from {{ ref('stg_chunks') }}
+    group by upload_key
+),
+
+finalize_rows as (
+    select
+        upload_key,
+        any(upload_group) as upload_group,
+        anyIf(generation, not tx_failed) as generation,
+        anyIf(program_id, not tx_failed) as program_id,
+        any(session_account) as session_account,
+        any(session_id) as session_id,
+        countIf(not tx_failed) as finalize_count,
+        countIf(tx_failed) as failed_finalizes,
+        argMinIf(declared_total, (slot, tx_index, ix_index, inner_index), not tx_failed and declared_total is not null) as first_declared_total,
+        argMinIf(metadata_total, (slot, tx_index, ix_index, inner_index), not tx_failed and metadata_total is not null) as first_metadata_total,
+        arrayDistinct(arrayConcat(
+            groupArrayIf(assumeNotNull(declared_total), not tx_failed and declared_total is not null),
+            groupArrayIf(assumeNotNull(metadata_total), not tx_failed and metadata_total is not null))) as declared_totals,
+        argMinIf(merkle_root, (slot, tx_index, ix_index, inner_index), not tx_failed) as merkle_root,
+        argMinIf(metadata, (slot, tx_index, ix_index, inner_index), not tx_failed) as metadata,
+        argMinIf(slot, (slot, tx_index, ix_index, inner_index), not tx_failed) as finalize_slot,
+        argMinIf(signature, (slot, tx_index, ix_index, inner_index), not tx_failed) as finalize_signature,
+        minIf(slot, not tx_failed) as first_slot,
+        maxIf(slot, not tx_failed) as last_slot,
+        argMaxIf(signature, (slot, tx_index, ix_index, inner_index), not tx_failed) as last_signature,
+        countIf(not tx_failed and is_bundle) as bundle_count,
+        max(ingested_at) as source_ingested_at
+    from {{ ref('int_finalizes') }}
+    group by upload_key
+),
+
+creation_rows as (
+    select
+        upload_key,
+        anyIf(generation, not tx_failed) as generation,
+        anyIf(program_id, not tx_failed) as program_id,
+        argMinIf(seq, slot, not tx_failed) as seq,
+        minIf(slot, not tx_failed) as created_slot,
+        argMinIf(signature, (slot, tx_index, ix_index, inner_index), not tx_failed) as created_signature,
+        countIf(not tx_failed) as creation_count,
+        max(ingested_at) as source_ingested_at
+    from {{ ref('stg_session_creations') }}
+    group by upload_key
+),
+
+session_keys as (
+    select upload_key from session_chunk_rows
+    union distinct
+    select upload_key from finalize_rows
+    union distinct
+    select upload_key from creation_rows
+),
+
+session_uploads as (
+    select
+        k.upload_key as upload_key,
+        'session' as upload_shape,
+        coalesce(nullIf(c.upload_group, ''), nullIf(f.upload_group, ''), k.upload_key) as upload_group,
+        coalesce(nullIf(f.generation, ''), nullIf(c.generation, ''), nullIf(s.generation, ''), 'unknown') as generation,
+        coalesce(nullIf(f.program_id, ''), nullIf(c.program_id, ''), nullIf(s.program_id, ''), '') as program_id,
+        coalesce(nullIf(c.session_account, ''), nullIf(f.session_account, ''), k.upload_key) as session_account,
+        coalesce(nullIf(c.session_id, ''), f.session_id, '') as session_id,
+        f.finalize_count > 0 as is_finalized,
+        toUInt32(f.finalize_count) as finalize_count,
+        toUInt32(f.failed_finalizes) as failed_finalizes,
+        toUInt32(f.bundle_count) as bundle_count,
+        f.first_declared_total as declared_total,
+        f.first_metadata_total as metadata_total,
+        coalesce(f.first_declared_total, f.first_metadata_total) as expected_total,
+        length(f.declared_totals) > 1 as total_disagreement,
+        coalesce(f.merkle_root, '') as merkle_root,
+        coalesce(f.metadata, '') as metadata,
+        s.seq as seq,
+        if(s.creation_count > 0, s.created_slot, NULL) as created_slot,
+        least(
+            if(c.chunk_rows > 0, c.first_slot, 18446744073709551615),
+            if(f.finalize_count > 0, f.first_slot, 18446744073709551615),
+            if(s.creation_count > 0, s.created_slot, 18446744073709551615)) as first_slot_raw,
+        greatest(
+            if(c.chunk_rows > 0, c.last_slot, 0),
+            if(f.finalize_count > 0, f.last_slot, 0)) as last_slot,
+        multiIf(c.chunk_rows > 0, c.first_signature, s.creation_count > 0, s.created_signature, f.finalize_signature) as first_signature,
+        if(f.finalize_count > 0 and (c.chunk_rows = 0 or f.last_slot >= c.last_slot), f.last_signature, c.last_signature) as last_signature,
+        if(f.finalize_count > 0, f.finalize_slot, NULL) as finalize_slot,
+        if(f.finalize_count > 0, f.finalize_signature, '') as finalize_signature,
+        toUInt32(c.chunk_rows) as chunk_rows,
+        toUInt32(c.failed_chunk_rows) as failed_chunk_rows,
+        '' as missing_piece_signature,
+        false as missing_piece_failed,
+        CAST(NULL AS Nullable(UInt64)) as lowest_piece_slot,
+        greatest(c.source_ingested_at, f.source_ingested_at, s.source_ingested_at) as source_ingested_at
+    from session_keys as k
+    left join session_chunk_rows as c on c.upload_key = k.upload_key
+    left join finalize_rows as f on f.upload_key = k.upload_key
+    left join creation_rows as s on s.upload_key = k.upload_key
+),
+
+walk_summary as (
+    select
+        upload_key,
+        any(is_indexed_tail) as is_indexed_tail,
+        toUInt32(count()) as pieces_found,
+        argMax(before_tx, depth) as lowest_before_tx,
+        argMax(slot, depth) as lowest_piece_slot,
+        min(slot) as first_slot,
+        max(slot) as last_slot,
+        argMax(piece_signature, depth) as first_signature,
+        any(generation) as generation,
+        any(program_id) as program_id,
+        max(ingested_at) as source_ingested_at
+    from {{ ref('int_linked_walks') }}
+    group by upload_key
+),
+
+indexed_pieces as (
+    select distinct piece_signature
+    from {{ ref('int_linked_walks') }}
+    where is_indexed_tail
+),
+
+index_rows as (
+    select
+        tail_signature as upload_key,
+        countIf(not tx_failed) as index_count,
+        countIf(tx_failed) as failed_indexes,
+        anyIf(generation, not tx_failed) as generation,
+        anyIf(program_id, not tx_failed) as program_id,
+        argMinIf(metadata, (slot, tx_index, ix_index, inner_index), not tx_failed) as metadata,
+        argMinIf(metadata_total, (slot, tx_index, ix_index, inner_index), not tx_failed and metadata_total is not null) as first_metadata_total,
+        argMinIf(handle, (slot, tx_index, ix_index, inner_index), not tx_failed) as handle,
+        argMinIf(type_field, (slot, tx_index, ix_index, inner_index), not tx_failed) as type_field,
+        argMinIf(offset, (slot, tx_index, ix_index, inner_index), not tx_failed) as offset,
+        argMinIf(slot, (slot, tx_index, ix_index, inner_index), not tx_failed) as index_slot,
+        argMinIf(signature, (slot, tx_index, ix_index, inner_index), not tx_failed) as index_signature,
+        max(ingested_at) as source_ingested_at
+    from {{ ref('stg_linked_indexes') }}
+    group by tail_signature
+),
+
+linked_keys as (
+    select upload_key from index_rows where index_count > 0
+    union distinct
+    select upload_key from walk_summary
+    where not is_indexed_tail
+      and upload_key not in (
+          select upload_key from {{ ref('int_linked_walks') }}
+          where piece_signature in (select piece_signature from indexed_pieces))
+),
+
+failed_piece_signatures as (
+    select distinct signature from {{ ref('stg_linked_pieces') }} where tx_failed
+),
+
+linked_uploads as (
+    select
+        k.upload_key as upload_key,
+        'linked_list' as upload_shape,
+        k.upload_key as upload_group,
+        multiIf(i.generation != '', i.generation, w.generation != '', w.generation, 'unknown') as generation,
+        if(i.program_id != '', i.program_id, w.program_id) as program_id,
+        '' as session_account,
+        '' as session_id,
+        i.index_count > 0 as is_finalized,
+        toUInt32(i.index_count) as finalize_count,
+        toUInt32(i.failed_indexes) as failed_finalizes,
+        toUInt32(0) as bundle_count,
+        CAST(NULL AS Nullable(UInt32)) as declared_total,
+        i.first_metadata_total as metadata_total,
+        i.first_metadata_total as expected_total,
+        false as total_disagreement,
+        '' as merkle_root,
+        multiIf(
+            i.metadata != '', i.metadata,
+            i.generation = 'g1', toJSONString(map('handle', i.handle, 'type_field', i.type_field, 'offset', i.offset)),
+            '') as metadata,
+        CAST(NULL AS Nullable(UInt64)) as seq,
+        CAST(NULL AS Nullable(UInt64)) as created_slot,
+        least(if(w.pieces_found > 0, w.first_slot, 18446744073709551615),
+              if(i.index_count > 0, i.index_slot, 18446744073709551615)) as first_slot_raw,
+        greatest(w.last_slot, if(i.index_count > 0, i.index_slot, 0)) as last_slot,
+        w.first_signature as first_signature,
+        if(i.index_count > 0, i.index_signature, k.upload_key) as last_signature,
+        if(i.index_count > 0, i.index_slot, NULL) as finalize_slot,
+        if(i.index_count > 0, i.index_signature, '') as finalize_signature,
+        w.pieces_found as chunk_rows,
+        toUInt32(0) as failed_chunk_rows,
+        multiIf(w.pieces_found = 0, k.upload_key, w.lowest_before_tx = 'Genesis', '', w.lowest_before_tx) as missing_piece_signature,
+        missing_piece_signature in (select signature from failed_piece_signatures) as missing_piece_failed,
+        if(w.pieces_found > 0, w.lowest_piece_slot, NULL) as lowest_piece_slot,
+        greatest(w.source_ingested_at, i.source_ingested_at) as source_ingested_at
+    from linked_keys as k
+    left join walk_summary as w on w.upload_key = k.upload_key
+    left join index_rows as i on i.upload_key = k.upload_key
+),
+
+inline_rows as (
+    select
+        upload_key,
+        countIf(not tx_failed) as ok_count,
+        countIf(tx_failed) as failed_count,
+        anyIf(generation, not tx_failed) as generation,
+        anyIf(program_id, not tx_failed) as program_id,
+        argMinIf(metadata, slot, not tx_failed) as metadata,
+        argMinIf(metadata_total, slot, not tx_failed and metadata_total is not null) as first_metadata_total,
+        min(slot) as first_slot,
+        max(ingested_at) as source_ingested_at
+    from {{ ref('stg_inline_uploads') }}
+    group by upload_key
+),
+
+inline_uploads as (
+    select
+        upload_key,
+        'inline' as upload_shape,
+        upload_key as upload_group,
+        generation,
+        program_id,
+        '' as session_account,
+        '' as session_id,
+        ok_count > 0 as is_finalized,
+        toUInt32(ok_count) as finalize_count,
+        toUInt32(failed_count) as failed_finalizes,
+        toUInt32(0) as bundle_count,
+        CAST(NULL AS Nullable(UInt32)) as declared_total,
+        first_metadata_total as metadata_total,
+        toUInt32(1) as expected_total,
+        false as total_disagreement,
+        '' as merkle_root,
+        metadata,
+        CAST(NULL AS Nullable(UInt64)) as seq,
+        CAST(NULL AS Nullable(UInt64)) as created_slot,
+        first_slot as first_slot_raw,
+        first_slot as last_slot,
+        upload_key as first_signature,
+        upload_key as last_signature,
+        first_slot as finalize_slot,
+        upload_key as finalize_signature,
+        toUInt32(ok_count) as chunk_rows,
+        toUInt32(failed_count) as failed_chunk_rows,
+        '' as missing_piece_signature,
+        false as missing_piece_failed,
+        CAST(NULL AS Nullable(UInt64)) as lowest_piece_slot,
+        source_ingested_at
+    from inline_rows
+),
+
+all_uploads as (
+    select * from session_uploads
+    union all
+    select * from linked_uploads
+    union all
+    select * from inline_uploads
+)
+
+select
+    upload_key,
+    upload_shape,
+    upload_group,
+    generation,
+    program_id,
+    session_account,
+    session_id,
+    is_finalized,
+    finalize_count,
+    failed_finalizes,
+    bundle_count,
+    CAST(declared_total AS Nullable(UInt32)) as declared_total,
+    CAST(metadata_total AS Nullable(UInt32)) as metadata_total,
+    CAST(expected_total AS Nullable(UInt32)) as expected_total,
+    total_disagreement,
+    merkle_root,
+    metadata,
+    JSONExtractString(metadata, 'filename') as filename,
+    JSONExtractString(metadata, 'filetype') as filetype,
+    CAST(seq AS Nullable(UInt64)) as seq,
+    CAST(created_slot AS Nullable(UInt64)) as created_slot,
+    toUInt64(if(first_slot_raw = 18446744073709551615, 0, first_slot_raw)) as first_slot,
+    toUInt64(last_slot) as last_slot,
+    first_signature,
+    last_signature,
+    CAST(finalize_slot AS Nullable(UInt64)) as finalize_slot,
+    finalize_signature,
+    chunk_rows,
+    failed_chunk_rows,
+    missing_piece_signature,
+    missing_piece_failed,
+    CAST(lowest_piece_slot AS Nullable(UInt64)) as lowest_piece_slot,
+    source_ingested_at
+from all_uploads

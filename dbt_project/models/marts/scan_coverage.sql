@@ -1,0 +1,65 @@
+{{ config(materialized='table', order_by='first_slot') }}
+-- What has been scanned: the 'done' sub-ranges of iq.scan_ranges (any source) merged into
+-- maximal runs of slots (kind = 'scanned'), and the holes between consecutive runs
+-- (kind = 'gap'). Partial and failed sub-ranges do not count as scanned.
+with done_ranges as (
+    select first_slot, last_slot, source
+    from {{ source('iq', 'scan_ranges') }} final
+    where status = 'done'
+),
+
+ordered as (
+    select
+        first_slot,
+        last_slot,
+        source,
+        -- the furthest slot reached by any earlier range (in first_slot order)
+        max(last_slot) over (order by first_slot, last_slot rows between unbounded preceding and 1 preceding) as reach_before,
+        row_number() over (order by first_slot, last_slot) as position
+    from done_ranges
+),
+
+runs as (
+    select
+        *,
+        sum(if(position = 1 or first_slot > reach_before + 1, 1, 0)) over (order by first_slot, last_slot rows between unbounded preceding and current row) as run_id
+    from ordered
+),
+
+scanned as (
+    select
+        run_id,
+        min(first_slot) as run_first_slot,
+        max(last_slot) as run_last_slot,
+        arraySort(groupUniqArray(toString(source))) as sources,
+        toUInt32(count()) as ranges_merged
+    from runs
+    group by run_id
+),
+
+gaps as (
+    select
+        run_id,
+        lagInFrame(run_last_slot) over (order by run_first_slot rows between unbounded preceding and unbounded following) as previous_run_last,
+        run_first_slot as next_run_first
+    from scanned
+)
+
+select
+    'scanned' as kind,
+    run_first_slot as first_slot,
+    run_last_slot as last_slot,
+    run_last_slot - run_first_slot + 1 as slots,
+    sources,
+    ranges_merged
+from scanned
+union all
+select
+    'gap' as kind,
+    previous_run_last + 1 as first_slot,
+    next_run_first - 1 as last_slot,
+    next_run_first - previous_run_last - 1 as slots,
+    CAST([] AS Array(String)) as sources,
+    toUInt32(0) as ranges_merged
+from gaps
+where run_id > 1
