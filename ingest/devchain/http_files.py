@@ -49,9 +49,12 @@ class _State:
             if f.drop_every:
                 return (None, f.drop_after_bytes) if self.gets % f.drop_every == 0 else (None, None)
             if f.drop_times == 0 or self.drops < f.drop_times:
-                self.drops += 1
-                return None, f.drop_after_bytes
+                return None, f.drop_after_bytes  # counted in dropped() once it really happens
             return None, None
+
+    def dropped(self) -> None:
+        with self.lock:
+            self.drops += 1
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -132,6 +135,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if drop_after is not None:
                     n = min(n, drop_after - sent)
                     if n <= 0:
+                        state.dropped()
                         self.wfile.flush()
                         self.close_connection = True  # the client sees fewer bytes than Content-Length
                         return

@@ -35,6 +35,8 @@ class RangeStream(Protocol):
 
     def read(self, n: int = READ_SIZE) -> bytes: ...  # b"" at the end of the range or file
 
+    def readinto(self, view: memoryview) -> int: ...  # 0 at the end of the range or file
+
     def close(self) -> None: ...
 
 
@@ -88,6 +90,17 @@ class _LocalStream:
         data = self._f.read(n)
         self.offset += len(data)
         return data
+
+    def readinto(self, view: memoryview) -> int:
+        if self._end is not None:
+            room = self._end - self.offset
+            if room <= 0:
+                return 0
+            if len(view) > room:
+                view = view[:room]
+        got = self._f.readinto(view) or 0
+        self.offset += got
+        return got
 
     def close(self) -> None:
         self._f.close()
@@ -232,6 +245,11 @@ class _HttpStream:
                 self._retry.failed(f"response ended early at byte {self.offset}")
                 continue
             return b""
+
+    def readinto(self, view: memoryview) -> int:
+        data = self.read(len(view))
+        view[:len(data)] = data
+        return len(data)
 
     def _drop(self) -> None:
         if self._resp is not None:

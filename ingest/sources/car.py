@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Collection, Iterator, NamedTuple
 
 import libipld
+import zstandard
 from solders.transaction import VersionedTransaction
 
 from ingest.errors import SourceError
@@ -35,7 +36,7 @@ from ingest.sources.byte_source import READ_SIZE, ByteSource, RangeStream, is_ur
 from ingest.sources.car_format import (CID_LEN, CID_PREFIX, KIND_BLOCK, KIND_DATAFRAME, KIND_ENTRY, KIND_EPOCH,
                                        KIND_NAMES, KIND_REWARDS, KIND_SUBSET, KIND_TRANSACTION, MAX_SECTION_BYTES,
                                        SLOT_RANGE_RECORD, crc64_iso, parse_slot_ranges, slot_ranges_name)
-from ingest.sources.meta import MetaError, ZSTD_MAGIC, decode_meta, decompress
+from ingest.sources.meta import MetaError, decode_meta, decompress, loaded_keys
 from ingest.sources.model import ChainBlock, ChainTransaction
 from ingest.sources.slotspec import SLOTS_PER_EPOCH, SlotRange, epoch_bounds, epoch_of
 
@@ -46,6 +47,12 @@ _FEW_KEYS = 16  # up to this many keys: search chunks with bytes.find; more: loo
 _MASK64 = (1 << 64) - 1
 _EPOCH_IN_NAME = re.compile(r"epoch-(\d+)\.car$")
 _MAX_HEADER = 1 << 20
+# A single-frame DataFrame in a Transaction node: [6, null, null, null, bytes(len 2 or 1 bytes)...
+_TX_FRAME_2B = b"\x86\x06\xf6\xf6\xf6\x59"
+_TX_FRAME_1B = b"\x86\x06\xf6\xf6\xf6\x58"
+_TXN_2B = b"\x85\x00" + _TX_FRAME_2B  # Transaction node [0, that frame, ...] with 5 fields
+_TXN_1B = b"\x85\x00" + _TX_FRAME_1B
+_zstd = zstandard.ZstdDecompressor()
 
 
 class IncompleteRange(SourceError):
@@ -323,13 +330,17 @@ class _SlotWalk:
         few_keys = wanted is not None and len(wanted) <= _FEW_KEYS
         keyset = frozenset(wanted) if wanted is not None else frozenset()
         verify = car.verify_cids
-        read_size = car.read_size
+        fast = few_keys and not verify
         first = self.first
         stream: RangeStream = car.source.open(start, end)
         inf = 1 << 62
-        buf = b""
-        base = start
+        # One reused buffer: bytes [0, n) are valid; each refill moves the unread tail to the front
+        # and reads into the rest (no per-chunk allocation, no page faults on fresh memory).
+        buf = bytearray(max(car.read_size, 1 << 16))
+        n = 0
+        base = start  # file offset of buf[0]
         pos = 0
+        need = 0      # bytes the incomplete section at pos needs in the buffer
         eof = False
         hits: list[int] = []
         hi = 0
@@ -341,30 +352,69 @@ class _SlotWalk:
         prev_slot = self.last_block_slot
         try:
             while True:
-                n = len(buf)
-                while pos < n:
+                n1 = n - 1  # a section needs at least 2 bytes of varint lookahead in the buffer
+                while pos < n1:
                     b0 = buf[pos]
-                    if b0 < 0x80:
-                        length = b0
-                        p = pos + 1
-                    elif pos + 1 < n and buf[pos + 1] < 0x80:
-                        length = (b0 & 0x7F) | (buf[pos + 1] << 7)
+                    if b0 >= 0x80 and buf[pos + 1] < 0x80:
                         p = pos + 2
+                        e = p + ((b0 & 0x7F) | (buf[pos + 1] << 7))
+                    elif b0 < 0x80:
+                        p = pos + 1
+                        e = p + b0
                     else:
                         try:
                             got = _uvarint(buf, pos, n)
                         except ValueError:
                             raise car._error("corrupt section length", base + pos, car._slot_hint(prev_slot)) from None
                         if got is None:
+                            need = 11
                             break
                         length, p = got
                         if length > MAX_SECTION_BYTES:
                             raise car._error(f"corrupt section length {length}", base + pos, car._slot_hint(prev_slot))
-                    e = p + length
+                        e = p + length
                     if e > n:
+                        need = e - pos
                         break
                     if buf.startswith(CID_PREFIX, p):
-                        d = p + CID_LEN
+                        d = p + 36
+                        # Hot path (pre-filter on, few keys): a Transaction node whose data is a
+                        # single DataFrame of 24..65535 bytes, i.e. nearly every transaction.
+                        if not fast:
+                            ts = 0
+                        elif buf.startswith(_TXN_2B, d):
+                            ts = d + 10
+                            te = ts + (buf[d + 8] << 8 | buf[d + 9])
+                        elif buf.startswith(_TXN_1B, d):
+                            ts = d + 9
+                            te = ts + buf[d + 8]
+                        else:
+                            ts = 0
+                        if ts:
+                            seen += 1
+                            if next_hit < e:
+                                while next_hit < pos:
+                                    hi += 1
+                                    next_hit = hits[hi] if hi < len(hits) else inf
+                                if next_hit < e:
+                                    cands.append((base + pos, bytes(buf[p:d]), bytes(buf[d:e]), seen - 1, False))
+                                    pos = e
+                                    continue
+                            # No wanted key in the section. One signature and a legacy message (all
+                            # keys static): rejected. v0: the metadata's loaded keys are checked.
+                            if buf[ts] == 1 and te < e:
+                                if buf[ts + 65] >= 0x80:
+                                    verdict = _meta_verdict(buf, te, e, wanted)
+                                    if verdict:
+                                        cands.append((base + pos, bytes(buf[p:d]), bytes(buf[d:e]), seen - 1,
+                                                      verdict == 2))
+                            else:
+                                verdict = _quick_verdict(buf, d, e, wanted, None)
+                                if verdict:
+                                    cands.append((base + pos, bytes(buf[p:d]), bytes(buf[d:e]), seen - 1,
+                                                  verdict == 2))
+                            pos = e
+                            continue
                     else:
                         try:
                             d = p + _cid_length(buf, p, e)
@@ -377,22 +427,17 @@ class _SlotWalk:
                     if kind == KIND_TRANSACTION:
                         seen += 1
                         if wanted is None:
-                            cands.append((base + pos, buf[p:d], buf[d:e], seen - 1, False))
+                            verdict = 1
                         elif few_keys:
                             if next_hit < e:
                                 while next_hit < pos:
                                     hi += 1
                                     next_hit = hits[hi] if hi < len(hits) else inf
-                            if next_hit < e:
-                                cands.append((base + pos, buf[p:d], buf[d:e], seen - 1, False))
-                            else:
-                                verdict = _quick_verdict(buf, d, e, wanted, None)
-                                if verdict:
-                                    cands.append((base + pos, buf[p:d], buf[d:e], seen - 1, verdict == 2))
+                            verdict = 1 if next_hit < e else _quick_verdict(buf, d, e, wanted, None)
                         else:
                             verdict = _quick_verdict(buf, d, e, wanted, keyset)
-                            if verdict:
-                                cands.append((base + pos, buf[p:d], buf[d:e], seen - 1, verdict == 2))
+                        if verdict:
+                            cands.append((base + pos, bytes(buf[p:d]), bytes(buf[d:e]), seen - 1, verdict == 2))
                     elif kind == KIND_ENTRY or kind == KIND_REWARDS:
                         pass
                     elif kind == KIND_BLOCK:
@@ -429,7 +474,7 @@ class _SlotWalk:
                         if slot >= first:
                             yield block
                     elif kind == KIND_DATAFRAME:
-                        frames[buf[p:d]] = buf[d:e]
+                        frames[bytes(buf[p:d])] = bytes(buf[d:e])
                     elif kind == KIND_SUBSET:
                         node = self._decode(buf, d, e, base + pos, prev_slot)
                         if len(node) > 2 and isinstance(node[2], int):
@@ -445,23 +490,29 @@ class _SlotWalk:
                     pos = e
                 if eof:
                     if pos < n:
-                        raise car._error(f"file truncated inside a section ({n - pos} bytes left over)",
+                        raise car._error(f"data truncated inside a section ({n - pos} bytes left over)",
                                          base + pos, car._slot_hint(prev_slot))
                     if cands or seen or frames:
-                        if end is not None:
-                            raise car._error("range ends inside a slot (no Block node after its transactions)",
-                                             base + pos, car._slot_hint(prev_slot))
-                        raise car._error("file ends inside a slot (no Block node after its transactions)",
+                        what = "range" if end is not None else "file"
+                        raise car._error(f"{what} ends inside a slot (no Block node after its transactions)",
                                          base + pos, car._slot_hint(prev_slot))
                     return
-                chunk = stream.read(read_size if n - pos < read_size else n - pos + read_size)
-                if not chunk:
-                    eof = True
-                buf = buf[pos:] + chunk if pos < n else chunk
+                # refill: move the unread tail to the front, grow for a section bigger than the buffer
+                left = n - pos
+                if left:
+                    buf[0:left] = buf[pos:n]
                 base += pos
                 pos = 0
-                if few_keys and chunk:
-                    hits = _find_all(buf, wanted)
+                if need > len(buf):
+                    buf.extend(bytes(need - len(buf)))
+                need = 0
+                with memoryview(buf) as view:
+                    got = stream.readinto(view[left:])
+                n = left + got
+                if not got:
+                    eof = True
+                if few_keys:
+                    hits = _find_all(buf, wanted, n)
                     hi = 0
                     next_hit = hits[0] if hits else inf
         finally:
@@ -470,7 +521,7 @@ class _SlotWalk:
     # -- helpers (called per block / per candidate, not per section)
     def _decode(self, buf: bytes, d: int, e: int, offset: int, prev_slot: int | None):
         try:
-            node = libipld.decode_dag_cbor(buf[d:e])
+            node = libipld.decode_dag_cbor(bytes(buf[d:e]))
         except Exception as exc:
             raise self.car._error(f"corrupt section ({exc})", offset, self.car._slot_hint(prev_slot)) from None
         if not isinstance(node, list) or not node:
@@ -591,13 +642,14 @@ def _payload(frame, frames: dict[bytes, bytes]) -> bytes:
     return joined
 
 
-def _find_all(buf: bytes, keys: tuple[bytes, ...]) -> list[int]:
+def _find_all(buf: bytes | bytearray, keys: tuple[bytes, ...], n: int) -> list[int]:
+    """Sorted positions in buf[:n] where any key starts."""
     found: list[int] = []
     for key in keys:
-        i = buf.find(key)
+        i = buf.find(key, 0, n)
         while i != -1:
             found.append(i)
-            i = buf.find(key, i + 1)
+            i = buf.find(key, i + 1, n)
     found.sort()
     return found
 
@@ -656,49 +708,42 @@ def _quick_verdict(buf: bytes, d: int, e: int, wanted: tuple[bytes, ...], keyset
     if not version & 0x80:
         return 0  # legacy message: every key is static, none matched
     # v0: keys may come from address lookup tables; they are in the metadata's loaded addresses
+    return _meta_verdict(buf, te, e, wanted, keyset)
+
+
+def _meta_verdict(buf, te: int, e: int, wanted: tuple[bytes, ...], keyset: frozenset | None = None) -> int:
+    """Check a v0 transaction's metadata for wanted loaded keys; buf[te] is the byte after the
+    transaction data (its DataFrame's `next`), the metadata DataFrame follows.
+    0 = none, 1 = found, 2 = cannot tell without full decoding."""
+    if buf[te] != 0xF6 and buf[te] != 0x80:
+        return 2  # the transaction data continues in linked frames
     mq = te + 1
-    if buf[mq] != 0x86 or buf[mq + 1] != 0x06 or buf[mq + 2] != 0xF6 or buf[mq + 3] != 0xF6 or buf[mq + 4] != 0xF6:
-        return 2
-    q = mq + 5
-    h = buf[q]
-    if h == 0x59:
-        s = q + 3
-        ln = buf[q + 1] << 8 | buf[q + 2]
-    elif h == 0x58:
-        s = q + 2
-        ln = buf[q + 1]
-    elif 0x40 <= h <= 0x57:
-        s = q + 1
-        ln = h - 0x40
-    elif h == 0x5A:
-        s = q + 5
-        ln = int.from_bytes(buf[q + 1:q + 5], "big")
+    if buf.startswith(_TX_FRAME_1B, mq):
+        s = mq + 7
+        me = s + buf[mq + 6]
+    elif buf.startswith(_TX_FRAME_2B, mq):
+        s = mq + 8
+        me = s + (buf[mq + 6] << 8 | buf[mq + 7])
     else:
-        return 2
-    me = s + ln
-    if me >= e:
-        return 2
-    after = buf[me]
-    if after != 0xF6 and after != 0x80:
-        return 2  # multi-frame metadata
-    if ln == 0:
-        return 2  # no metadata: lookups cannot be resolved here
-    raw = buf[s:me]
-    if not raw.startswith(ZSTD_MAGIC):
+        return 2  # empty, tiny, huge or multi-frame metadata: leave it to the full decoder
+    if me >= e or (buf[me] != 0xF6 and buf[me] != 0x80):
         return 2
     try:
-        plain = decompress(raw)
-    except MetaError:
-        return 2  # let the full decoder report it if the slot is wanted
+        plain = _zstd.decompress(buf[s:me])
+    except zstandard.ZstdError:
+        try:
+            plain = decompress(buf[s:me])  # frames without a content size in their header
+        except MetaError:
+            return 2  # let the full decoder report it if the slot is wanted
     if keyset is None:
         for key in wanted:
             if key in plain:
                 return 1
         return 0
-    for i in range(len(plain) - 31):
-        if plain[i:i + 32] in keyset:
-            return 1
-    return 0
+    try:
+        return 1 if not keyset.isdisjoint(loaded_keys(plain)) else 0
+    except MetaError:
+        return 2
 
 
 def _mentions(ctx: ChainTransaction, wanted: tuple[bytes, ...]) -> bool:
@@ -713,6 +758,159 @@ def _mentions(ctx: ChainTransaction, wanted: tuple[bytes, ...]) -> bool:
         loaded = {bytes(Pubkey.from_string(k)) for k in (*ctx.meta.loaded_writable, *ctx.meta.loaded_readonly)}
         return any(key in loaded for key in wanted)
     return False
+
+
+# --- whole-file summaries: inspect and index ---------------------------------------------------------
+
+@dataclass
+class CarSummary:
+    kinds: dict[str, int]
+    first_slot: int | None
+    last_slot: int | None
+    transactions_per_slot: dict[int, int]
+    first_signatures: list[str]
+    bytes_read: int
+
+    def as_json(self) -> dict:
+        return {"kinds": self.kinds, "first_slot": self.first_slot, "last_slot": self.last_slot,
+                "transactions_per_slot": {str(k): v for k, v in self.transactions_per_slot.items()},
+                "first_signatures": self.first_signatures}
+
+
+def _first_signature(car: CarFile, section: Section, frames: dict[bytes, bytes], slot: int) -> str:
+    from solders.signature import Signature
+
+    try:
+        node = libipld.decode_dag_cbor(section.data)
+        data = _payload(node[1], frames)
+        if not data or data[0] == 0 or data[0] >= 0x80 or len(data) < 65:
+            raise ValueError("transaction has no signature")
+        return str(Signature.from_bytes(data[1:65]))
+    except (_FrameError, ValueError, IndexError, TypeError) as exc:
+        raise car._error(f"transaction {_cid_text(section.cid)}: {exc}", section.offset, f"slot {slot}") from None
+    except Exception as exc:
+        raise car._error(f"corrupt Transaction node ({exc})", section.offset, f"slot {slot}") from None
+
+
+def summarize(car: CarFile, first_slot: int | None = None, last_slot: int | None = None, *,
+              progress=None) -> CarSummary:
+    """Node counts by kind, slots, transactions per slot and the first 3 signatures (file order).
+
+    With a slot range only nodes of those slots count (Subset and Epoch nodes met on the way too);
+    with a slot-ranges index the walk seeks straight to the range. `progress(offset)` is called now
+    and then with the current byte offset."""
+    start = end = None
+    if first_slot is not None and last_slot is not None:
+        ranges = car.slot_ranges(first_slot, last_slot)
+        if ranges is not None:
+            present = [(off, ln) for _, off, ln in ranges if ln]
+            if not present:
+                return CarSummary({k: 0 for k in KIND_NAMES}, None, None, {}, [], 0)
+            start = min(off for off, _ in present)
+            end = max(off + ln for off, ln in present)
+    lo = first_slot if first_slot is not None else -1
+    hi = last_slot if last_slot is not None else 2**63
+    kinds = dict.fromkeys(KIND_NAMES, 0)
+    pending = dict.fromkeys(KIND_NAMES, 0)
+    per_slot: dict[int, int] = {}
+    signatures: list[str] = []
+    sig_sections: list[Section] = []
+    frames: dict[bytes, bytes] = {}
+    seen_slots: list[int] = []
+    prev_slot = None
+    count = 0
+    offset = start or 0
+    for section in car.iter_sections(start, end):
+        count += 1
+        offset = section.offset
+        if progress is not None and count % 4096 == 0:
+            progress(offset)
+        kind = section.kind
+        if not 0 <= kind < len(KIND_NAMES):
+            raise car._error(f"unexpected node kind {kind}", section.offset, car._slot_hint(prev_slot))
+        if kind in (KIND_SUBSET, KIND_EPOCH):
+            kinds[KIND_NAMES[kind]] += 1
+            continue
+        pending[KIND_NAMES[kind]] += 1
+        if kind == KIND_TRANSACTION and len(signatures) + len(sig_sections) < 3:
+            sig_sections.append(section)
+        elif kind == KIND_DATAFRAME and len(signatures) < 3:
+            frames[section.cid] = section.data  # may continue one of the first transactions
+        if kind != KIND_BLOCK:
+            continue
+        try:
+            slot = libipld.decode_dag_cbor(section.data)[1]
+        except Exception as exc:
+            raise car._error(f"corrupt Block node ({exc})", section.offset, car._slot_hint(prev_slot)) from None
+        if not isinstance(slot, int):
+            raise car._error("corrupt Block node (slot is not an integer)", section.offset, car._slot_hint(prev_slot))
+        if slot > hi:
+            break
+        if slot >= lo:
+            for name in KIND_NAMES:
+                kinds[name] += pending[name]
+            per_slot[slot] = pending["transaction"]
+            seen_slots.append(slot)
+            for tx_section in sig_sections:
+                signatures.append(_first_signature(car, tx_section, frames, slot))
+        prev_slot = slot
+        pending = dict.fromkeys(KIND_NAMES, 0)
+        sig_sections = []
+        frames = {}
+    if progress is not None:
+        progress(offset)
+    return CarSummary(kinds, min(seen_slots) if seen_slots else None, max(seen_slots) if seen_slots else None,
+                      per_slot, signatures[:3], offset - (start or 0))
+
+
+def build_slot_ranges(car: CarFile, progress=None) -> tuple[int, dict[int, tuple[int, int]]]:
+    """(epoch, {slot: (offset, length)}) for a CAR without an index: each slot's range runs from its
+    first node after the previous Block node to the end of its own Block node."""
+    ranges: dict[int, tuple[int, int]] = {}
+    slot_start = None
+    epoch = None
+    prev_slot = None
+    count = 0
+    for section in car.iter_sections():
+        count += 1
+        if progress is not None and count % 4096 == 0:
+            progress(section.offset)
+        if section.kind in (KIND_SUBSET, KIND_EPOCH) and slot_start is None:
+            continue  # between slots: not part of any slot's range
+        if slot_start is None:
+            slot_start = section.offset
+        if section.kind != KIND_BLOCK:
+            continue
+        try:
+            slot = libipld.decode_dag_cbor(section.data)[1]
+        except Exception as exc:
+            raise car._error(f"corrupt Block node ({exc})", section.offset, car._slot_hint(prev_slot)) from None
+        if prev_slot is not None and slot <= prev_slot:
+            raise car._error(f"block for slot {slot} after slot {prev_slot} (out of order)", section.offset,
+                             f"slot {slot}")
+        if epoch is None:
+            epoch = epoch_of(slot)
+        elif epoch_of(slot) != epoch:
+            raise car._error(f"slot {slot} is not in epoch {epoch} like the slots before it", section.offset,
+                             f"slot {slot}")
+        end = section.offset + len(section.data) + len(section.cid) + _uvarint_len(len(section.data) + len(section.cid))
+        ranges[slot] = (slot_start, end - slot_start)
+        slot_start = None
+        prev_slot = slot
+    if slot_start is not None:
+        raise car._error("file ends inside a slot (no Block node after its nodes)", slot_start,
+                         car._slot_hint(prev_slot))
+    if epoch is None:
+        raise SourceError(f"{car.name}: no Block nodes, so no epoch to index")
+    return epoch, ranges
+
+
+def _uvarint_len(n: int) -> int:
+    size = 1
+    while n >= 0x80:
+        n >>= 7
+        size += 1
+    return size
 
 
 # --- CarSource ------------------------------------------------------------------------------------------
@@ -759,5 +957,6 @@ def epoch_of_location(location: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-__all__ = ["CarSource", "CarFile", "CarHeader", "Section", "IncompleteRange", "DEFAULT_LOCATION",
+__all__ = ["CarSource", "CarFile", "CarHeader", "Section", "IncompleteRange", "DEFAULT_LOCATION", "CarSummary",
+           "summarize", "build_slot_ranges",
            "KIND_NAMES", "SLOTS_PER_EPOCH", "is_url", "epoch_of_location"]

@@ -279,6 +279,12 @@ def decode_protobuf_meta(b: bytes) -> TxMeta:
     return meta
 
 
+def loaded_keys(plain: bytes) -> list[bytes]:
+    """Raw 32-byte loaded addresses (writable then readonly) of decompressed metadata; protobuf
+    only (legacy bincode predates lookup tables)."""
+    return [bytes(v) for f, w, v in _iter_fields(plain, 0, len(plain)) if (f == 12 or f == 13) and w == 2]
+
+
 def encode_protobuf_meta(meta: TxMeta) -> bytes:
     parts: list[bytes] = []
     if meta.status == TX_FAILED:
