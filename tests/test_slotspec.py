@@ -1,0 +1,43 @@
+import pytest
+
+from ingest.errors import SettingsError
+from ingest.sources.slotspec import SLOTS_PER_EPOCH, SlotRange, epoch_bounds, epoch_of, parse_slot_spec
+
+
+def test_slot_range_is_inclusive():
+    assert parse_slot_spec("100:200") == SlotRange(100, 200)
+    assert parse_slot_spec(" 7 : 7 ").slot_count == 1
+
+
+def test_single_epoch():
+    assert parse_slot_spec("0") == SlotRange(0, SLOTS_PER_EPOCH - 1)
+    assert parse_slot_spec("800") == SlotRange(800 * 432_000, 801 * 432_000 - 1)
+
+
+def test_epoch_range_is_inclusive():
+    r = parse_slot_spec("3-5")
+    assert r == SlotRange(3 * 432_000, 6 * 432_000 - 1)
+    assert list(r.epochs()) == [3, 4, 5]
+
+
+@pytest.mark.parametrize("spec", ["", "abc", "5:4", "6-2", "1:2:3", "-1", "1.5", "1-", ":5"])
+def test_bad_specs_name_the_input(spec):
+    with pytest.raises(SettingsError) as info:
+        parse_slot_spec(spec)
+    assert repr(spec) in str(info.value)
+
+
+def test_epoch_of_and_bounds_agree():
+    for slot in (0, 431_999, 432_000, 123_456_789):
+        lo, hi = epoch_bounds(epoch_of(slot))
+        assert lo <= slot <= hi
+    assert epoch_of(432_000) == 1
+    with pytest.raises(ValueError):
+        epoch_of(-1)
+
+
+def test_split_by_epoch():
+    parts = list(SlotRange(431_990, 864_010).split_by_epoch())
+    assert parts == [(0, SlotRange(431_990, 431_999)), (1, SlotRange(432_000, 863_999)),
+                     (2, SlotRange(864_000, 864_010))]
+    assert str(parts[0][1]) == "431990:431999"
