@@ -17,7 +17,8 @@ balances and token balances are empty lists, blockhashes are synthetic (stable p
 the blockstore's index does), which is deliberately *not* ledger order.
 
 Fault injection (`Faults`) for tests and `iq-etl devchain serve` flags: a request-rate limit
-answered with HTTP 429 + Retry-After, random 5xx, slow answers and dropped connections.
+answered with HTTP 429 + Retry-After (or scripted 429 bursts), random 5xx, slow answers, dropped
+connections and refused batches.
 """
 from __future__ import annotations
 
@@ -208,6 +209,8 @@ class Faults:
     delay_rate: float = 1.0             # ... with this probability
     drop_rate: float = 0.0              # probability of closing the connection without an answer
     seed: int = 0
+    burst: tuple[int, int] | None = None  # scripted 429s: (answered, refused) HTTP requests, repeating
+    reject_batches: bool = False        # answer JSON-RPC batches with HTTP 403, as some paid-tier gates do
 
 
 @dataclass
@@ -499,7 +502,8 @@ class _Handler(BaseHTTPRequestHandler):
     server: "RpcServer"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.debug("rpc %s - %s", self.address_string(), format % args)
+        # Never the request line: a client's API key may sit in its path or query.
+        log.debug("rpc %s %s: %s", self.address_string(), self.command, " ".join(str(a) for a in args[1:]))
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         # mainnet answers GET /health with "ok"; anything else is a POST-only JSON-RPC endpoint
@@ -540,6 +544,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if action == "5xx":
             self._send(srv.faults.error_status, b"upstream error (injected)", "text/plain")
+            return
+        if isinstance(request, list) and srv.faults.reject_batches:
+            self._send(403, b'{"jsonrpc":"2.0","error":{"code":-32403,"message":"Batch requests are not allowed on this plan"},"id":null}',
+                       "application/json")
             return
         if parse_error:
             reply: Any = _error_obj(None, -32700, "Parse error")
@@ -587,6 +595,7 @@ class RpcServer(ThreadingHTTPServer):
         self._rng = random.Random(self.faults.seed)
         self._window_start = time.monotonic()
         self._window_calls = 0
+        self._burst_position = 0
         self._thread: threading.Thread | None = None
 
     @property
@@ -600,6 +609,7 @@ class RpcServer(ThreadingHTTPServer):
             self._rng = random.Random(self.faults.seed)
             self._window_start = time.monotonic()
             self._window_calls = 0
+            self._burst_position = 0
 
     def decide_fault(self, calls: int) -> tuple[str | None, Any]:
         """What to do with a request of `calls` JSON-RPC calls: None, 'drop', 'delay', '429' or '5xx'."""
@@ -609,6 +619,13 @@ class RpcServer(ThreadingHTTPServer):
             if f.drop_rate and self._rng.random() < f.drop_rate:
                 self.counters.dropped += 1
                 return "drop", None
+            if f.burst is not None:
+                answered, refused = f.burst
+                position = self._burst_position % (answered + refused)
+                self._burst_position += 1
+                if position >= answered:
+                    self.counters.http_429 += 1
+                    return "429", f"{f.retry_after if f.retry_after is not None else 1:g}"
             if f.rate_limit is not None:
                 now = time.monotonic()
                 if now - self._window_start >= f.rate_window:
@@ -635,7 +652,8 @@ class RpcServer(ThreadingHTTPServer):
                     self.counters.by_method[r["method"]] += 1
 
     def start(self) -> "RpcServer":
-        self._thread = threading.Thread(target=self.serve_forever, name=f"rpc-server:{self.server_address[1]}",
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"rpc-server:{self.server_address[1]}",
                                         daemon=True)
         self._thread.start()
         return self

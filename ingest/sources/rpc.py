@@ -55,6 +55,7 @@ DEFAULT_MAX_RETRY_AFTER = 120.0
 
 SKIPPED_SLOT_CODES = frozenset({-32007, -32009})
 RETRYABLE_CODES = frozenset({-32004, -32005, -32014})
+RATE_LIMITED_CODES = frozenset({429, -32429})  # providers that answer HTTP 200 with a JSON-RPC rate-limit error
 
 
 class RpcError(SourceError):
@@ -110,16 +111,44 @@ def redact_url(url: str) -> str:
 
 
 def _secrets_of(url: str) -> list[str]:
-    """Every substring of `url` that could be a credential, longest first (for scrubbing messages)."""
+    """Every part of `url` that could be a credential, longest first (for scrubbing messages):
+    userinfo, query values and the whole query, token-like path segments. Host and port are not."""
     parts = urlsplit(url)
-    found = [url, parts.netloc, parts.path + ("?" + parts.query if parts.query else ""), parts.query]
-    if parts.password:
-        found.append(parts.password)
-    if parts.username:
-        found.append(parts.username)
+    found = [parts.username or "", parts.password or "", parts.query]
+    if "@" in parts.netloc:
+        found.append(parts.netloc.rsplit("@", 1)[0])
     found += [kv.split("=", 1)[-1] for kv in parts.query.split("&") if kv]
     found += [seg for seg in parts.path.split("/") if _SECRETISH.match(seg)]
     return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
+
+
+class _ScrubSecrets(logging.Filter):
+    """Removes registered URL secrets from records of the HTTP library's own loggers: urllib3 logs
+    every request line ("POST /v2/<key>?api-key=... HTTP/1.1") at DEBUG."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: list[str] = []
+        self._lock = threading.Lock()
+
+    def add(self, secrets: Iterable[str]) -> None:
+        with self._lock:
+            self.secrets = sorted(set(self.secrets) | set(secrets), key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = self.secrets
+        if secrets:
+            text = record.getMessage()
+            if any(s in text for s in secrets):
+                for s in secrets:
+                    text = text.replace(s, "***")
+                record.msg, record.args = text, ()
+        return True
+
+
+_SCRUB = _ScrubSecrets()
+for _name in ("urllib3.connectionpool", "urllib3.connection", "requests"):
+    logging.getLogger(_name).addFilter(_SCRUB)
 
 
 def resolve_rpc_url(flag: str | None, settings: Settings | None = None) -> str:
@@ -139,13 +168,16 @@ class TokenBucket:
     A request for n > capacity tokens is let through once the bucket is full and leaves it in debt,
     so a batch of n items still costs n/rate seconds of budget."""
 
-    def __init__(self, rate: float, capacity: float = 1.0):
+    def __init__(self, rate: float, capacity: float = 1.0, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = float(rate)
         self.capacity = float(capacity)
+        self._clock = clock
+        self._sleep = sleep
         self._tokens = self.capacity
-        self._stamp = time.monotonic()
+        self._stamp = clock()
         self._lock = threading.Lock()
 
     def acquire(self, n: float = 1.0) -> float:
@@ -154,15 +186,68 @@ class TokenBucket:
         need = min(float(n), self.capacity)
         while True:
             with self._lock:
-                now = time.monotonic()
+                now = self._clock()
                 self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
                 self._stamp = now
                 if self._tokens >= need:
                     self._tokens -= n
                     return waited
                 delay = (need - self._tokens) / self.rate
-            time.sleep(delay)
+            self._sleep(delay)
             waited += delay
+
+
+class _Limits:
+    """Budget shared by every RpcClient of the process that talks to the same URL with the same
+    settings: the ingest stage opens one client per sub-range (in threads), and together they must
+    still stay under the provider's per-IP limits. Holds the overall and per-method token buckets,
+    the in-flight semaphore and the pause a 429's Retry-After imposes on everyone."""
+
+    def __init__(self, rps: float | None, method_rps: float | None, concurrency: int):
+        self.bucket = TokenBucket(rps) if rps else None
+        self.method_rps = method_rps
+        self.method_buckets: dict[str, TokenBucket] = {}
+        self.in_flight = threading.BoundedSemaphore(concurrency)
+        self.pause_until = 0.0
+        self.lock = threading.Lock()
+
+    def pause_all(self, seconds: float) -> None:
+        with self.lock:
+            self.pause_until = max(self.pause_until, time.monotonic() + seconds)
+
+    def wait_for_budget(self, calls: "list[Call]") -> float:
+        """Sleep out any 429 pause, then take one token per call from both buckets; seconds waited."""
+        waited = 0.0
+        with self.lock:
+            pause = self.pause_until - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        if self.bucket is not None:
+            waited += self.bucket.acquire(len(calls))
+        if self.method_rps:
+            by_method: dict[str, int] = {}
+            for c in calls:
+                by_method[c.method] = by_method.get(c.method, 0) + 1
+            for method, n in by_method.items():
+                with self.lock:
+                    bucket = self.method_buckets.get(method)
+                    if bucket is None:
+                        bucket = self.method_buckets[method] = TokenBucket(self.method_rps)
+                waited += bucket.acquire(n)
+        return waited
+
+
+_LIMITS: dict[tuple, _Limits] = {}
+_LIMITS_LOCK = threading.Lock()
+
+
+def _limits_for(url: str, rps: float | None, method_rps: float | None, concurrency: int) -> _Limits:
+    key = (url, rps or None, method_rps or None, concurrency)
+    with _LIMITS_LOCK:
+        limits = _LIMITS.get(key)
+        if limits is None:
+            limits = _LIMITS[key] = _Limits(rps, method_rps, concurrency)
+        return limits
 
 
 # --- counters -----------------------------------------------------------------------------------
@@ -206,10 +291,11 @@ class RpcStats:
 class _Transient(Exception):
     """A failure worth retrying; `retry_after` is the server's wish in seconds, if it said one."""
 
-    def __init__(self, reason: str, retry_after: float | None = None):
+    def __init__(self, reason: str, retry_after: float | None = None, rate_limited: bool = False):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.rate_limited = rate_limited
 
 
 class _BatchRejected(Exception):
@@ -246,6 +332,7 @@ class RpcClient:
         batch_size: int = 10,
         progress: Callable[[RpcStats], None] | None = None,
         seed: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ):
         if commitment not in ("processed", "confirmed", "finalized"):
             raise ValueError(f"commitment {commitment!r} is not processed/confirmed/finalized")
@@ -267,14 +354,11 @@ class RpcClient:
         self.batch_size = max(1, batch_size)
         self.batching = True  # turned off when the server rejects batches
         self.progress = progress
+        self._sleep = sleep  # between retries (tests pass a recorder)
         self.stats = RpcStats()
         self._secrets = _secrets_of(url)
-        self._bucket = TokenBucket(rps) if rps else None
-        self._method_rps = method_rps
-        self._method_buckets: dict[str, TokenBucket] = {}
-        self._slots = threading.BoundedSemaphore(concurrency)
-        self._pause_until = 0.0
-        self._pause_lock = threading.Lock()
+        _SCRUB.add(self._secrets)
+        self._limits = _limits_for(url, rps, method_rps, concurrency)
         self._ids = itertools.count(1)
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
@@ -384,6 +468,7 @@ class RpcClient:
         attempt = 0
         last_problem = ""
         server_wait: float | None = None
+        limited = 0
         while todo:
             if attempt:
                 if attempt > self.max_retries:
@@ -395,7 +480,7 @@ class RpcClient:
                 delay = self._backoff(attempt, server_wait)
                 log.debug("retrying %d %s call(s) at %s in %.2fs: %s", len(todo), calls[todo[0]].method,
                           self.url_redacted, delay, last_problem)
-                time.sleep(delay)
+                self._sleep(delay)
             server_wait = None
             batch = [calls[i] for i in todo]
             try:
@@ -403,6 +488,14 @@ class RpcClient:
             except _Transient as t:
                 last_problem, server_wait = t.reason, t.retry_after
                 attempt += 1
+                limited += t.rate_limited
+                if limited >= 2 and len(todo) > 1:
+                    # A server that counts batch items may never let this many through at once:
+                    # send the rest one by one (each with its own retries) instead of starving.
+                    self._sleep(self._backoff(attempt, server_wait))
+                    for i in todo:
+                        results[i] = self._run([calls[i]])[0]
+                    return results
                 continue
             except _BatchRejected:
                 log.info("%s rejects JSON-RPC batches; sending calls one by one", self.url_redacted)
@@ -425,6 +518,10 @@ class RpcClient:
                     slot = call.params[0] if call.params and isinstance(call.params[0], int) else None
                     results[i] = SkippedSlot(slot, code, message)
                     self.stats.add(skipped_slots=1)
+                elif code in RATE_LIMITED_CODES:
+                    self.stats.add(http_429=1)
+                    last_problem = f"rate limited (RPC error {code}: {message})"
+                    again.append(i)
                 elif code in RETRYABLE_CODES:
                     self.stats.add(retryable_rpc_errors=1)
                     last_problem = f"RPC error {code}: {message}"
@@ -443,38 +540,19 @@ class RpcClient:
         with self._rng_lock:
             return cap / 2 + self._rng.uniform(0, cap / 2)  # "equal jitter": spread, never zero
 
-    def _pause_all(self, seconds: float) -> None:
-        with self._pause_lock:
-            self._pause_until = max(self._pause_until, time.monotonic() + seconds)
-
-    def _wait_for_budget(self, calls: list[Call]) -> None:
-        with self._pause_lock:
-            pause = self._pause_until - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)
-        waited = 0.0
-        if self._bucket is not None:
-            waited += self._bucket.acquire(len(calls))
-        if self._method_rps:
-            by_method: dict[str, int] = {}
-            for c in calls:
-                by_method[c.method] = by_method.get(c.method, 0) + 1
-            for method, n in by_method.items():
-                with self._pause_lock:
-                    bucket = self._method_buckets.get(method)
-                    if bucket is None:
-                        bucket = self._method_buckets[method] = TokenBucket(self._method_rps)
-                waited += bucket.acquire(n)
-        if waited:
-            self.stats.add(waited_rate_limit_s=waited)
-
     def _post(self, calls: list[Call]) -> list[dict]:
         """One HTTP exchange. Returns one reply object per call (matched by id), or raises."""
+        try:
+            return self._exchange(calls)
+        finally:
+            self._report()
+
+    def _exchange(self, calls: list[Call]) -> list[dict]:
         ids = [next(self._ids) for _ in calls]
         objs = [{"jsonrpc": "2.0", "id": i, "method": c.method, "params": c.params} for i, c in zip(ids, calls)]
         body = json.dumps(objs[0] if len(objs) == 1 else objs, separators=(",", ":"))
-        with self._slots:
-            self._wait_for_budget(calls)
+        with self._limits.in_flight:
+            self.stats.add(waited_rate_limit_s=self._limits.wait_for_budget(calls))
             self.stats.add(http_posts=1)
             try:
                 resp = self._session().post(self.url, data=body, timeout=(self.connect_timeout, self.timeout))
@@ -486,16 +564,14 @@ class RpcClient:
                     requests.exceptions.ContentDecodingError) as exc:
                 self.stats.add(dropped=1)
                 raise _Transient(f"connection dropped ({type(exc).__name__}: {self._scrub(str(exc))[:200]})") from None
-            finally:
-                self._report()
         self.stats.add(bytes_received=len(content))
         status = resp.status_code
         if status == 429:
             self.stats.add(http_429=1)
             wait = _retry_after(resp.headers.get("Retry-After"))
             if wait is not None:
-                self._pause_all(min(wait, self.max_retry_after))
-            raise _Transient("HTTP 429 Too Many Requests", wait)
+                self._limits.pause_all(min(wait, self.max_retry_after))
+            raise _Transient("HTTP 429 Too Many Requests", wait, rate_limited=True)
         if status >= 500:
             self.stats.add(http_5xx=1)
             raise _Transient(f"HTTP {status}: {self._scrub(content[:200].decode('utf-8', 'replace'))}")

@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import datetime as dt
 import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Collection, Iterable, Iterator, Mapping
@@ -21,6 +20,7 @@ from typing import Any, Collection, Iterable, Iterator, Mapping
 from solders.pubkey import Pubkey
 
 from ingest.errors import SourceError
+from ingest.sources.cursors import Cursor, CursorStore
 from ingest.sources.model import ChainBlock, ChainTransaction
 from ingest.sources.rpc import RpcClient, SkippedSlot
 from ingest.sources.rpc_convert import err_text, transaction_from_rpc
@@ -318,43 +318,6 @@ def discover_windows(client: RpcClient, pdas: Iterable[str], max_pages: int = 25
 
 
 # --- live tail: program id + cursor -----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Cursor:
-    signature: str
-    slot: int
-
-
-class CursorStore:
-    """Tail cursors in iq.cursors (ReplacingMergeTree on name, latest updated_at wins)."""
-
-    def __init__(self, client: Any):
-        self.client = client
-        self._last_stamp: dt.datetime | None = None
-        self._lock = threading.Lock()
-
-    def get(self, name: str) -> Cursor | None:
-        rows = self.client.query(
-            "SELECT last_signature, last_slot FROM iq.cursors FINAL WHERE name = {name:String} "
-            "ORDER BY updated_at DESC LIMIT 1",
-            parameters={"name": name},
-        ).result_rows
-        if not rows:
-            return None
-        sig, slot = rows[0]
-        return Cursor(sig.decode() if isinstance(sig, bytes) else str(sig), int(slot))
-
-    def set(self, name: str, signature: str, slot: int) -> None:
-        with self._lock:
-            # Strictly increasing versions, so two commits within one millisecond still order.
-            stamp = dt.datetime.now(dt.timezone.utc)
-            stamp = stamp.replace(microsecond=stamp.microsecond // 1000 * 1000)
-            if self._last_stamp is not None and stamp <= self._last_stamp:
-                stamp = self._last_stamp + dt.timedelta(milliseconds=1)
-            self._last_stamp = stamp
-        self.client.insert("iq.cursors", [[name, signature, int(slot), stamp]],
-                           column_names=["name", "last_signature", "last_slot", "updated_at"])
-
 
 def cursor_name(program_id: str) -> str:
     return CURSOR_PREFIX + program_id
