@@ -52,7 +52,7 @@ arrayElement(arrayMap(b64_text -> tryBase64Decode(multiIf(
         length(b64_text) % 4 = 3, concat(b64_text, '='),
         b64_text)),
     [replaceRegexpAll(translate(
-        substring({{ text }}, 1, if(position({{ text }}, '=') > 0, position({{ text }}, '=') - 1, length({{ text }}))),
+        substringIndex({{ text }}, '=', 1),
         '-_', '+/'), '[^A-Za-z0-9+/]', '')]), 1)
 {%- endmacro %}
 

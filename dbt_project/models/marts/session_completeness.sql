@@ -1,15 +1,17 @@
 {{ config(materialized='table', order_by='upload_key') }}
 -- One row per upload: is it complete, and if not, what is missing and where to look.
--- Status, first rule that applies (README.md in dbt_project/ explains each):
---   conflicting_chunks  some chunk index has successful copies with different bytes
+-- Status, the first rule that applies (the order the development chain's manifest uses too;
+-- dbt_project/README.md explains each):
 --   total_mismatch      finalizes/metadata declare different totals, chunks exist at or beyond the
 --                       declared total, the declared total is 0, a finalized session declares no
 --                       total at all, or a complete linked list's length differs from its
 --                       metadata total_chunks
---   missing_chunks      a linked list's walk stops before "Genesis" (a before_tx not found)
---   awaiting_finalize   no successful finalize / index / code-in seen yet (normal in flight)
---   missing_chunks      finalized, but some index in [0, total) has no successful copy
---   complete            otherwise: every index in [0, total) present exactly once in content
+--   conflicting_chunks  some chunk index has successful copies with different bytes
+--   missing_chunks      a linked list's walk stops before "Genesis" (a before_tx not found), or an
+--                       index below the declared total (below the highest index seen, when no
+--                       finalize yet) has no successful copy
+--   awaiting_finalize   no successful finalize / index / code-in seen yet, no gap (normal in flight)
+--   complete            otherwise: every index in [0, total) present, all copies of each identical
 with chunk_stats as (
     select
         upload_key,
@@ -74,12 +76,12 @@ classified as (
     select
         *,
         multiIf(
-            notEmpty(conflicting_indexes), 'conflicting_chunks',
             total_disagreement or linked_total_differs or chunks_beyond_total > 0 or chunks_expected = 0
                 or (is_finalized and upload_shape = 'session' and chunks_expected is null), 'total_mismatch',
+            notEmpty(conflicting_indexes), 'conflicting_chunks',
             upload_shape = 'linked_list' and missing_piece_signature != '', 'missing_chunks',
-            not is_finalized, 'awaiting_finalize',
             notEmpty(gaps), 'missing_chunks',
+            not is_finalized, 'awaiting_finalize',
             'complete') as status,
         arrayMap(g -> (toUInt32(g.1), toUInt32(g.2)), gaps) as missing_ranges
     from measured
@@ -110,6 +112,8 @@ select
                    if(missing_piece_failed, ' (its transaction failed)', '')),
         status = 'awaiting_finalize',
             concat('no finalize seen yet; ', toString(length(present_in_range)), ' chunk(s) present'),
+        status = 'missing_chunks' and not is_finalized,
+            concat('chunk(s) ', {{ compact_ranges('missing_ranges') }}, ' missing below the highest index seen; no finalize yet'),
         status = 'missing_chunks',
             concat(toString(arraySum(arrayMap(g -> g.2 - g.1 + 1, gaps))), ' of ', toString(chunks_expected),
                    ' chunk(s) missing: ', {{ compact_ranges('missing_ranges') }}),
