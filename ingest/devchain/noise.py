@@ -27,6 +27,8 @@ VALIDATORS = 48
 PAYERS = 96
 POOLS = 12
 TOWER_SYNC = 14      # VoteInstruction::TowerSync
+# 31 lockouts as a compact short_vec: (varint offset 1, confirmation count 31..1)
+_LOCKOUTS = bytes([31]) + b"".join(bytes([1, 31 - i]) for i in range(31))
 
 
 class NoiseGenerator:
@@ -34,13 +36,15 @@ class NoiseGenerator:
         self.seed = seed
         self.keys = keys
         self.rng = random.Random(int.from_bytes(keys.bytes_for("noise-rng")[:8], "little"))
-        self.validators = [(keys.keypair(f"validator/{i}"), keys.address(f"vote-account/{i}")) for i in range(VALIDATORS)]
-        self.payers = [keys.keypair(f"payer/{i}") for i in range(PAYERS)]
+        # (keypair, its public key): solders re-derives a public key on every .pubkey() call.
+        self.validators = [(kp, kp.pubkey(), keys.address(f"vote-account/{i}"))
+                           for i, kp in enumerate(keys.keypair(f"validator/{i}") for i in range(VALIDATORS))]
+        self.payers = [(kp, kp.pubkey()) for kp in (keys.keypair(f"payer/{i}") for i in range(PAYERS))]
         self.dex = keys.address("program/dex")
         self.router = router
         self.iq_program_ids = iq_program_ids
-        self.token_accounts = {str(p.pubkey()): (keys.address(f"ata/{i}/a"), keys.address(f"ata/{i}/b"))
-                               for i, p in enumerate(self.payers)}
+        self.token_accounts = {pk: (keys.address(f"ata/{i}/a"), keys.address(f"ata/{i}/b"))
+                               for i, (_, pk) in enumerate(self.payers)}
         self.pools: list[tuple[LookupTable, list[Pubkey]]] = []
         for i in range(POOLS):
             accounts = [keys.address(f"pool/{i}/{role}") for role in
@@ -94,22 +98,21 @@ class NoiseGenerator:
 
     # -- kinds ---------------------------------------------------------------------------------------
     def vote(self, slot: int, j: int) -> BuiltTx:
-        identity, vote_account = self.validators[j % VALIDATORS]
+        identity, identity_key, vote_account = self.validators[j % VALIDATORS]
         voted = slot - 1 - j // VALIDATORS
         root = voted - 32
         # TowerSync: root u64, compact lockouts (short_vec of (varint offset, u8 confirmations)),
         # bank hash, Option<i64> timestamp, block id: the shape of a mainnet vote.
-        lockouts = bytes([31]) + b"".join(bytes([1, 31 - i]) for i in range(31))
-        data = (struct.pack("<IQ", TOWER_SYNC, root) + lockouts + bytes(blockhash_for(self.seed, voted))
+        data = (struct.pack("<IQ", TOWER_SYNC, root) + _LOCKOUTS + bytes(blockhash_for(self.seed, voted))
                 + b"\x01" + struct.pack("<q", 1_770_000_000 + voted * 2 // 5)
                 + bytes(blockhash_for(self.seed, voted + 10**12)))
-        ix = Instruction(VOTE_PROGRAM, data, [AccountMeta(vote_account, False, True), AccountMeta(identity.pubkey(), True, False)])
+        ix = Instruction(VOTE_PROGRAM, data, [AccountMeta(vote_account, False, True), AccountMeta(identity_key, True, False)])
         logs = [f"Program {VOTE_PROGRAM} invoke [1]", f"Program {VOTE_PROGRAM} success"]
         return self._unique(build_tx([identity], [ix], self._bh(slot, j), logs=logs, compute_units=2100, kind="vote"))
 
     def transfer(self, slot: int, k: int, fail: bool) -> BuiltTx:
-        a, b = self.rng.sample(self.payers, 2)
-        ix = transfer(TransferParams(from_pubkey=a.pubkey(), to_pubkey=b.pubkey(), lamports=self.rng.randrange(1, 10**10)))
+        (a, a_key), (_, b_key) = self.rng.sample(self.payers, 2)
+        ix = transfer(TransferParams(from_pubkey=a_key, to_pubkey=b_key, lamports=self.rng.randrange(1, 10**10)))
         logs = [f"Program {SYSTEM_PROGRAM} invoke [1]"]
         logs.append("Transfer: insufficient lamports" if fail else f"Program {SYSTEM_PROGRAM} success")
         if fail:
@@ -118,11 +121,11 @@ class NoiseGenerator:
                                      err=instruction_error(0, 1), logs=logs, compute_units=150, kind="transfer"))
 
     def multi(self, slot: int, k: int, fail: bool) -> BuiltTx:
-        a, b = self.rng.sample(self.payers, 2)
+        (a, a_key), (_, b_key) = self.rng.sample(self.payers, 2)
         price = self.rng.randrange(1, 500_000)
         ixs = [set_compute_unit_limit(self.rng.choice((50_000, 200_000, 1_400_000))), set_compute_unit_price(price),
-               transfer(TransferParams(from_pubkey=a.pubkey(), to_pubkey=b.pubkey(), lamports=self.rng.randrange(1, 10**9))),
-               Instruction(MEMO_PROGRAM, f"gm {slot}-{k}".encode(), [AccountMeta(a.pubkey(), True, False)])]
+               transfer(TransferParams(from_pubkey=a_key, to_pubkey=b_key, lamports=self.rng.randrange(1, 10**9))),
+               Instruction(MEMO_PROGRAM, f"gm {slot}-{k}".encode(), [AccountMeta(a_key, True, False)])]
         logs = []
         for pid in (COMPUTE_BUDGET_PROGRAM, COMPUTE_BUDGET_PROGRAM, SYSTEM_PROGRAM):
             logs += [f"Program {pid} invoke [1]", f"Program {pid} success"]
@@ -136,11 +139,11 @@ class NoiseGenerator:
                                      compute_units=6450, fee_extra=price // 1000, kind="multi"))
 
     def swap_v0(self, slot: int, k: int, fail: bool, *, big_logs: int = 0, list_iq: bool = False) -> BuiltTx:
-        payer = self.rng.choice(self.payers)
+        payer, payer_key = self.rng.choice(self.payers)
         table, (state, vault_a, vault_b, mint_a, mint_b, oracle) = self.rng.choice(self.pools)
-        ata_a, ata_b = self.token_accounts[str(payer.pubkey())]
+        ata_a, ata_b = self.token_accounts[payer_key]
         amount = self.rng.randrange(1, 10**12)
-        accounts = [AccountMeta(payer.pubkey(), True, True), AccountMeta(ata_a, False, True), AccountMeta(ata_b, False, True),
+        accounts = [AccountMeta(payer_key, True, True), AccountMeta(ata_a, False, True), AccountMeta(ata_b, False, True),
                     AccountMeta(state, False, True), AccountMeta(vault_a, False, True), AccountMeta(vault_b, False, True),
                     AccountMeta(mint_a, False, False), AccountMeta(mint_b, False, False), AccountMeta(oracle, False, False),
                     AccountMeta(TOKEN_PROGRAM, False, False), AccountMeta(SYSVAR_CLOCK, False, False)]
@@ -156,7 +159,7 @@ class NoiseGenerator:
         cpis = [] if fail else [
             Cpi(2, Instruction(TOKEN_PROGRAM, b"\x03" + struct.pack("<Q", amount),
                                [AccountMeta(ata_a, False, True), AccountMeta(vault_a, False, True),
-                                AccountMeta(payer.pubkey(), True, False)])),
+                                AccountMeta(payer_key, True, False)])),
             Cpi(2, Instruction(TOKEN_PROGRAM, b"\x03" + struct.pack("<Q", amount * 99 // 100),
                                [AccountMeta(vault_b, False, True), AccountMeta(ata_b, False, True),
                                 AccountMeta(state, False, False)])),
@@ -182,8 +185,8 @@ class NoiseGenerator:
 
     def iq_account_only_legacy(self, slot: int, k: int) -> BuiltTx:
         """A legacy transaction whose router instruction lists IQ program ids as plain accounts."""
-        payer = self.rng.choice(self.payers)
-        ix = Instruction(self.router, b"noop\0\0\0\0", [AccountMeta(payer.pubkey(), True, True)]
+        payer, payer_key = self.rng.choice(self.payers)
+        ix = Instruction(self.router, b"noop\0\0\0\0", [AccountMeta(payer_key, True, True)]
                          + [AccountMeta(pid, False, False) for pid in self.iq_program_ids])
         logs = [f"Program {self.router} invoke [1]", f"Program {self.router} success"]
         return self._unique(build_tx([payer], [ix], self._bh(slot, k), logs=logs, compute_units=900,
