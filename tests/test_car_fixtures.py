@@ -149,12 +149,15 @@ def _car_of(nodes_by_slot: dict[int, list[bytes]]) -> bytes:
             n >>= 7
         prefix.append(n)
         return bytes(prefix) + body
-    header = encode_dag_cbor({"roots": [Link(cid_for(b"x"))], "version": 1})
-    out = [bytes([len(header)]) + header]
+    body = []
     for slot, nodes in sorted(nodes_by_slot.items()):
-        out.extend(section(n) for n in nodes)
-        out.append(section(encode_dag_cbor([2, slot, [], [], [slot - 1, 0, None], Link(b"\x01\x55\x00\x00")])))
-    return b"".join(out)
+        body.extend(section(n) for n in nodes)
+        last = encode_dag_cbor([2, slot, [], [], [slot - 1, 0, None], Link(b"\x01\x55\x00\x00")])
+        body.append(section(last))
+    subset = encode_dag_cbor([3, min(nodes_by_slot), max(nodes_by_slot), []])  # the root, last like in YF files
+    body.append(section(subset))
+    header = encode_dag_cbor({"roots": [Link(cid_for(subset))], "version": 1})
+    return bytes([len(header)]) + header + b"".join(body)
 
 
 def test_transaction_vectors_through_the_reader(fixtures_dir, tmp_path):

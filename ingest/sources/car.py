@@ -262,6 +262,7 @@ class CarFile:
         # Without an index, a full epoch file (its epoch known from its name) starts at the epoch's
         # first block, so slots before its first block are skipped; for other files nothing is known.
         walk = _SlotWalk(self, first_slot, last_slot, yield_skipped, leading_gap_skipped=self.epoch is not None)
+        walk.expect_roots = {bytes(r) for r in self.header().roots}
         yield from walk.run(self.header().data_offset, None)
         if walk.stopped_past_last or last_slot is None:
             return
@@ -314,6 +315,11 @@ class _SlotWalk:
         self.last_block_slot: int | None = None
         self.max_subset_slot: int | None = None
         self.saw_epoch_node: int | None = None
+        # When walking a whole file: its header roots (Old Faithful's root is the last node, the
+        # Epoch node or a Subset). Reaching the end without meeting one means the file was cut short
+        # at a section boundary.
+        self.expect_roots: set[bytes] = set()
+        self.root_seen = False
         self.stopped_past_last = False
 
     def coverage_end(self) -> int | None:
@@ -479,10 +485,14 @@ class _SlotWalk:
                         node = self._decode(buf, d, e, base + pos, prev_slot)
                         if len(node) > 2 and isinstance(node[2], int):
                             self.max_subset_slot = max(self.max_subset_slot or 0, node[2])
+                        if bytes(buf[p:d]) in self.expect_roots:
+                            self.root_seen = True
                     elif kind == KIND_EPOCH:
                         node = self._decode(buf, d, e, base + pos, prev_slot)
                         if len(node) > 1 and isinstance(node[1], int):
                             self.saw_epoch_node = node[1]
+                        if bytes(buf[p:d]) in self.expect_roots:
+                            self.root_seen = True
                     else:
                         raise car._error(f"unexpected node kind {kind}", base + pos, car._slot_hint(prev_slot))
                     if verify and kind != KIND_TRANSACTION and kind != KIND_BLOCK:
@@ -495,6 +505,9 @@ class _SlotWalk:
                     if cands or seen or frames:
                         what = "range" if end is not None else "file"
                         raise car._error(f"{what} ends inside a slot (no Block node after its transactions)",
+                                         base + pos, car._slot_hint(prev_slot))
+                    if self.expect_roots and not self.root_seen:
+                        raise car._error("file ends before its root node (truncated at a section boundary?)",
                                          base + pos, car._slot_hint(prev_slot))
                     return
                 # refill: move the unread tail to the front, grow for a section bigger than the buffer
