@@ -289,9 +289,11 @@ class Discovery:
         }
 
 
-def discover_windows(client: RpcClient, pdas: Iterable[str], max_pages: int = 25, padding: int = 200) -> Discovery:
-    """Page getSignaturesForAddress (1000 a page, at most `max_pages`) for each session PDA, take
-    min/max slot, pad both ends by `padding`. A PDA that hit `max_pages` is marked truncated."""
+def discover_windows(client: RpcClient, pdas: Iterable[str], max_pages: int = 25, padding: int = 200, *,
+                     page_limit: int = SIGNATURES_PAGE_LIMIT) -> Discovery:
+    """Page getSignaturesForAddress (`page_limit` = 1000 a page, at most `max_pages`) for each session
+    PDA, take min/max slot, pad both ends by `padding`. A PDA whose last allowed page was full is
+    marked truncated (older signatures may exist): reported in the result, never dropped silently."""
     if max_pages < 1:
         raise SourceError("max signature pages must be at least 1")
     if padding < 0:
@@ -301,10 +303,10 @@ def discover_windows(client: RpcClient, pdas: Iterable[str], max_pages: int = 25
         count = pages = 0
         lo = hi = None
         last_full = False
-        for page in page_signatures(client, pda, max_pages=max_pages):
+        for page in page_signatures(client, pda, max_pages=max_pages, limit=page_limit):
             pages += 1
             count += len(page)
-            last_full = len(page) == SIGNATURES_PAGE_LIMIT
+            last_full = len(page) == page_limit
             for info in page:
                 found.signatures.setdefault(info.signature, info)
                 lo = info.slot if lo is None else min(lo, info.slot)
@@ -374,7 +376,8 @@ class ProgramDiscovery:
 
 
 def discover_program(client: RpcClient, program_id: str, cursor_store: CursorStore, *,
-                     max_pages: int | None = None, first_run_max_pages: int = 25) -> ProgramDiscovery:
+                     max_pages: int | None = None, first_run_max_pages: int = 25,
+                     page_limit: int = SIGNATURES_PAGE_LIMIT) -> ProgramDiscovery:
     """Signatures of `program_id` newer than its cursor (`until`), paging back as far as needed.
 
     With a cursor, paging is unbounded unless `max_pages` is given (truncation is then reported and
@@ -387,9 +390,9 @@ def discover_program(client: RpcClient, program_id: str, cursor_store: CursorSto
     pages = 0
     last_full = False
     for page in page_signatures(client, program_id, until=previous.signature if previous else None,
-                                max_pages=limit_pages):
+                                max_pages=limit_pages, limit=page_limit):
         pages += 1
-        last_full = len(page) == SIGNATURES_PAGE_LIMIT
+        last_full = len(page) == page_limit
         collected.extend(page)
     truncated = limit_pages is not None and pages >= limit_pages and last_full
     newest = Cursor(collected[0].signature, collected[0].slot) if collected else None
