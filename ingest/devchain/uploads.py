@@ -149,6 +149,7 @@ class UploadState:
     rows: list[dict] = field(default_factory=list)
     upload_key: str = ""
     pieces: list[bytes] = field(default_factory=list)   # the intended chunks / pieces, by index
+    case_signatures: dict[str, list[str]] = field(default_factory=dict)  # hard case -> the very transactions
 
     def tag(self, *names: str) -> None:
         for name in names:
@@ -156,6 +157,13 @@ class UploadState:
                 raise ValueError(f"unknown hard case {name!r}")
             if name not in self.hard_cases:
                 self.hard_cases.append(name)
+
+    def mark(self, name: str, signature: str) -> None:
+        """Tag the upload and name the transaction that carries the case."""
+        self.tag(name)
+        sigs = self.case_signatures.setdefault(name, [])
+        if signature not in sigs:
+            sigs.append(signature)
 
 
 @dataclass
@@ -189,7 +197,8 @@ class UploadPlanner:
         self._signatures: set[str] = set()
         self._g3_seq: dict[str, int] = {}
         self._number = 0
-        self._tx_slots: dict[str, list[int]] = {}
+        self._tx_slot_of: dict[str, list[tuple[int, str]]] = {}
+        self._case_sigs: dict[str, dict[str, list[str]]] = {}
         self._users = [keys.keypair(f"uploader/{i}") for i in range(12)]
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -272,12 +281,20 @@ class UploadPlanner:
             up.transport.add("cpi")
         n_static = len(built.keys) - len(built.meta.loaded_writable) - len(built.meta.loaded_readonly)
         static = set(built.keys[:n_static])
+        if big_logs:
+            up.mark("meta_spans_dataframes", built.signature)
+        if len(parts) > 1:
+            up.mark("two_iq_instructions_one_tx", built.signature)
+        if cpi:
+            up.mark("cpi_inner_instruction", built.signature)
+        if budget:
+            up.mark("multi_instruction_tx", built.signature)
         for part, (top, inner) in zip(parts, positions):
             if cpi and str(part.program) not in static:
-                up.tag("iq_program_in_lookup_table")
+                up.mark("iq_program_in_lookup_table", built.signature)
             if v0 and up.session_account and up.session_account not in static and any(
                     str(a.pubkey) == up.session_account for a in part.accounts):
-                up.tag("session_in_lookup_table")
+                up.mark("session_in_lookup_table", built.signature)
             row = {
                 "signature": built.signature, "slot": slot, "tx_ok": ok, "ix_index": top, "inner_index": inner,
                 "program_id": str(part.program), "accounts": [str(a.pubkey) for a in part.accounts],
@@ -378,7 +395,8 @@ class UploadPlanner:
             transport=sorted(up.transport),
         )
         self.uploads.append(upload)
-        self._tx_slots[up.upload_key] = sorted({s for s, _, _ in up.txs})
+        self._tx_slot_of[up.upload_key] = [(s, sig) for s, sig, _ in up.txs]
+        self._case_sigs[up.upload_key] = up.case_signatures
         return upload
 
     def hard_case_index(self) -> list[HardCase]:
@@ -388,9 +406,11 @@ class UploadPlanner:
             ups = [u for u in self.uploads if name in u.hard_cases]
             if not ups:
                 continue
-            slots = sorted({s for u in ups for s in self._tx_slots[u.upload_key]})
+            # The very transactions when the case is one transaction's property, else the uploads' all.
+            sigs = [s for u in ups for s in self._case_sigs[u.upload_key].get(name, u.signatures)]
+            slot_of = {sig: slot for u in ups for slot, sig in self._tx_slot_of[u.upload_key]}
             out.append(HardCase(name=name, description=description, upload_keys=[u.upload_key for u in ups],
-                                slots=slots, signatures=[s for u in ups for s in u.signatures]))
+                                slots=sorted({slot_of[s] for s in sigs}), signatures=sigs))
         return out
 
 
@@ -837,7 +857,8 @@ class Catalogue:
         up.tag("failed_chunk_resent")
         n = len(up.pieces)
         slots = sc.slots_from(start, n + 2, (2, 3))
-        plan.send(up, slots[0], [sc.g2_chunk(up, 1)], fail=True)
+        failed = plan.send(up, slots[0], [sc.g2_chunk(up, 1)], fail=True)
+        up.mark("failed_chunk_resent", failed.signature)
         for k, i in enumerate(i for i in range(n) if i != 1):
             plan.send(up, slots[1 + k], [sc.g2_chunk(up, i)])
         plan.send(up, slots[-2], [sc.g2_chunk(up, 1)], salt=5)
