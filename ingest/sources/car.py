@@ -149,7 +149,7 @@ class CarFile:
 
     @staticmethod
     def _slot_hint(prev_slot: int | None) -> str:
-        return f"in the slot after slot {prev_slot}" if prev_slot is not None else "before the first block"
+        return f"in the slot after slot {prev_slot}" if prev_slot is not None else "in the first slot of the data"
 
     # -- header
     def header(self) -> CarHeader:
@@ -716,7 +716,7 @@ def _quick_verdict(buf: bytes, d: int, e: int, wanted: tuple[bytes, ...], keyset
         if k + 32 * nkeys > te:
             return 2
         for i in range(nkeys):
-            if buf[k + 32 * i:k + 32 * i + 32] in keyset:
+            if bytes(buf[k + 32 * i:k + 32 * i + 32]) in keyset:
                 return 1
     if not version & 0x80:
         return 0  # legacy message: every key is static, none matched
