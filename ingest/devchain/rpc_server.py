@@ -501,6 +501,12 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the client's session expects
     server: "RpcServer"
 
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes: without TCP_NODELAY, Nagle + delayed ACK stall
+        # every keep-alive answer by ~40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         # Never the request line: a client's API key may sit in its path or query.
         log.debug("rpc %s %s: %s", self.address_string(), self.command, " ".join(str(a) for a in args[1:]))
@@ -584,6 +590,7 @@ class RpcServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the default 5 drops connection attempts under a concurrent client
 
     def __init__(self, chain: RpcChain, host: str = "127.0.0.1", port: int = 0, faults: Faults | None = None):
         super().__init__((host, port), _Handler)
