@@ -57,6 +57,7 @@ def is_url(location: str) -> bool:
 
 
 def open_source(location: str | os.PathLike, **http_options) -> ByteSource:
+    """A ByteSource for a path, file:// URL or http(s) URL (http_options go to HttpSource)."""
     text = str(location)
     if is_url(text):
         return HttpSource(text, **http_options)

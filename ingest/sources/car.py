@@ -125,9 +125,10 @@ class CarFile:
 
     def __init__(self, location: str, *, wanted_keys: Collection[bytes] | None = None,
                  source: ByteSource | None = None, read_size: int = READ_SIZE, verify_cids: bool = False,
-                 epoch: int | None = None):
+                 epoch: int | None = None, http_options: dict | None = None):
         self.location = str(location)
-        self.source = source or open_source(self.location)
+        self.http_options = http_options or {}
+        self.source = source or open_source(self.location, **self.http_options)
         self.name = self.source.name
         self.read_size = read_size
         self.verify_cids = verify_cids
@@ -183,7 +184,7 @@ class CarFile:
         first, last = max(first_slot, lo), min(last_slot, hi)
         if first > last:
             return []
-        index = open_source(sibling(self.location, slot_ranges_name(self.epoch)))
+        index = open_source(sibling(self.location, slot_ranges_name(self.epoch)), **self.http_options)
         try:
             if not index.exists():
                 return None
@@ -933,8 +934,11 @@ class CarSource:
     `{epoch}` (e.g. `/data/{epoch}/epoch-{epoch}.car`, default the public Old Faithful bucket)."""
 
     def __init__(self, location: str = DEFAULT_LOCATION, *, wanted_keys: Collection[bytes] | None = None,
-                 use_index: bool = True, read_size: int = READ_SIZE, verify_cids: bool = False):
+                 use_index: bool = True, read_size: int = READ_SIZE, verify_cids: bool = False,
+                 http_options: dict | None = None):
+        """http_options: passed to HttpSource for URLs (retries, backoff, timeout, session)."""
         self.location = str(location)
+        self.http_options = http_options
         self.wanted_keys = wanted_keys
         self.use_index = use_index
         self.read_size = read_size
@@ -949,7 +953,7 @@ class CarSource:
             raise ValueError(f"{self.location}: a template needs an epoch")
         loc = self.location_for(epoch) if epoch is not None else self.location
         return CarFile(loc, wanted_keys=self.wanted_keys, read_size=self.read_size, verify_cids=self.verify_cids,
-                       epoch=epoch if self.is_template else None)
+                       epoch=epoch if self.is_template else None, http_options=self.http_options)
 
     def iter_blocks(self, first_slot: int, last_slot: int) -> Iterator[ChainBlock]:
         if first_slot > last_slot:
