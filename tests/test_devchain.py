@@ -6,6 +6,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from ingest.protocol import decode
 from ingest.sources.car_format import SLOT_RANGE_RECORD
 from ingest.sources.model import TX_FAILED, TX_OK
 
+REPO = Path(__file__).resolve().parent.parent
 # Small but complete: the whole hard-case catalogue, one noise transaction per slot, the default
 # 2,400 slots (so the far window really is 2,000 slots away).
 SMALL = dict(sessions=CATALOGUE_UPLOADS + 3, noise_tx_per_slot=1)
@@ -59,7 +63,11 @@ def _tree(root: Path) -> dict[str, bytes]:
 # --- determinism --------------------------------------------------------------------------------
 
 def test_same_seed_gives_identical_bytes_and_another_seed_differs(chain_dir, tmp_path):
-    build_chain(tmp_path / "again", seed=7, **SMALL)
+    # Rebuilt in another process with another hash seed: no set or dict-order surprises either.
+    subprocess.run([sys.executable, "-m", "flows.cli", "devchain", "build", "--out", str(tmp_path / "again"),
+                    "--seed", "7", "--sessions", str(SMALL["sessions"]),
+                    "--noise-tx-per-slot", str(SMALL["noise_tx_per_slot"])],
+                   check=True, capture_output=True, cwd=REPO, env={**os.environ, "PYTHONHASHSEED": "12345"})
     first, again = _tree(chain_dir), _tree(tmp_path / "again")
     assert sorted(first) == sorted(again)
     assert [name for name in first if first[name] != again[name]] == []

@@ -149,9 +149,10 @@ def build_chain(out_dir, *, seed: int = 0, sessions: int = DEFAULT_SESSIONS,
 
     # 3. Blocks, slot by slot, one CAR writer per epoch.
     writers: dict[int, CarWriter] = {}
-    counts = {"blocks": 0, "transactions": 0, "iq": 0, "iq_failed": 0, "noise": 0, "v0": 0, "legacy": 0,
+    counts = {"transactions": 0, "iq": 0, "iq_failed": 0, "noise": 0, "v0": 0, "legacy": 0,
               "failed": 0, "iq_account_only": 0}
     special_sigs: dict[str, list[tuple[int, str]]] = {}
+    blocks_written = 0
     tx_index: dict[str, tuple[int, int]] = {}
     parent = first_slot - 1
     height = first_slot - first_slot // 20          # block heights trail slots (historic skips)
@@ -188,7 +189,7 @@ def build_chain(out_dir, *, seed: int = 0, sessions: int = DEFAULT_SESSIONS,
             counts["iq_failed"] += sum(t.meta.status == "failed" for t in iq)
             counts["noise"] += len(block) - len(iq)
             counts["transactions"] += len(block)
-            counts["blocks"] += 1
+            blocks_written += 1
             writers[epoch].add_slot(slot, parent, block_time_of(slot), height, [(t.wire, t.meta) for t in block])
             parent = slot
             height += 1
@@ -237,7 +238,7 @@ def build_chain(out_dir, *, seed: int = 0, sessions: int = DEFAULT_SESSIONS,
         first_slot=first_slot, last_slot=last_slot, epochs=epochs,
         car_files={str(e): f"{e}/epoch-{e}.car" for e in epochs},
         slot_range_files={str(e): f"{e}/epoch-{e}-slot-ranges.raw" for e in epochs},
-        block_count=counts["blocks"], skipped_slots=sorted(skipped), block_time_first=block_time_of(first_slot),
+        block_count=blocks_written, skipped_slots=sorted(skipped), block_time_first=block_time_of(first_slot),
         tx_counts=counts, program_ids=programs.by_generation(),
         extra_program_ids=[p for p in programs.by_generation().values() if p not in DEFAULT_PROGRAM_IDS],
         other_program_ids={"router": str(programs.router), "dex": str(noise.dex)},

@@ -27,7 +27,6 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from ingest.protocol import IQRecord, encode, session_account_position
-from ingest.protocol.anchor import anchor_tag
 
 from .manifest import (AWAITING_FINALIZE, COMPLETE, CONFLICTING_CHUNKS, MISSING_CHUNKS, TOTAL_MISMATCH, HardCase,
                        Upload, gateway_file_bytes, sha256_hex)
