@@ -76,6 +76,22 @@ def test_dense_filter_sees_lookup_table_keys_like_car(client, car_dir):
     assert sum(b.transactions_seen for b in rpc) > len(kept)
 
 
+def test_dense_source_refuses_to_call_a_missing_block_skipped(client, server, chain_blocks):
+    from ingest.devchain.rpc_server import Faults
+
+    hole = FIRST_SLOT + 5
+    server.set_faults(Faults(hide_blocks=frozenset({hole})))
+    source = RpcBlockSource(client)
+    got = []
+    with pytest.raises(SourceError, match=rf"getBlock\({hole}\).*-32009.*getBlocks lists the slot"):
+        for block in source.iter_blocks(FIRST_SLOT, LAST):
+            got.append(block)
+    assert [b.slot for b in got] == list(range(FIRST_SLOT, hole))  # what came before is intact
+    assert server.counters.by_method["getBlocks"] == 1  # asked once, when the first skip appeared
+    # real skipped slots alone pass the check; without it, the hole would be taken for a skip
+    assert [b.slot for b in RpcBlockSource(client, verify_skips=False).iter_blocks(hole, hole) if b.skipped] == [hole]
+
+
 # --- sparse -----------------------------------------------------------------------------------------
 
 def test_sparse_source_equals_car_source(client, car_dir, server):

@@ -18,7 +18,7 @@ the blockstore's index does), which is deliberately *not* ledger order.
 
 Fault injection (`Faults`) for tests and `iq-etl devchain serve` flags: a request-rate limit
 answered with HTTP 429 + Retry-After (or scripted 429 bursts), random 5xx, slow answers, dropped
-connections and refused batches.
+connections, refused batches, and blocks a node claims are skipped though it lists them.
 """
 from __future__ import annotations
 
@@ -211,6 +211,7 @@ class Faults:
     seed: int = 0
     burst: tuple[int, int] | None = None  # scripted 429s: (answered, refused) HTTP requests, repeating
     reject_batches: bool = False        # answer JSON-RPC batches with HTTP 403, as some paid-tier gates do
+    hide_blocks: frozenset[int] = frozenset()  # slots whose getBlock says -32009 though getBlocks lists them
 
 
 @dataclass
@@ -309,6 +310,7 @@ class _Methods:
 
     def __init__(self, chain: RpcChain):
         self.chain = chain
+        self.hidden: frozenset[int] = frozenset()  # a node with holes in its long-term storage
         self.table: dict[str, Callable[[list], Any]] = {
             "getSignaturesForAddress": self.get_signatures_for_address,
             "getTransaction": self.get_transaction,
@@ -393,7 +395,7 @@ class _Methods:
                            "(full, signatures or none)")
         rewards = cfg.get("rewards", True)
         block = self.chain.blocks.get(slot)
-        if block is None:
+        if block is None or slot in self.hidden:
             raise self._missing_slot(slot)
         txs = signatures = None
         if details == "full":
@@ -597,6 +599,7 @@ class RpcServer(ThreadingHTTPServer):
         self.chain = chain
         self.methods = _Methods(chain)
         self.faults = faults or Faults()
+        self.methods.hidden = self.faults.hide_blocks
         self.counters = ServerCounters()
         self._lock = threading.Lock()
         self._rng = random.Random(self.faults.seed)
@@ -613,6 +616,7 @@ class RpcServer(ThreadingHTTPServer):
     def set_faults(self, faults: Faults | None) -> None:
         with self._lock:
             self.faults = faults or Faults()
+            self.methods.hidden = self.faults.hide_blocks
             self._rng = random.Random(self.faults.seed)
             self._window_start = time.monotonic()
             self._window_calls = 0

@@ -53,11 +53,20 @@ def _wanted_set(wanted_keys: Collection[bytes | str] | None) -> frozenset[str] |
 
 class RpcBlockSource:
     """Every slot of a range via getBlock. `transactions_seen` counts all transactions of a block;
-    `transactions` keeps those whose full key list holds a wanted key (all when wanted_keys is None)."""
+    `transactions` keeps those whose full key list holds a wanted key (all when wanted_keys is None).
 
-    def __init__(self, client: RpcClient, wanted_keys: Collection[bytes | str] | None = None):
+    -32007/-32009 ("skipped, or missing ...") also come from nodes that merely lack a block. So the
+    first time a range meets one, the source asks `getBlocks` for the range once (one call per
+    500,000 slots) and raises SourceError if the node lists that slot as a confirmed block:
+    a block it cannot serve is never recorded as skipped (`verify_skips=False` turns this off)."""
+
+    GET_BLOCKS_SPAN = 500_000
+
+    def __init__(self, client: RpcClient, wanted_keys: Collection[bytes | str] | None = None, *,
+                 verify_skips: bool = True):
         self.client = client
         self.wanted = _wanted_set(wanted_keys)
+        self.verify_skips = verify_skips
 
     def block_params(self, slot: int) -> list:
         return [slot, {"encoding": "base64", "transactionDetails": "full", "rewards": False,
@@ -67,10 +76,30 @@ class RpcBlockSource:
         if first_slot > last_slot:
             raise SourceError(f"slot range {first_slot}:{last_slot} is empty")
         slots = range(first_slot, last_slot + 1)
+        confirmed: set[int] | None = None
         # Full blocks are big (MBs on mainnet): one per POST, prefetched by the worker pool.
         results = self.client.imap("getBlock", (self.block_params(s) for s in slots), batch_size=1)
         for slot, result in zip(slots, results):
+            if isinstance(result, SkippedSlot) and self.verify_skips:
+                if confirmed is None:
+                    confirmed = self.confirmed_blocks(first_slot, last_slot)
+                if slot in confirmed:
+                    raise SourceError(
+                        f"getBlock({slot}) at {self.client.url_redacted} answered {result.code} ({result.message}) "
+                        "but getBlocks lists the slot as a confirmed block: the node lacks it. Use another RPC "
+                        "node or the CAR source for this range")
             yield self.block_from_result(slot, result)
+
+    def confirmed_blocks(self, first_slot: int, last_slot: int) -> set[int]:
+        """Slots with a block in [first, last], per getBlocks."""
+        spans = [[lo, min(lo + self.GET_BLOCKS_SPAN - 1, last_slot), {"commitment": _history_commitment(self.client)}]
+                 for lo in range(first_slot, last_slot + 1, self.GET_BLOCKS_SPAN)]
+        out: set[int] = set()
+        for span, result in zip(spans, self.client.imap("getBlocks", spans, batch_size=1)):
+            if not isinstance(result, list):
+                raise SourceError(f"getBlocks({span[0]}, {span[1]}) at {self.client.url_redacted}: expected a list")
+            out.update(int(s) for s in result)
+        return out
 
     def block_from_result(self, slot: int, result: Any) -> ChainBlock:
         if isinstance(result, SkippedSlot):
