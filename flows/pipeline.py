@@ -101,7 +101,7 @@ def transform_task(settings: Settings, select: str | None = None, full_refresh: 
     """`dbt build`; idempotent (tables are rebuilt or merged incrementally on their keys)."""
     from flows.transform import run_dbt
 
-    result = run_dbt(settings, select=select, full_refresh=full_refresh)
+    result = run_dbt(settings, select=select, full_refresh=full_refresh, quiet=True)
     out = _as_dict(result)
     _logger().info("transform: %s", {k: v for k, v in out.items() if not isinstance(v, (list, dict))})
     return out

@@ -1,0 +1,94 @@
+"""Helpers shared by the flow tests: a real ephemeral Prefect API (prefect_test_harness), a
+development chain, an environment pointing the flows at a temporary embedded warehouse, and readers
+for artifacts and the export ledger. Imported by tests/test_flows_*.py and tests/test_reconcile*.py."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingest.settings import G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID
+
+SEED = 7
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    """A real Prefect API server (SQLite in a temporary folder) for the tests of one module."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def build_devchain(out_dir: Path, seed: int = SEED, **kwargs: Any):
+    """(chain folder, manifest) of a freshly built development chain."""
+    from ingest.devchain.build import build_chain
+
+    chain_dir = Path(out_dir) / "devchain"
+    manifest = build_chain(chain_dir, seed=seed, **kwargs)
+    return chain_dir, manifest
+
+
+def flow_env(monkeypatch, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Point flows (which read settings from the environment) at a warehouse in tmp_path; no .env."""
+    values = {
+        "IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'warehouse'}",
+        "IQ_ETL_HOME": str(tmp_path / "home"),
+        "IQ_READER_BASE_URL": "http://127.0.0.1:9",   # never the real backend; tests pass explicit targets
+        "IQ_PROGRAM_ID": ",".join((G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID)),
+        **extra,
+    }
+    for key in ("IQ_RPC_URL", "SOLANA_RPC_URL", "IQ_SESSION_PDA_LIST", "IQ_CAR_URL", "IQ_READER_TOKEN",
+                "JETSTREAMER_CLICKHOUSE_DSN", "JETSTREAMER_CLICKHOUSE_MODE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)   # load_settings reads ./.env: there is none here
+    return values
+
+
+def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The same settings for a child process (iq-etl commands, served flow runs)."""
+    env = dict(os.environ)
+    for key in ("IQ_RPC_URL", "SOLANA_RPC_URL", "IQ_SESSION_PDA_LIST", "IQ_CAR_URL", "IQ_READER_TOKEN",
+                "JETSTREAMER_CLICKHOUSE_DSN", "JETSTREAMER_CLICKHOUSE_MODE", "PREFECT_API_URL"):
+        env.pop(key, None)
+    env.update({
+        "IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'warehouse'}",
+        "IQ_ETL_HOME": str(tmp_path / "home"),
+        "IQ_READER_BASE_URL": "http://127.0.0.1:9",
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        **extra,
+    })
+    return env
+
+
+def artifacts_of(flow_run_id: Any) -> list[Any]:
+    """The artifacts a flow run published (read back through the Prefect API)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+
+def query(tmp_path: Path, sql: str, parameters: dict | None = None) -> list[tuple]:
+    """Run one query on the test warehouse (opened and closed around it)."""
+    from ingest import warehouse as wh
+    from ingest.settings import load_settings
+
+    settings = load_settings({"IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'warehouse'}",
+                              "IQ_ETL_HOME": str(tmp_path / "home")}, dotenv=tmp_path / "no.env")
+    with wh.Warehouse(settings) as client:
+        return client.query(sql, parameters=parameters).result_rows
+
+
+def delivered_rows(tmp_path: Path) -> int:
+    return int(query(tmp_path, "SELECT count() FROM iq.exports WHERE status = 'delivered'")[0][0])
+
+
+def statuses(tmp_path: Path) -> dict[str, str]:
+    return {k: s for k, s in query(tmp_path, "SELECT upload_key, status FROM iq.session_completeness")}
