@@ -2,10 +2,18 @@
 -- What has been scanned: the 'done' sub-ranges of iq.scan_ranges (any source) merged into
 -- maximal runs of slots (kind = 'scanned'), and the holes between consecutive runs
 -- (kind = 'gap'). Partial and failed sub-ranges do not count as scanned.
-with done_ranges as (
+with latest_ranges as (
+    -- deduplicated with argMax on the table's key rather than FINAL: dbt unit tests replace the
+    -- source with a subquery, and ClickHouse refuses FINAL on a subquery
+    select source, first_slot, last_slot, run_id, argMax(status, finished_at) as latest_status
+    from {{ source('iq', 'scan_ranges') }}
+    group by source, first_slot, last_slot, run_id
+),
+
+done_ranges as (
     select first_slot, last_slot, source
-    from {{ source('iq', 'scan_ranges') }} final
-    where status = 'done'
+    from latest_ranges
+    where latest_status = 'done'
 ),
 
 ordered as (
@@ -47,18 +55,18 @@ gaps as (
 
 select
     'scanned' as kind,
-    run_first_slot as first_slot,
-    run_last_slot as last_slot,
-    run_last_slot - run_first_slot + 1 as slots,
+    toUInt64(run_first_slot) as first_slot,
+    toUInt64(run_last_slot) as last_slot,
+    toUInt64(run_last_slot - run_first_slot + 1) as slots,
     sources,
     ranges_merged
 from scanned
 union all
 select
     'gap' as kind,
-    previous_run_last + 1 as first_slot,
-    next_run_first - 1 as last_slot,
-    next_run_first - previous_run_last - 1 as slots,
+    toUInt64(previous_run_last + 1) as first_slot,
+    toUInt64(next_run_first - 1) as last_slot,
+    toUInt64(next_run_first - previous_run_last - 1) as slots,
     CAST([] AS Array(String)) as sources,
     toUInt32(0) as ranges_merged
 from gaps

@@ -1,9 +1,9 @@
 -- Instructions that close a session upload and may declare its total:
 --   G2 finalize / finalize_hybrid_session (session id given) and finalize_bundle (no session id:
 --   is_bundle, attached to an upload by int_finalizes), and
---   G3 code-in finalisers whose on_chain_path is short: it names the session PDA (falling back to
---   the instruction's session account, accounts[4] in the IDL) and SessionFinalize carries the
---   declared total; metadata JSON may repeat it as total_chunks.
+--   G3 code-in finalisers whose on_chain_path is short (a session PDA): the session is the
+--   instruction's session account (accounts[4]), else the on_chain_path; SessionFinalize carries
+--   the declared total and metadata JSON may repeat it as total_chunks.
 with g2_finalizes as (
     select
         *,
@@ -17,8 +17,9 @@ with g2_finalizes as (
 g3_session_code_ins as (
     select
         *,
-        if(on_chain_path != '', on_chain_path,
-           if(session_account != '', session_account, accounts[5])) as session_key_account,
+        -- the account the program finalised (accounts[4], as the decoder reports it) wins over
+        -- on_chain_path: the program checks the account, nobody checks the path text
+        if(session_account != '', session_account, on_chain_path) as session_key_account,
         false as is_bundle
     from {{ ref('stg_instructions') }}
     where generation = 'g3'

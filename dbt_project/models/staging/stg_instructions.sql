@@ -33,7 +33,9 @@ select
     accounts,
     tx_status,
     tx_error,
-    tx_status = 'failed' as tx_failed,
+    -- Bool, not the LowCardinality(UInt8) a comparison of a LowCardinality column gives: dbt unit
+    -- tests cast fixtures to the column type, and ClickHouse refuses to create LowCardinality(UInt8)
+    CAST(tx_status = 'failed' AS Bool) as tx_failed,
     source,
     run_id,
     ingested_at
