@@ -341,6 +341,9 @@ def test_every_hard_case_is_present_and_statuses_cover_the_vocabulary(manifest):
         by_status[u.expected_status].append(u)
     assert all(u.missing_indexes for u in by_status["missing_chunks"])
     assert all(not u.finalize_signature for u in by_status["awaiting_finalize"])
+    broken = next(u for u in manifest.uploads if "linked_list_broken" in u.hard_cases)
+    assert len(broken.fragment_keys) == 1 and broken.fragment_keys[0] in broken.signatures
+    assert all(not u.fragment_keys for u in manifest.uploads if u is not broken)
     reused = [u for u in manifest.uploads if "session_account_reused" in u.hard_cases]
     assert len(reused) == 2 and reused[0].session_account == reused[1].session_account
     assert reused[0].session_id != reused[1].session_id

@@ -101,6 +101,10 @@ class Upload:
     missing_indexes: list[int]
     hard_cases: list[str]
     transport: list[str] = field(default_factory=list)   # legacy, v0, lookup_table, cpi, multi_ix...
+    # Broken linked lists only: the piece just before each gap is referenced by no landed piece, so
+    # a reader that treats unreferenced pieces as tails sees it as a separate, unindexed list keyed
+    # by its signature (awaiting_finalize); these are those keys.
+    fragment_keys: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -370,6 +370,11 @@ class UploadPlanner:
                 raise AssertionError(f"{up.scenario}: chosen chunks do not join to the intended bytes")
             file_bytes, rule = gateway_file_bytes(joined)
             joined_sha, file_sha, joined_len = sha256_hex(joined), sha256_hex(file_bytes), len(joined)
+        fragments = []
+        if up.shape == "linked_list":
+            for i in missing_now:
+                if i > 0 and i - 1 in landed:
+                    fragments.append(min((c for c in up.copies[i - 1] if c.ok), key=lambda c: c.slot).signature)
         rel = f"files/{up.number}.bin"
         (self.files_dir / f"{up.number}.bin").write_bytes(up.original)
         for row in up.rows:
@@ -391,7 +396,7 @@ class UploadPlanner:
             original_file=rel, original_sha256=sha256_hex(up.original), original_length=len(up.original),
             filename=up.filename, filetype=up.filetype, metadata=up.metadata_raw,
             expected_status=expected_status, missing_indexes=missing_now, hard_cases=list(up.hard_cases),
-            transport=sorted(up.transport),
+            transport=sorted(up.transport), fragment_keys=fragments,
         )
         self.uploads.append(upload)
         self._tx_slot_of[up.upload_key] = [(s, sig) for s, sig, _ in up.txs]
