@@ -21,6 +21,7 @@ decoding their transactions.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import re
@@ -29,10 +30,11 @@ from typing import Collection, Iterator, NamedTuple
 
 import libipld
 import zstandard
+from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from ingest.errors import SourceError
-from ingest.sources.byte_source import READ_SIZE, ByteSource, RangeStream, is_url, open_source, sibling
+from ingest.sources.byte_source import READ_SIZE, ByteSource, RangeStream, open_source, sibling
 from ingest.sources.car_format import (CID_LEN, CID_PREFIX, KIND_BLOCK, KIND_DATAFRAME, KIND_ENTRY, KIND_EPOCH,
                                        KIND_NAMES, KIND_REWARDS, KIND_SUBSET, KIND_TRANSACTION, MAX_SECTION_BYTES,
                                        SLOT_RANGE_RECORD, crc64_iso, parse_slot_ranges, slot_ranges_name)
@@ -409,7 +411,7 @@ class _SlotWalk:
                                     continue
                             # No wanted key in the section. One signature and a legacy message (all
                             # keys static): rejected. v0: the metadata's loaded keys are checked.
-                            if buf[ts] == 1 and te < e:
+                            if buf[ts] == 1 and te < e and (buf[te] == 0xF6 or buf[te] == 0x80):
                                 if buf[ts + 65] >= 0x80:
                                     verdict = _meta_verdict(buf, te, e, wanted)
                                     if verdict:
@@ -608,8 +610,6 @@ class _FrameError(ValueError):
 
 def _cid_text(cid: bytes) -> str:
     """base32 multibase text of a CID, as IPFS tools show it."""
-    import base64
-
     return "b" + base64.b32encode(cid).decode().lower().rstrip("=")
 
 
@@ -619,12 +619,12 @@ def _payload(frame, frames: dict[bytes, bytes]) -> bytes:
         hash_, index, total, data, nxt = _frame_fields(frame, "embedded frame")
     except ValueError as exc:
         raise _FrameError(str(exc)) from None
-    if not nxt:
-        if total not in (None, 1) and total != 0:
+    if not nxt and hash_ is None:
+        if total not in (None, 0, 1):
             raise _FrameError(f"DataFrame says {total} frames but links none")
-        return data
+        return data  # the common case: one frame, no hash
     parts = [(index or 0, data)]
-    stack = list(nxt)
+    stack = list(nxt or ())
     visited = set()
     while stack:
         link = stack.pop()
@@ -767,8 +767,6 @@ def _mentions(ctx: ChainTransaction, wanted: tuple[bytes, ...]) -> bool:
         if key in keys:
             return True
     if ctx.meta.loaded_writable or ctx.meta.loaded_readonly:
-        from solders.pubkey import Pubkey
-
         loaded = {bytes(Pubkey.from_string(k)) for k in (*ctx.meta.loaded_writable, *ctx.meta.loaded_readonly)}
         return any(key in loaded for key in wanted)
     return False
@@ -969,11 +967,6 @@ class CarSource:
             yield from car.iter_slots(part.first_slot, part.last_slot, use_index=self.use_index)
 
 
-def epoch_of_location(location: str) -> int | None:
-    m = _EPOCH_IN_NAME.search(location.split("?", 1)[0])
-    return int(m.group(1)) if m else None
-
-
 __all__ = ["CarSource", "CarFile", "CarHeader", "Section", "IncompleteRange", "DEFAULT_LOCATION", "CarSummary",
            "summarize", "build_slot_ranges",
-           "KIND_NAMES", "SLOTS_PER_EPOCH", "is_url", "epoch_of_location"]
+           "KIND_NAMES", "SLOTS_PER_EPOCH"]
