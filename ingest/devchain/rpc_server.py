@@ -49,7 +49,6 @@ from solders.transaction import VersionedTransaction
 from solders.transaction_status import (
     EncodedConfirmedTransactionWithStatusMeta,
     EncodedTransactionWithStatusMeta,
-    TransactionConfirmationStatus,
     UiConfirmedBlock,
 )
 

@@ -9,16 +9,21 @@ and capacity 1 lets through at most 1 + 10·r requests in any 10 s, so:
                                   method (getBlock, getTransaction or getSignaturesForAddress), so
                                   this is the limit that binds on the public endpoint,
 - DEFAULT_CONCURRENCY = 4 requests in flight (the official IQ readers use 5; 40 is the cap).
-A JSON-RPC batch counts as one request per item against both buckets (public nodes count items).
-Private providers allow far more: raise `rps`/`method_rps` (0 or None = unlimited) and `concurrency`.
-HTTP 429 pauses every worker for `Retry-After` (capped by `max_retry_after`), so even a limit we
-misjudge costs time, not data.
+Each item of a JSON-RPC batch takes one token from both buckets (conservative: providers count
+batch items as requests). The budget is shared by every client of the process with the same URL and
+settings (the ingest stage opens one client per sub-range, in threads). Full mainnet blocks can
+exceed the 100 MB / 30 s data limit; the server's 429s then slow the scan down. Private providers
+allow far more: raise `rps` / `method_rps` (0 or None = unlimited) and `concurrency`.
 
-Failures: 429, 5xx, timeouts, dropped connections, unparseable bodies and the RPC codes -32004
-(block not available) / -32014 (block status not yet available) / -32005 (node behind) are retried
-with exponential backoff and jitter, up to `max_retries` times. -32007 / -32009 (slot skipped)
-become a `SkippedSlot` result at once (the slot produced no block; retrying cannot help). Any other
-error raises `RpcError` naming the method, the params and the server's message.
+Failures: HTTP 429 (and JSON-RPC 429/-32429) pause every worker of the URL for `Retry-After`
+(capped by `max_retry_after`); a batch refused twice is sent one call at a time. 5xx, timeouts,
+dropped connections, unparseable bodies and the RPC codes -32004 (block not available), -32014
+(block status not yet available) and -32005 (node behind) are retried with exponential backoff and
+jitter, up to `max_retries` times. -32007 / -32009 (slot skipped, or missing) become a `SkippedSlot`
+result at once, never retried (the dense source double-checks them with getBlocks). A server that
+refuses batches gets single calls from then on. Any other error raises `RpcError` naming the
+method, the params and the server's message. The URL's credentials (userinfo, query values,
+token-like path segments) never appear in messages or logs, the HTTP library's included.
 """
 from __future__ import annotations
 

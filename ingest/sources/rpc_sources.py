@@ -220,6 +220,9 @@ class RpcSignatureSource:
         index = order.get(sig)
         if index is None:
             raise SourceError(f"{where}: not among the signatures of block {slot}")
+        stated = result.get("transactionIndex")  # newer nodes state it; it must agree with the block
+        if isinstance(stated, int) and stated != index:
+            raise SourceError(f"{where}: transactionIndex {stated} but position {index} in block {slot}")
         tx = transaction_from_rpc(result, slot=slot, index=index, block_time=result.get("blockTime"), where=where)
         if tx.signature != sig:
             raise SourceError(f"{where}: the node returned transaction {tx.signature}")
