@@ -155,19 +155,24 @@ def _node_results(run_result: Any) -> list[NodeResult]:
 
 def run_dbt(settings: Settings, select: Sequence[str] | str | None = None, full_refresh: bool = False,
             command: str = "build", *, vars: Mapping[str, Any] | None = None,
-            exclude: Sequence[str] | str | None = None, quiet: bool = False) -> DbtResult:
-    """Run one dbt command in-process and summarise it; raise TransformError when dbt fails."""
+            exclude: Sequence[str] | str | None = None, unit_tests: bool = False,
+            quiet: bool = False) -> DbtResult:
+    """Run one dbt command in-process and summarise it; raise TransformError when dbt fails.
+
+    Unit tests (fixed fixtures, no warehouse data) are left out unless `unit_tests` is set: they
+    prove the SQL, not the data, so the test suite runs them and production runs skip their cost."""
     if command not in COMMANDS:
         raise TransformError(f"unsupported dbt command {command!r}; use one of {', '.join(COMMANDS)}")
     from dbt.cli.main import dbtRunner
 
     args = dbt_args(settings, command, select, full_refresh, vars, exclude)
+    if command in ("build", "test") and not unit_tests:
+        args += ["--exclude-resource-type", "unit_test"]
     if quiet:
         args.insert(1, "--quiet")
     env = {"DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DBT_PARTIAL_PARSE": "true"}
     if settings.embedded:
         env["IQ_DBT_TARGET"] = "embedded"
-        engine = None
     else:
         env.update(remote_target_env(settings.clickhouse_dsn, settings.clickhouse_cluster))
     home = dbt_home(settings)
