@@ -167,34 +167,51 @@ def _read_varint(b: bytes, pos: int, end: int) -> tuple[int, int]:
             raise MetaError("protobuf varint too long")
 
 
-def _iter_fields(b: bytes, pos: int, end: int):
-    """(field number, wire type, value) where value is an int (varint/fixed) or bytes (length-delimited)."""
+def _iter_fields(b: bytes, pos: int, end: int) -> list[tuple[int, int, object]]:
+    """[(field number, wire type, value)] where value is an int (varint/fixed) or bytes
+    (length-delimited). One-byte keys and lengths, the usual case, skip the general varint reader."""
+    out = []
+    append = out.append
     while pos < end:
-        key, pos = _read_varint(b, pos, end)
-        field, wire = key >> 3, key & 7
+        key = b[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = _read_varint(b, pos, end)
+        field = key >> 3
+        wire = key & 7
         if field == 0:
             raise MetaError("protobuf field number 0")
-        if wire == 0:
-            value, pos = _read_varint(b, pos, end)
-        elif wire == 2:
-            n, pos = _read_varint(b, pos, end)
+        if wire == 2:
+            if pos < end and b[pos] < 0x80:
+                n = b[pos]
+                pos += 1
+            else:
+                n, pos = _read_varint(b, pos, end)
             if pos + n > end:
                 raise MetaError(f"protobuf field {field} length {n} runs past the end")
-            value = b[pos:pos + n]
+            append((field, 2, b[pos:pos + n]))
             pos += n
+        elif wire == 0:
+            if pos < end and b[pos] < 0x80:
+                append((field, 0, b[pos]))
+                pos += 1
+            else:
+                value, pos = _read_varint(b, pos, end)
+                append((field, 0, value))
         elif wire == 1:
             if pos + 8 > end:
                 raise MetaError("protobuf fixed64 runs past the end")
-            value = int.from_bytes(b[pos:pos + 8], "little")
+            append((field, 1, int.from_bytes(b[pos:pos + 8], "little")))
             pos += 8
         elif wire == 5:
             if pos + 4 > end:
                 raise MetaError("protobuf fixed32 runs past the end")
-            value = int.from_bytes(b[pos:pos + 4], "little")
+            append((field, 5, int.from_bytes(b[pos:pos + 4], "little")))
             pos += 4
         else:
             raise MetaError(f"protobuf wire type {wire} (field {field}) not supported")
-        yield field, wire, value
+    return out
 
 
 def _varint(n: int) -> bytes:
@@ -413,8 +430,12 @@ def decode_meta(raw: bytes, *, epoch: int | None = None) -> TxMeta:
     plain = decompress(raw)
     if not plain:
         return TxMeta(status=TX_UNKNOWN)
-    order = (decode_bincode_meta, decode_protobuf_meta)
-    if epoch is None or epoch >= FIRST_PROTOBUF_EPOCH:
+    # Bincode starts with the status as a u32 (00 or 01, then zeros); a protobuf TransactionStatusMeta
+    # never starts with 00/01 (field number 0 is invalid). So the first byte picks the decoder to try
+    # first, whatever the epoch (Old Faithful has bincode below epoch 157, protobuf after).
+    if plain[0] <= 1:
+        order = (decode_bincode_meta, decode_protobuf_meta)
+    else:
         order = (decode_protobuf_meta, decode_bincode_meta)
     errors = []
     for decoder in order:
@@ -422,7 +443,8 @@ def decode_meta(raw: bytes, *, epoch: int | None = None) -> TxMeta:
             return decoder(plain)
         except (MetaError, struct.error, IndexError, UnicodeDecodeError, ValueError) as exc:
             errors.append(f"{decoder.__name__}: {exc}")
-    raise MetaError("metadata is neither protobuf nor legacy bincode (" + "; ".join(errors) + ")")
+    where = f" (epoch {epoch})" if epoch is not None else ""
+    raise MetaError(f"metadata{where} is neither protobuf nor legacy bincode (" + "; ".join(errors) + ")")
 
 
 def encode_meta(meta: TxMeta) -> bytes:
