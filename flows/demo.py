@@ -77,7 +77,9 @@ def ensure_chain(chain_dir: Path, seed: int, sessions: int, say: Callable[[str],
 
 
 def verify_exports(manifest: Any, exports_dir: Path) -> tuple[list[str], list[str], list[str]]:
-    """Compare each manifest upload expected complete with its exported file (sha256 of the original)."""
+    """Compare each manifest upload expected complete with its exported file: the bytes the gateway
+    would serve (`file_sha256`), which are the uploader's original file except where the gateway's rule
+    keeps the text (a short base64 upload stays text; the manifest's `short_base64_not_decoded`)."""
     from flows.export.file_target import METADATA_NAME, session_dirname
 
     verified, mismatched, missing = [], [], []
@@ -91,7 +93,7 @@ def verify_exports(manifest: Any, exports_dir: Path) -> tuple[list[str], list[st
             missing.append(upload.upload_key)
             continue
         digest = hashlib.sha256(files[0].read_bytes()).hexdigest()
-        (verified if digest == upload.original_sha256 else mismatched).append(upload.upload_key)
+        (verified if digest == upload.file_sha256 else mismatched).append(upload.upload_key)
     return verified, mismatched, missing
 
 

@@ -13,14 +13,43 @@ from ingest.settings import G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID
 
 SEED = 7
 
+# Prefect's home for tests (tests/conftest.py points PREFECT_HOME into .iq-etl/) must exist, and the
+# servers the tests start must not try to send telemetry (offline: a DNS error in every log).
+if os.environ.get("PREFECT_HOME"):
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    """A real Prefect API server (SQLite in a temporary folder) for the tests of one module."""
+
+_harness: list[Any] = []
+
+
+def _shared_harness() -> None:
+    """Start prefect_test_harness once per test process (a few seconds each time) and stop it at exit."""
+    if _harness:
+        return
+    import atexit
+
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    harness = prefect_test_harness(server_startup_timeout=120)
+    harness.__enter__()
+    _harness.append(harness)
+
+    def stop() -> None:
+        # At exit pytest has closed the streams Prefect's console handler writes to.
+        import logging
+
+        logging.getLogger("prefect").setLevel(logging.ERROR)
+        harness.__exit__(None, None, None)
+
+    atexit.register(stop)
+
+
+@pytest.fixture
+def prefect_api():
+    """A real Prefect API server (SQLite in a temporary folder), shared by the tests of this process."""
+    _shared_harness()
+    yield
 
 
 def build_devchain(out_dir: Path, seed: int = SEED, **kwargs: Any):

@@ -13,15 +13,9 @@ pytest.importorskip("prefect")
 
 from prefect.client.orchestration import get_client  # noqa: E402
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate  # noqa: E402
-from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from flows.locking import prefect_global_limit  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+from tests.flow_support import prefect_api  # noqa: E402,F401 - fixture
 
 
 def _wait_for(predicate, what: str, limit_s: float = 60.0) -> None:
@@ -32,14 +26,14 @@ def _wait_for(predicate, what: str, limit_s: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def test_missing_limit_is_skipped(prefect_api):
+def test_missing_limit_is_skipped(prefect_api):  # noqa: F811
     with prefect_global_limit("iq-etl-no-such-limit", timeout_s=5) as used:
         assert used is False
     with prefect_global_limit(None, timeout_s=5) as used:
         assert used is False
 
 
-def test_existing_limit_serialises_holders(prefect_api):
+def test_existing_limit_serialises_holders(prefect_api):  # noqa: F811
     name = "iq-etl-warehouse-test"
     with get_client(sync_client=True) as client:
         client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
