@@ -44,7 +44,7 @@ class SourceSpec:
     car_url: str | None = None
     rpc_url: str | None = None
     rpc_options: tuple[tuple[str, Any], ...] = ()
-    signatures: tuple[str, ...] = ()
+    signatures: tuple[tuple[str, int], ...] = ()   # (signature, slot) pairs for rpc-signatures
 
 
 @dataclass
@@ -101,7 +101,7 @@ def open_source(spec: SourceSpec, wanted_keys: frozenset[bytes] | None) -> Any:
     if spec.kind == "rpc-blocks":
         return rpc_sources.RpcBlockSource(client, wanted_keys=wanted_keys)
     if spec.kind == "rpc-signatures":
-        return rpc_sources.RpcSignatureSource(client, list(spec.signatures))
+        return rpc_sources.RpcSignatureSource(client, list(spec.signatures))  # (sig, slot) pairs: no lookups
     raise IQEtlError(f"unknown source {spec.kind!r}; use one of {', '.join(SOURCES)}")
 
 
@@ -270,29 +270,41 @@ def run_ingest(settings: Settings, *, slot_spec: str | None = None, ranges: Sequ
     summary = IngestSummary(run_id=run_id, source=source)
 
     wanted_ranges: list[SlotRange] = list(ranges or [])
-    sigs: tuple[str, ...] = tuple(signatures or ())
+    sig_slots: dict[str, int] = {}
+    tails: list[Any] = []
     if slot_spec:
         wanted_ranges.append(parse_slot_spec(slot_spec))
-    if not wanted_ranges and not sigs:
-        if not session_pdas:
-            raise IQEtlError("give a slot spec (S:E, N or A-B) or --session-pda to discover the window")
-        discovery = _discover(rpc_url, session_pdas, max_signature_pages, slot_padding, rpc_options)
-        summary.discovery = discovery["report"]
-        wanted_ranges = discovery["ranges"]
-        sigs = tuple(discovery["signatures"])
-    if source == "rpc-signatures" and not sigs:
-        raise IQEtlError("--source rpc-signatures needs --session-pda (signatures are discovered per PDA)")
-    if source == "rpc-signatures" and not wanted_ranges:
-        raise IQEtlError("no slot window: the session PDAs have no signatures")
-    spec = SourceSpec(kind=source, car_url=car_url, rpc_url=rpc_url,
-                      rpc_options=tuple(sorted((rpc_options or {}).items())), signatures=sigs)
-
     client = client or get_client(settings)
     migrate(client, settings.clickhouse_cluster)
+    if session_pdas and (not wanted_ranges or source == "rpc-signatures"):
+        # Seed semantics: the window (and, for rpc-signatures, the transactions) come from the PDAs.
+        found = _discover(rpc_url, session_pdas, max_signature_pages, slot_padding, rpc_options)
+        summary.discovery = found.to_json()
+        sig_slots = found.signature_slots()
+        if not wanted_ranges:
+            wanted_ranges = [SlotRange(a, b) for a, b in found.merged_ranges()]
+    elif source == "rpc-signatures" and not wanted_ranges:
+        # Live tail: new signatures of every IQ program since the cursors stored in iq.cursors.
+        tails = _discover_tail(rpc_url, filt.program_ids, client, max_signature_pages, rpc_options)
+        summary.discovery = {"tail": [t.to_json() for t in tails]}
+        for t in tails:
+            sig_slots.update(t.signature_slots())
+        wanted_ranges = [SlotRange(s, s) for s in sorted(set(sig_slots.values()))]
+    elif source == "rpc-signatures":
+        raise IQEtlError("--source rpc-signatures with a slot spec needs --session-pda; without either it "
+                         "tails the IQ programs from their stored cursors")
+    if not wanted_ranges and not tails:
+        raise IQEtlError("give a slot spec (S:E, N or A-B), or --session-pda to discover the window")
+    spec = SourceSpec(kind=source, car_url=car_url, rpc_url=rpc_url,
+                      rpc_options=tuple(sorted((rpc_options or {}).items())),
+                      signatures=tuple(sorted(sig_slots.items())))
     done = done_ranges(client, source) if resume else []
     todo: list[SlotRange] = []
     for rng in merge_ranges(wanted_ranges):
         for sub in split_range(rng, subrange_slots):
+            if source == "rpc-signatures" and not any(sub.first_slot <= v <= sub.last_slot
+                                                       for v in sig_slots.values()):
+                continue  # nothing to fetch there: not scanned, so not recorded as covered
             if resume and covered(sub, done):
                 summary.skipped_ranges += 1
             else:
@@ -315,6 +327,12 @@ def run_ingest(settings: Settings, *, slot_spec: str | None = None, ranges: Sequ
     summary.by_kind = _count_by_kind(client, run_id)
     summary.seconds = time.perf_counter() - started
     summary.incomplete = any(r["status"] != "done" for r in summary.ranges)
+    if tails and not summary.incomplete:
+        from .sources.cursors import CursorStore
+
+        store = CursorStore(client)
+        for t in tails:  # only after every row is written: a crash before this re-discovers, loses nothing
+            t.commit(store)
     return summary
 
 
@@ -405,14 +423,28 @@ def _with_session_pdas(settings: Settings, pdas: Sequence[str]) -> Settings:
 
 
 def _discover(rpc_url: str, pdas: Sequence[str], max_pages: int, padding: int,
-              rpc_options: dict[str, Any] | None) -> dict[str, Any]:
+              rpc_options: dict[str, Any] | None) -> Any:
     from .sources.rpc import RpcClient
     from .sources.rpc_sources import discover_windows
 
-    client = RpcClient(rpc_url, **(rpc_options or {}))
-    found = discover_windows(client, list(pdas), max_pages=max_pages, padding=padding)
-    return {"ranges": [SlotRange(a, b) for a, b in found.merged_ranges()],
-            "signatures": found.all_signatures(), "report": found.to_json()}
+    found = discover_windows(RpcClient(rpc_url, **(rpc_options or {})), list(pdas), max_pages=max_pages,
+                             padding=padding)
+    for window in found.windows:
+        if window.truncated:
+            log.warning("discovery for %s stopped at %d pages: older signatures were not read "
+                        "(raise --max-signature-pages)", window.pda, max_pages)
+    return found
+
+
+def _discover_tail(rpc_url: str, program_ids: Iterable[str], warehouse: Any, max_pages: int,
+                   rpc_options: dict[str, Any] | None) -> list[Any]:
+    from .sources.cursors import CursorStore
+    from .sources.rpc import RpcClient
+    from .sources.rpc_sources import discover_program
+
+    rpc = RpcClient(rpc_url, **(rpc_options or {}))
+    store = CursorStore(warehouse)
+    return [discover_program(rpc, pid, store, first_run_max_pages=max_pages) for pid in sorted(program_ids)]
 
 
 class _Progress:

@@ -170,7 +170,7 @@ def migrate(client: Any, cluster: str | None = None) -> list[str]:
             column_names=["version", "name", "checksum"],
         )
         applied.append(path.name)
-        log.info("applied migration %s", path.name)
+        log.debug("applied migration %s", path.name)
     return applied
 
 

@@ -40,6 +40,11 @@ def register(sub) -> None:
     p.add_argument("--flush-interval", type=float, default=5.0, help="seconds between flushes at most")
     p.add_argument("--resume", action=__import__("argparse").BooleanOptionalAction, default=True,
                    help="skip sub-ranges an earlier run completed (default on)")
+    p.add_argument("--rpc-rps", type=float, default=None,
+                   help="requests/s over all methods (default 9: under public mainnet RPC's 10/s per IP)")
+    p.add_argument("--rpc-method-rps", type=float, default=None,
+                   help="requests/s per method (default 3.5: public mainnet's heavy-method budget)")
+    p.add_argument("--rpc-concurrency", type=int, default=None, help="requests in flight (default 4)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=run)
 
@@ -58,7 +63,7 @@ def run(args) -> int:
             session_pdas=pdas or None, slot_padding=args.slot_padding, max_signature_pages=args.max_signature_pages,
             threads=args.threads, resume=args.resume, progress=not args.json and sys.stderr.isatty(),
             subrange_slots=args.subrange_slots, batch_rows=args.batch_rows, flush_interval_s=args.flush_interval,
-            extra_program_ids=args.program_id,
+            extra_program_ids=args.program_id, rpc_options=rpc_options(args),
         )
     finally:
         close_client()
@@ -68,6 +73,15 @@ def run(args) -> int:
     else:
         print_summary(summary)
     return 1 if summary.incomplete else 0
+
+
+def rpc_options(args) -> dict:
+    """RpcClient keyword arguments from the --rpc-* flags (only those given)."""
+    options = {"rps": args.rpc_rps, "method_rps": args.rpc_method_rps, "concurrency": args.rpc_concurrency}
+    for name, value in options.items():
+        if value is not None and value <= 0:
+            raise IQEtlError(f"--rpc-{name.replace('_', '-')} must be positive")
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def print_summary(s: IngestSummary) -> None:
