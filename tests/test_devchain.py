@@ -228,9 +228,15 @@ def test_every_iq_instruction_decodes_to_the_record_that_was_encoded(chain_dir, 
         assert program == row["program_id"]
         assert accounts == row["accounts"]
         assert decode(program, accounts, data).to_json() == row["record"], row["signature"]
-    # And nothing else in the chain calls an IQ program.
+    # And nothing else in the chain calls an IQ program, but the deliberate undecodable instruction.
     iq = set(manifest.all_program_ids())
     listed = {(r["signature"], r["ix_index"], r["inner_index"]) for r in rows}
+    (unknown_sig,) = manifest.hard_case("undecodable_iq_instruction").signatures
+    unknown = txs_by_sig[unknown_sig]
+    keys = unknown.account_keys()
+    ix = unknown.transaction.message.instructions[0]
+    assert not decode(keys[ix.program_id_index], [keys[i] for i in ix.accounts], bytes(ix.data)).to_json()["decodable"]
+    listed.add((unknown_sig, 0, None))
     found = set()
     for tx in txs_by_sig.values():
         keys = tx.account_keys()

@@ -145,7 +145,8 @@ def build_chain(out_dir, *, seed: int = 0, sessions: int = DEFAULT_SESSIONS,
     live = timeline.live
     special_slots = {timeline.at(lo + (hi - lo) // 5): "iq_account_only_v0",
                      timeline.at(lo + (hi - lo) // 2): "iq_account_only_legacy",
-                     timeline.at(lo + (hi - lo) * 3 // 4): "big_meta_noise"}
+                     timeline.at(lo + (hi - lo) * 3 // 4): "big_meta_noise",
+                     timeline.at(lo + (hi - lo) * 2 // 5): "iq_undecodable"}
 
     # 3. Blocks, slot by slot, one CAR writer per epoch.
     writers: dict[int, CarWriter] = {}
@@ -175,6 +176,8 @@ def build_chain(out_dir, *, seed: int = 0, sessions: int = DEFAULT_SESSIONS,
                     extra = noise.swap_v0(slot, 10_000, False, list_iq=True)
                 elif special == "iq_account_only_legacy":
                     extra = noise.iq_account_only_legacy(slot, 10_001)
+                elif special == "iq_undecodable":
+                    extra = noise.iq_unknown_instruction(slot, 10_003)
                 else:
                     extra = noise.swap_v0(slot, 10_002, False, big_logs=BIG_META_LOG_LINES)
                 special_sigs.setdefault(special, []).append((slot, extra.signature))
@@ -221,6 +224,12 @@ def build_chain(out_dir, *, seed: int = 0, sessions: int = DEFAULT_SESSIONS,
         description="unrelated transactions that list IQ program ids as plain accounts (one via a lookup "
                     "table): a key pre-filter matches them, but they hold no IQ instruction",
         slots=[s for s, _ in account_only], signatures=[sig for _, sig in account_only]))
+    undecodable = special_sigs.get("iq_undecodable", [])
+    hard_cases.append(HardCase(
+        name="undecodable_iq_instruction",
+        description="a successful G3-program instruction outside the upload protocol (unknown tag): "
+                    "ingest keeps it in iq.undecoded_instructions with the reason",
+        slots=[s for s, _ in undecodable], signatures=[sig for _, sig in undecodable]))
     for case in hard_cases:
         if case.name == "meta_spans_dataframes":
             for s, sig in special_sigs.get("big_meta_noise", []):

@@ -183,6 +183,19 @@ class NoiseGenerator:
                                      failed_at=2 if fail else None, err=instruction_error(2, 6001), logs=logs,
                                      compute_units=31000 if fail else 61590, kind="swap_v0"))
 
+    def iq_unknown_instruction(self, slot: int, k: int) -> BuiltTx:
+        """A successful call of the G3 program with an instruction no IQ decoder knows (an admin
+        instruction outside the upload protocol): ingest must keep it in undecoded_instructions."""
+        import hashlib
+
+        payer, payer_key = self.rng.choice(self.payers)
+        g3 = self.iq_program_ids[-1]
+        tag = hashlib.sha256(b"global:update_config").digest()[:8]
+        ix = Instruction(g3, tag + struct.pack("<Q", 42), [AccountMeta(payer_key, True, True)])
+        logs = [f"Program {g3} invoke [1]", "Program log: Instruction: UpdateConfig", f"Program {g3} success"]
+        return self._unique(build_tx([payer], [ix], self._bh(slot, k), logs=logs, compute_units=1200,
+                                     kind="iq_undecodable"))
+
     def iq_account_only_legacy(self, slot: int, k: int) -> BuiltTx:
         """A legacy transaction whose router instruction lists IQ program ids as plain accounts."""
         payer, payer_key = self.rng.choice(self.payers)
