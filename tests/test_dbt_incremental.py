@@ -106,7 +106,8 @@ def incremental(tmp_path_factory):
     chain = build_scenarios()
     insert_rows(client, [row for upload in chain.uploads.values() for row in upload.rows])
     no_lookback = {"iq_lookback_seconds": 0}  # only rows newer than the previous build: the real increment
-    first = run_dbt(settings, vars=no_lookback, quiet=True)
+    # `dbt run` (models only): the data tests run in test_dbt_models.py and on the development chain
+    first = run_dbt(settings, command="run", vars=no_lookback, quiet=True)
     # Mark one upload the second ingest does not touch: an incremental build must leave its rows
     # alone (the mark survives), a full rebuild recomputes them (the mark goes).
     for table in ("upload_payloads", "int_session_chunks"):
@@ -116,10 +117,10 @@ def incremental(tmp_path_factory):
     time.sleep(0.01)  # the second batch's ingested_at must be later than the first's (millisecond clock)
     rows, expect = second_ingest(chain)
     insert_rows(client, rows)
-    second = run_dbt(settings, vars=no_lookback, quiet=True)
+    second = run_dbt(settings, command="run", vars=no_lookback, quiet=True)
     after_incremental = snapshot(client)
     marks_after_incremental = marks(client)
-    full = run_dbt(settings, vars=no_lookback, full_refresh=True, quiet=True)
+    full = run_dbt(settings, command="run", vars=no_lookback, full_refresh=True, quiet=True)
     after_full = snapshot(client)
     marks_after_full = marks(client)
     try:
@@ -157,6 +158,6 @@ def test_incremental_models_ran_incrementally(incremental):
     first, second, _ = incremental["runs"]
     for run in (first, second):
         assert run.success and not run.problems()
-        assert not any(n.resource_type == "unit_test" for n in run.nodes)  # left out of production runs
+        assert {n.resource_type for n in run.nodes} == {"model"}
     models = {n.name for n in second.nodes if n.resource_type == "model"}
     assert {"int_session_chunks", "upload_payloads", "session_completeness"} <= models
