@@ -360,6 +360,7 @@ def _run_subrange_inline(src, sub, filt, spec, run_id, client, writer, summary, 
         raise
     bar.advance(sub.slot_count - last_reported[0], stats)
     record_range(client, spec.kind, run_id, stats, "done", started_at)
+    log.debug("sub-range %s done: %d transactions, %d IQ matches", sub, stats.transactions_seen, stats.iq_matches)
     _add(summary, stats, "done")
 
 
@@ -384,6 +385,8 @@ def _run_parallel(spec, wanted, todo, filt, run_id, client, writer, summary, bar
                 writer.add(out)
                 writer.flush()
                 record_range(client, spec.kind, run_id, stats, "done", started_at)
+                log.debug("sub-range %s done: %d transactions, %d IQ matches", sub, stats.transactions_seen,
+                          stats.iq_matches)
                 _add(summary, stats, "done")
                 bar.advance(sub.slot_count, stats)
         except BaseException:
