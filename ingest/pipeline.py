@@ -254,7 +254,7 @@ def run_ingest(settings: Settings, *, slot_spec: str | None = None, ranges: Sequ
                resume: bool = True, run_id: str | None = None, progress: bool = False,
                subrange_slots: int = 2000, batch_rows: int = 5000, flush_interval_s: float = 5.0,
                extra_program_ids: Sequence[str] = (), rpc_options: dict[str, Any] | None = None,
-               client: Any = None) -> IngestSummary:
+               worker_kind: str = "auto", client: Any = None) -> IngestSummary:
     """Ingest the slot ranges of `slot_spec` (or explicit `ranges`, or the window discovered for
     `session_pdas`) from `source` into the warehouse. Returns the run's summary."""
     if source not in SOURCES:
@@ -321,7 +321,7 @@ def run_ingest(settings: Settings, *, slot_spec: str | None = None, ranges: Sequ
             for sub in todo:
                 _run_subrange_inline(src, sub, filt, spec, run_id, client, writer, summary, bar, batch_rows)
         else:
-            _run_parallel(spec, wanted, todo, filt, run_id, client, writer, summary, bar, threads)
+            _run_parallel(spec, wanted, todo, filt, run_id, client, writer, summary, bar, threads, worker_kind)
     summary.rows_written = writer.rows_written
     summary.insert_s = writer.insert_s
     summary.by_kind = _count_by_kind(client, run_id)
@@ -364,8 +364,9 @@ def _run_subrange_inline(src, sub, filt, spec, run_id, client, writer, summary, 
     _add(summary, stats, "done")
 
 
-def _run_parallel(spec, wanted, todo, filt, run_id, client, writer, summary, bar, threads) -> None:
-    if spec.kind == "car":
+def _run_parallel(spec, wanted, todo, filt, run_id, client, writer, summary, bar, threads, worker_kind) -> None:
+    # auto: processes for CAR (CPU-bound decoding), threads for RPC (I/O-bound). bench/ measures both.
+    if worker_kind == "process" or (worker_kind == "auto" and spec.kind == "car"):
         pool: cf.Executor = cf.ProcessPoolExecutor(max_workers=threads, mp_context=multiprocessing.get_context("spawn"))
     else:
         pool = cf.ThreadPoolExecutor(max_workers=threads)
