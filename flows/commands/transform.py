@@ -15,7 +15,7 @@ def register(sub) -> None:
                    help="dbt node selection, e.g. session_completeness+ (default: everything)")
     p.add_argument("--exclude", nargs="+", default=None, metavar="SELECTOR", help="dbt nodes to leave out")
     p.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
-    p.add_argument("--command", choices=["build", "run", "test", "compile"], default="build",
+    p.add_argument("--dbt-command", dest="dbt_command", choices=["build", "run", "test", "compile"], default="build",
                    help="dbt command (default build: models and their tests)")
     p.add_argument("--unit-tests", action="store_true",
                    help="also run the dbt unit tests (fixed fixtures; left out of normal runs)")
@@ -30,7 +30,7 @@ def run(args) -> int:
     settings = load_settings()
     with Warehouse(settings) as client:
         migrate(client, settings.clickhouse_cluster)  # the sources must exist before dbt reads them
-        result = run_dbt(settings, select=args.select, full_refresh=args.full_refresh, command=args.command,
+        result = run_dbt(settings, select=args.select, full_refresh=args.full_refresh, command=args.dbt_command,
                          exclude=args.exclude, unit_tests=args.unit_tests, quiet=args.quiet or args.json)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
