@@ -293,3 +293,15 @@ def test_unreachable_backend_fails_after_retries(settings, mart, backend):
 def test_missing_mart_is_a_clear_error(settings, warehouse):
     with pytest.raises(IQEtlError, match="iq-etl transform"):
         export_ready(settings, warehouse, target="file://./x", options=FAST)
+
+
+def test_a_payload_not_matching_its_sha256_is_refused_not_sent(settings, mart, backend):
+    server = backend()
+    rows = many_uploads(2)
+    rows[0]["sha256"] = "11" * 32
+    insert_rows(mart, rows)
+    summary = export_ready(_reader(settings, server), mart, options=FAST)
+    assert (summary.delivered, summary.refused) == (1, 1)
+    assert [b["upload_key"] for b in server.received] == [rows[1]["upload_key"]]
+    refused = _ledger(mart, status="refused")
+    assert len(refused) == 1 and "does not match its sha256" in refused[0]["error"]

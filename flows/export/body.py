@@ -7,6 +7,9 @@ extra fields are accepted by the backend.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
@@ -72,6 +75,18 @@ class ReadyUpload:
     def idempotency_key(self) -> str:
         """Stable across runs and processes: the same upload with the same content has the same key."""
         return f"{self.upload_key}:{self.sha256}"
+
+
+def payload_problem(upload: ReadyUpload) -> str | None:
+    """Why `payload_base64` cannot be sent as this upload's content (not base64, or its bytes do
+    not hash to `sha256` / have another length), or None when it is consistent."""
+    try:
+        joined = base64.b64decode(upload.payload_base64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        return f"payload_base64 of {upload.upload_key} is not base64: {exc}"
+    if len(joined) != upload.payload_length or hashlib.sha256(joined).hexdigest() != upload.sha256:
+        return f"payload of {upload.upload_key} does not match its sha256/payload_length; not sent"
+    return None
 
 
 def _or_none(text: str | None) -> str | None:

@@ -31,7 +31,7 @@ from ingest.errors import IQEtlError, SettingsError
 from ingest.settings import Settings, read_dotenv
 
 from . import ledger
-from .body import ReadyUpload
+from .body import ReadyUpload, payload_problem
 from .file_target import FileTarget
 from .http_target import HttpTarget, RetryPolicy
 from .ledger import DELIVERED, DRY_RUN, FAILED, REFUSED, RETRYING, AttemptOutcome, AttemptRecord, Candidate
@@ -248,6 +248,13 @@ class _Run:
         def report(attempt: int, outcome: AttemptOutcome) -> None:
             self.record(candidate.upload_key, candidate.sha256, candidate.payload_length, attempt, outcome)
 
+        # The content must be what its hash says before anything leaves; a mismatch is a bug
+        # upstream, and sending it would deliver the wrong bytes under a "stable" key.
+        problem = payload_problem(upload)
+        if problem:
+            refused = AttemptOutcome(REFUSED, error=problem)
+            report(0, refused)
+            return refused
         return self.target.deliver(upload, report)
 
     def _load_batch(self, todo: deque[Candidate], loaded: deque[tuple[Candidate, ReadyUpload]]) -> None:
