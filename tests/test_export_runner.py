@@ -305,3 +305,15 @@ def test_a_payload_not_matching_its_sha256_is_refused_not_sent(settings, mart, b
     assert [b["upload_key"] for b in server.received] == [rows[1]["upload_key"]]
     refused = _ledger(mart, status="refused")
     assert len(refused) == 1 and "does not match its sha256" in refused[0]["error"]
+
+
+def test_secrets_in_the_target_url_stay_out_of_error_texts(settings, mart, backend):
+    server = backend()
+    port = server.server_address[1]
+    server.shutdown()  # connection refused: requests' error text names the URL
+    insert_rows(mart, many_uploads(1))
+    target = f"http://user:pa55word@127.0.0.1:{port}/ingest?api_key=sekrit-value"
+    summary = export_ready(settings, mart, target=target, options=FAST)
+    assert summary.failed == 1
+    text = repr(_ledger(mart)) + repr(summary.to_dict())
+    assert "sekrit-value" not in text and "pa55word" not in text

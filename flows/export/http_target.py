@@ -95,7 +95,10 @@ class HttpTarget:
         self.target_id = redact_target(url)
         self.retry = retry or RetryPolicy()
         self._token = token or None
-        self._secrets = [s for s in (self._token, parts.password) if s]
+        query_secrets = [v for k, _, v in (item.partition("=") for item in parts.query.split("&"))
+                         if v and any(s in k.lower() for s in _SECRET_QUERY_KEYS)]
+        # Longest first, so a secret containing another is masked whole.
+        self._secrets = sorted({s for s in (self._token, parts.password, *query_secrets) if s}, key=len, reverse=True)
         self._stop = stop or threading.Event()
         self._local = threading.local()
         self._sessions: list = []
