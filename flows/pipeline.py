@@ -71,7 +71,20 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
 
 # --- tasks ------------------------------------------------------------------------------------
 
-@task(name="ingest", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: not for errors a retry cannot fix (bad settings, an archive or file
+    that does not exist); yes for the rest (network, a busy or briefly unreachable warehouse)."""
+    from ingest.errors import SettingsError, SourceError
+
+    exc = getattr(state, "data", None)
+    if isinstance(exc, SettingsError):
+        return False
+    if isinstance(exc, SourceError) and "not found" in str(exc):
+        return False
+    return True
+
+
+@task(name="ingest", retries=2, retry_delay_seconds=10, retry_condition_fn=_worth_retrying, cache_policy=NO_CACHE)
 def ingest_task(settings: Settings, *, slot_spec: str | None = None, ranges: Sequence[tuple[int, int]] | None = None,
                 source: str = "car", car_url: str | None = None, rpc_url: str | None = None,
                 session_pdas: Sequence[str] | None = None, slot_padding: int = 200, max_signature_pages: int = 25,
@@ -107,7 +120,7 @@ def transform_task(settings: Settings, select: str | None = None, full_refresh: 
     return out
 
 
-@task(name="export", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE)
+@task(name="export", retries=2, retry_delay_seconds=10, retry_condition_fn=_worth_retrying, cache_policy=NO_CACHE)
 def export_task(settings: Settings, target: str | None, dry_run: bool = False, concurrency: int | None = None,
                 limit: int | None = None) -> dict[str, Any]:
     """Idempotent: only uploads without a delivered row for the target are sent, with a stable
@@ -239,15 +252,37 @@ def pipeline_flow(slot_spec: str | None = None, source: str = "car", car_url: st
 
 # --- reconcile --------------------------------------------------------------------------------
 
+def _car_epoch_available(car_url: str):
+    """epoch → whether its CAR archive exists at `car_url` (asked once per epoch)."""
+    from functools import lru_cache
+
+    from ingest.sources.car import CarSource
+
+    source = CarSource(car_url)
+
+    @lru_cache(maxsize=None)
+    def available(epoch: int) -> bool:
+        try:
+            return bool(source.car_file(epoch if source.is_template else None).source.exists())
+        except Exception as exc:  # noqa: BLE001 - an unreachable archive is reported, then skipped
+            _logger().warning("reconcile: cannot check the CAR archive of epoch %d: %s", epoch, exc)
+            return False
+
+    return available
+
+
 @task(name="plan-reconcile", retries=1, cache_policy=NO_CACHE)
-def plan_reconcile_task(settings: Settings, policy: Any, use_rpc: bool, window_source: str) -> Any:
+def plan_reconcile_task(settings: Settings, policy: Any, use_rpc: bool, window_source: str,
+                        car_url: str | None = None) -> Any:
     from ingest.warehouse import get_client
 
     from . import reconcile as rc
 
     client = get_client(settings)
+    available = _car_epoch_available(car_url or settings.car_url) if window_source == "car" else None
     plan = rc.plan_reconcile(rc.read_incomplete(client), rc.read_states(client),
-                             rc.covered_ranges(client, window_source), policy, use_rpc=use_rpc)
+                             rc.covered_ranges(client, window_source), policy, use_rpc=use_rpc,
+                             epoch_available=available)
     _logger().info("reconcile plan: %d upload(s) to search (%d over budget, %d not searchable); slot ranges %s; "
                    "%d session(s) over RPC", len(plan.uploads), len(plan.deferred), len(plan.skipped),
                    plan.scan_ranges or "none", len(plan.session_pdas))
@@ -286,25 +321,36 @@ def reconcile_flow(discovery: str = "auto", window_source: str = "car", car_url:
         if not rc.table_exists(client, rc.COMPLETENESS):
             transform_task(settings)
         before = rc.read_statuses(client)
-        plan = plan_reconcile_task(settings, policy, use_rpc, window_source)
-        rows_written = 0
+        plan = plan_reconcile_task(settings, policy, use_rpc, window_source, car_url)
+        rows_written, unreadable, partly_read = 0, [], False
+        # One ingest per search, so that one unreadable range (an archive that ends early, an RPC
+        # error) is reported and the others still count. Rows read before a failure are kept.
+        searches: list[tuple[str, dict[str, Any]]] = []
         if plan.session_pdas:
-            found = ingest_task(settings, source="rpc-signatures", rpc_url=rpc_url, session_pdas=plan.session_pdas,
-                                max_signature_pages=max_signature_pages, slot_padding=0,
-                                extra_program_ids=extra_program_ids or ())
-            rows_written += int(found.get("rows_written") or 0)
-        if plan.scan_ranges:
-            found = ingest_task(settings, ranges=plan.scan_ranges, source=window_source, car_url=car_url,
-                                rpc_url=rpc_url, extra_program_ids=extra_program_ids or ())
+            searches.append((f"RPC discovery of {len(plan.session_pdas)} session(s)",
+                             dict(source="rpc-signatures", rpc_url=rpc_url, session_pdas=plan.session_pdas,
+                                  max_signature_pages=max_signature_pages, slot_padding=0)))
+        for first, last in plan.scan_ranges:
+            searches.append((f"slots {first}-{last}", dict(ranges=[(first, last)], source=window_source,
+                                                           car_url=car_url, rpc_url=rpc_url)))
+        for what, kwargs in searches:
+            try:
+                found = ingest_task(settings, extra_program_ids=extra_program_ids or (), **kwargs)
+            except IQEtlError as exc:
+                _logger().warning("reconcile: %s could not be read completely: %s", what, exc)
+                unreadable.append({"search": what, "error": str(exc)[:500]})
+                partly_read = True   # rows read before the failure were written: rebuild the models
+                continue
             rows_written += int(found.get("rows_written") or 0)
         rc.write_states(client, plan, run_id)
-        if rows_written:
+        if rows_written or partly_read:
             transform_task(settings)
         exports = _export_all(settings, targets, False, export_concurrency, None)
         after = rc.read_statuses(client)
         summary = rc.summarise(before, after, plan, rows_written,
                                rc.delivered_in_runs(client, [e["run_id"] for e in exports if e.get("run_id")]),
-                               sum(int(e.get("failed") or 0) + int(e.get("refused") or 0) for e in exports))
+                               sum(int(e.get("failed") or 0) + int(e.get("refused") or 0) for e in exports),
+                               unreadable)
         status_artifact_task(settings, "reconcile_flow", extra_markdown=summary.markdown())
     _logger().info("reconcile: %d newly complete, %d exported, %d still incomplete", len(summary.newly_complete),
                    len(summary.exported), len(summary.still_missing))

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 log = logging.getLogger(__name__)
 
 COMPLETE = "complete"
+SLOTS_PER_EPOCH = 432_000
 SEARCHED_STATUSES = ("missing_chunks", "awaiting_finalize", "total_mismatch")
 STATE_COLUMNS = ["upload_key", "attempts", "method", "padding", "window_first", "window_last", "status_before",
                  "run_id"]
@@ -141,6 +142,21 @@ def subtract(wanted: Iterable[tuple[int, int]], covered: Iterable[tuple[int, int
     return out
 
 
+def available_parts(ranges: Iterable[tuple[int, int]], epoch_available: Callable[[int], bool]) -> list[tuple[int, int]]:
+    """The parts of `ranges` in epochs whose archive exists (the current epoch's CAR file, or epochs
+    before a development chain's first, do not)."""
+    out: list[tuple[int, int]] = []
+    for a, b in merge(ranges):
+        start = a
+        while start <= b:
+            epoch = start // SLOTS_PER_EPOCH
+            end = min(b, (epoch + 1) * SLOTS_PER_EPOCH - 1)
+            if epoch_available(epoch):
+                out.append((start, end))
+            start = end + 1
+    return merge(out)
+
+
 # --- planning ---------------------------------------------------------------------------------
 
 def widen(first: int, last: int, padding: int) -> tuple[int, int]:
@@ -148,12 +164,13 @@ def widen(first: int, last: int, padding: int) -> tuple[int, int]:
 
 
 def plan_reconcile(incomplete: Sequence[IncompleteUpload], states: dict[str, UploadState],
-                   covered: Sequence[tuple[int, int]], policy: Policy = Policy(),
-                   use_rpc: bool = False) -> ReconcilePlan:
+                   covered: Sequence[tuple[int, int]], policy: Policy = Policy(), use_rpc: bool = False,
+                   epoch_available: Callable[[int], bool] | None = None) -> ReconcilePlan:
     """Decide, for each incomplete upload, how to search for its chunks in this run.
 
-    `covered` are the slot ranges the window source already scanned. An rpc search is repeated on
-    every run (new signatures of the session account may have landed since)."""
+    `covered` are the slot ranges the window source already scanned; slots in epochs for which
+    `epoch_available` says no archive exists are treated like them (nothing to read there, yet). An
+    rpc search is repeated on every run (new signatures of the session account may have landed)."""
     plan = ReconcilePlan()
     candidates: list[UploadPlan] = []
     for upload in incomplete:
@@ -173,6 +190,8 @@ def plan_reconcile(incomplete: Sequence[IncompleteUpload], states: dict[str, Upl
         while True:
             first, last = widen(upload.window_first, upload.window_last, padding)
             new = subtract([(first, last)], covered)
+            if epoch_available is not None:
+                new = available_parts(new, epoch_available)
             if new or padding >= policy.max_padding:
                 break
             # Nothing unscanned in this window: widen now rather than spend a run on it.
@@ -281,6 +300,7 @@ class ReconcileSummary:
     exported: list[tuple[str, str]] = field(default_factory=list)     # (upload_key, target)
     export_failures: int = 0
     still_missing: list[dict[str, Any]] = field(default_factory=list)  # upload_key, status, padding, exhausted
+    unreadable: list[dict[str, str]] = field(default_factory=list)     # searches that failed part-way
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -294,6 +314,9 @@ class ReconcileSummary:
                  f"- newly complete: {len(self.newly_complete)}",
                  f"- exported in this run: {len(self.exported)} (failed: {self.export_failures})",
                  f"- still incomplete: {len(self.still_missing)}", ""]
+        if self.unreadable:
+            lines += ["| search not read completely | error |", "|---|---|"]
+            lines += [f"| {u['search']} | {u['error'][:200].replace('|', '/')} |" for u in self.unreadable] + [""]
         if self.newly_complete:
             lines += ["| newly complete |", "|---|", *[f"| `{k}` |" for k in self.newly_complete], ""]
         if self.still_missing:
@@ -306,7 +329,8 @@ class ReconcileSummary:
 
 
 def summarise(before: dict[str, str], after: dict[str, str], plan: ReconcilePlan, rows_written: int,
-              exported: list[tuple[str, str]], export_failures: int) -> ReconcileSummary:
+              exported: list[tuple[str, str]], export_failures: int,
+              unreadable: Sequence[dict[str, str]] = ()) -> ReconcileSummary:
     planned = {u.upload_key: u for u in plan.uploads}
     still = []
     for key, status in sorted(after.items()):
@@ -319,5 +343,5 @@ def summarise(before: dict[str, str], after: dict[str, str], plan: ReconcilePlan
         searched=len(plan.uploads), deferred=len(plan.deferred), skipped=len(plan.skipped),
         scanned_ranges=plan.scan_ranges, rpc_sessions=len(plan.session_pdas), rows_written=rows_written,
         newly_complete=sorted(k for k, s in after.items() if s == COMPLETE and before.get(k) != COMPLETE),
-        exported=exported, export_failures=export_failures, still_missing=still,
+        exported=exported, export_failures=export_failures, still_missing=still, unreadable=list(unreadable),
     )

@@ -115,3 +115,17 @@ def test_policy_rejects_nonsense():
         Policy(growth=1)
     with pytest.raises(ValueError):
         Policy(initial_padding=10, max_padding=5)
+
+
+def test_windows_skip_epochs_without_an_archive():
+    epoch = 432_000
+    policy = Policy(initial_padding=1_000, growth=4, max_padding=100_000)
+    near_start = upload(first=923 * epoch + 10, last=923 * epoch + 20)
+    plan = plan_reconcile([near_start], {}, covered=[], policy=policy, epoch_available=lambda e: e == 923)
+    (u,) = plan.uploads
+    assert u.new_ranges == [(923 * epoch, 923 * epoch + 1_020)]
+    # Everything available already scanned and the rest has no archive: grows to the cap, exhausted.
+    plan = plan_reconcile([near_start], {}, covered=[(923 * epoch, 924 * epoch - 1)], policy=policy,
+                          epoch_available=lambda e: e == 923)
+    (u,) = plan.uploads
+    assert u.exhausted and u.padding == 100_000 and u.new_ranges == []
