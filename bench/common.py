@@ -119,6 +119,8 @@ def ensure_chain(quick: bool = False) -> Chain:
 
     params = chain_params(quick)
     out = cache_dir() / f"chain-{_key([FORMAT, params])}"
+    if (out / COMPLETE_MARK).is_file():
+        return chain_info(out)
     with _cache_lock():
         if not (out / COMPLETE_MARK).is_file():
             from ingest.devchain.build import build_chain
@@ -152,6 +154,8 @@ def ensure_scaled_chain(base: Chain, copies: int = SCALE) -> Chain:
     CarWriter: a valid Old Faithful-style CAR the reader treats like any other. Cached."""
     out = Path(base.dir).with_name(Path(base.dir).name + f"-x{copies}")
     info = out / "chain.json"
+    if (out / COMPLETE_MARK).is_file():
+        return Chain.from_json(json.loads(info.read_text()))
     with _cache_lock():
         if not (out / COMPLETE_MARK).is_file():
             building = out.with_name(out.name + ".building")
