@@ -22,12 +22,14 @@ SNAPSHOTS = {
                         "FROM iq.session_payloads ORDER BY upload_key",
     "sessions_ready_to_export": "SELECT * FROM iq.sessions_ready_to_export ORDER BY upload_key",
     "chunk_coverage": "SELECT * FROM iq.chunk_coverage ORDER BY upload_key",
+    "scan_coverage": "SELECT * FROM iq.scan_coverage ORDER BY kind, first_slot",
     "current_chunks": "SELECT * EXCEPT (source_ingested_at) FROM iq.int_session_chunks "
                       "WHERE upload_key IN (SELECT upload_key FROM iq.int_uploads) ORDER BY upload_key, chunk_index",
     "int_uploads": "SELECT * EXCEPT (source_ingested_at) FROM iq.int_uploads ORDER BY upload_key",
 }
 
 
+INCREMENTAL_MODELS = ("int_session_chunks", "int_uploads", "session_completeness", "upload_payloads")
 UNTOUCHED = account("g3session")   # no row of the second ingest belongs to this upload's group
 TOUCHED = f"{account('g2missing')}:{'ee' * 16}"
 
@@ -35,7 +37,7 @@ TOUCHED = f"{account('g2missing')}:{'ee' * 16}"
 def marks(client) -> dict[str, bool]:
     """Whether the day-old mark is on each table's rows for UNTOUCHED, and on none of TOUCHED's."""
     out = {}
-    for table in ("upload_payloads", "int_session_chunks"):
+    for table in INCREMENTAL_MODELS:
         rows = client.query(
             f"SELECT upload_key, max(source_ingested_at) < (SELECT max(ingested_at) FROM iq.raw_instructions) - INTERVAL 1 HOUR "
             f"FROM iq.{table} WHERE upload_key IN ({{a:String}}, {{b:String}}) GROUP BY upload_key",
@@ -110,7 +112,7 @@ def incremental(tmp_path_factory):
     first = run_dbt(settings, command="run", vars=no_lookback, quiet=True)
     # Mark one upload the second ingest does not touch: an incremental build must leave its rows
     # alone (the mark survives), a full rebuild recomputes them (the mark goes).
-    for table in ("upload_payloads", "int_session_chunks"):
+    for table in INCREMENTAL_MODELS:
         client.command(f"ALTER TABLE iq.{table} UPDATE source_ingested_at = source_ingested_at - INTERVAL 1 DAY "
                        f"WHERE upload_key = {{k:String}} SETTINGS mutations_sync = 2",
                        parameters={"k": UNTOUCHED})
@@ -150,8 +152,8 @@ def test_statuses_follow_the_second_ingest(incremental):
 
 def test_incremental_build_leaves_untouched_groups_alone(incremental):
     after_incremental, after_full = incremental["marks"]
-    assert after_incremental == {"upload_payloads": True, "int_session_chunks": True}
-    assert after_full == {"upload_payloads": False, "int_session_chunks": False}
+    assert after_incremental == {table: True for table in INCREMENTAL_MODELS}
+    assert after_full == {table: False for table in INCREMENTAL_MODELS}
 
 
 def test_incremental_models_ran_incrementally(incremental):

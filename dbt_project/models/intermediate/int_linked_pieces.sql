@@ -1,3 +1,4 @@
+{{ config(materialized='view') }}
 -- Successful linked-list pieces, one row per transaction signature (before_tx names a
 -- transaction). A transaction carrying several send_code pieces contributes them in instruction
 -- order, with the first piece's before_tx.

@@ -97,7 +97,13 @@ walked_pieces as (
         p.signature as signature,
         p.ingested_at as ingested_at
     from {{ ref('int_linked_walks') }} as w
-    inner join {{ ref('int_linked_pieces') }} as p on p.signature = w.piece_signature
+    inner join (
+        -- only the pieces of the walks being built: int_linked_pieces is a view carrying payloads
+        select * from {{ ref('int_linked_pieces') }}
+        where signature in (
+            select piece_signature from {{ ref('int_linked_walks') }}
+            {% if is_incremental() %}where upload_key in (select upload_group from changed_groups){% endif %})
+    ) as p on p.signature = w.piece_signature
     {% if is_incremental() %}where w.upload_key in (select upload_group from changed_groups){% endif %}
 ),
 

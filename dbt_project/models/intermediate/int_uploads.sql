@@ -1,4 +1,10 @@
-{{ config(materialized='table', order_by='upload_key') }}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='refresh_group',
+    engine='MergeTree()',
+    order_by='(refresh_group, upload_key)'
+) }}
 -- One row per upload, whatever its shape (keys: PREAMBLE "upload keys"):
 --   session      G2 `<account>:<session id>`, G3 the session PDA: from chunks, finalizes
 --                (int_finalizes, bundles attached) and G3 create_session;
@@ -10,10 +16,23 @@
 -- G3 SessionFinalize), else the metadata's total_chunks; total_disagreement is set when the
 -- successful finalizes and the metadata do not all declare the same total.
 -- Failed rows never define a total or a slot; they are counted.
-with session_chunk_rows as (
+-- Incremental (delete+insert on refresh_group): a build recomputes the refresh groups (session
+-- account, inline signature, or all linked lists together) with rows ingested since the previous
+-- build, so an upload key that stops existing inside a group (a bundle moving to another
+-- session, a list tail that a later piece extends) is removed with it.
+with
+{% if is_incremental() %}
+changed_groups as (
+    select distinct {{ refresh_group_of_raw() }} as refresh_group
+    from {{ source('iq', 'raw_instructions') }}
+    where ingested_at > {{ previous_watermark() }}
+),
+{% endif %}
+
+session_chunk_rows as (
     select
         upload_key,
-        any(upload_group) as upload_group,
+        any(upload_group) as rows_group,
         anyIf(generation, not tx_failed) as generation,
         anyIf(program_id, not tx_failed) as program_id,
         any(session_account) as session_account,
@@ -26,13 +45,14 @@ with session_chunk_rows as (
         countIf(tx_failed) as failed_chunk_rows,
         max(ingested_at) as source_ingested_at
     from {{ ref('stg_chunks') }}
+    {% if is_incremental() %}where upload_group in (select refresh_group from changed_groups){% endif %}
     group by upload_key
 ),
 
 finalize_rows as (
     select
         upload_key,
-        any(upload_group) as upload_group,
+        any(upload_group) as rows_group,
         anyIf(generation, not tx_failed) as generation,
         anyIf(program_id, not tx_failed) as program_id,
         any(session_account) as session_account,
@@ -54,6 +74,7 @@ finalize_rows as (
         countIf(not tx_failed and is_bundle) as bundle_count,
         max(ingested_at) as source_ingested_at
     from {{ ref('int_finalizes') }}
+    {% if is_incremental() %}where upload_group in (select refresh_group from changed_groups){% endif %}
     group by upload_key
 ),
 
@@ -68,6 +89,7 @@ creation_rows as (
         countIf(not tx_failed) as creation_count,
         max(ingested_at) as source_ingested_at
     from {{ ref('stg_session_creations') }}
+    {% if is_incremental() %}where session_account in (select refresh_group from changed_groups){% endif %}
     group by upload_key
 ),
 
@@ -83,7 +105,8 @@ session_uploads as (
     select
         k.upload_key as upload_key,
         'session' as upload_shape,
-        coalesce(nullIf(c.upload_group, ''), nullIf(f.upload_group, ''), k.upload_key) as upload_group,
+        -- the session account the rows name (the refresh group of their raw rows, see refresh_group_of_raw)
+        multiIf(c.upload_key != '', c.rows_group, f.upload_key != '', f.rows_group, s.upload_key) as upload_group,
         coalesce(nullIf(f.generation, ''), nullIf(c.generation, ''), nullIf(s.generation, ''), 'unknown') as generation,
         coalesce(nullIf(f.program_id, ''), nullIf(c.program_id, ''), nullIf(s.program_id, ''), '') as program_id,
         coalesce(nullIf(c.session_account, ''), nullIf(f.session_account, ''), k.upload_key) as session_account,
@@ -166,13 +189,16 @@ index_rows as (
 ),
 
 linked_keys as (
-    select upload_key from index_rows where index_count > 0
-    union distinct
-    select upload_key from walk_summary
-    where not is_indexed_tail
-      and upload_key not in (
-          select upload_key from {{ ref('int_linked_walks') }}
-          where piece_signature in (select piece_signature from indexed_pieces))
+    select upload_key from (
+        select upload_key from index_rows where index_count > 0
+        union distinct
+        select upload_key from walk_summary
+        where not is_indexed_tail
+          and upload_key not in (
+              select upload_key from {{ ref('int_linked_walks') }}
+              where piece_signature in (select piece_signature from indexed_pieces))
+    )
+    {% if is_incremental() %}where {{ linked_lists_group() }} in (select refresh_group from changed_groups){% endif %}
 ),
 
 failed_piece_signatures as (
@@ -233,6 +259,7 @@ inline_rows as (
         min(slot) as first_slot,
         max(ingested_at) as source_ingested_at
     from {{ ref('stg_inline_uploads') }}
+    {% if is_incremental() %}where upload_group in (select refresh_group from changed_groups){% endif %}
     group by upload_key
 ),
 
@@ -284,6 +311,7 @@ select
     upload_key,
     upload_shape,
     upload_group,
+    if(upload_shape = 'linked_list', {{ linked_lists_group() }}, upload_group) as refresh_group,
     generation,
     program_id,
     session_account,

@@ -1,4 +1,10 @@
-{{ config(materialized='table', order_by='upload_key') }}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='refresh_group',
+    engine='MergeTree()',
+    order_by='(refresh_group, upload_key)'
+) }}
 -- One row per upload: is it complete, and if not, what is missing and where to look.
 -- Status, the first rule that applies (the order the development chain's manifest uses too;
 -- dbt_project/README.md explains each):
@@ -12,18 +18,37 @@
 --                       finalize yet) has no successful copy
 --   awaiting_finalize   no successful finalize / index / code-in seen yet, no gap (normal in flight)
 --   complete            otherwise: every index in [0, total) present, all copies of each identical
-with chunk_stats as (
+-- Incremental (delete+insert on refresh_group, as int_uploads): only the refresh groups whose
+-- uploads saw new rows since the previous build are recomputed.
+with
+{% if is_incremental() %}
+changed_groups as (
+    select distinct refresh_group
+    from {{ ref('int_uploads') }}
+    where source_ingested_at > {{ previous_watermark() }}
+),
+{% endif %}
+
+current_uploads as (
+    select *
+    from {{ ref('int_uploads') }}
+    {% if is_incremental() %}where refresh_group in (select refresh_group from changed_groups){% endif %}
+),
+
+chunk_stats as (
     select
         upload_key,
         arraySort(groupArrayIf((chunk_index, chosen_slot), copies_seen > 0)) as present_chunks,
         toUInt32(countIf(copies_seen > 1)) as duplicated_chunks,
         arraySort(groupArrayIf(chunk_index, distinct_payloads > 1)) as conflicting_indexes,
         arraySort(groupArrayIf(chunk_index, copies_seen = 0 and failed_copies > 0)) as failed_only_indexes,
+        arraySort(groupArrayIf(chunk_index, copies_seen > 1 and distinct_payloads = 1)) as duplicated_indexes,
+        toUInt32(sum(copies_seen)) as successful_chunk_copies,
         toUInt32(sum(failed_copies)) as failed_chunk_copies,
         argMinIf(method, chunk_index, copies_seen > 0) as first_chunk_method,
         max(source_ingested_at) as chunks_ingested_at
     from {{ ref('int_session_chunks') }}
-    where upload_key in (select upload_key from {{ ref('int_uploads') }})
+    where upload_key in (select upload_key from current_uploads)
     group by upload_key
 ),
 
@@ -34,10 +59,12 @@ uploads as (
         c.duplicated_chunks as duplicated_chunks,
         c.conflicting_indexes as conflicting_indexes,
         c.failed_only_indexes as failed_only_indexes,
+        c.duplicated_indexes as duplicated_indexes,
+        c.successful_chunk_copies as successful_chunk_copies,
         c.failed_chunk_copies as failed_chunk_copies,
         c.first_chunk_method as first_chunk_method,
         greatest(u.source_ingested_at, c.chunks_ingested_at) as all_ingested_at
-    from {{ ref('int_uploads') }} as u
+    from current_uploads as u
     left join chunk_stats as c on c.upload_key = u.upload_key
 ),
 
@@ -91,6 +118,7 @@ select
     upload_key,
     upload_shape,
     upload_group,
+    refresh_group,
     generation,
     program_id,
     session_account,
@@ -141,8 +169,11 @@ select
         notEmpty(gaps), arrayMax(arrayMap(g -> greatest(g.3, g.4), gaps)),
         NULL) AS Nullable(UInt64)) as missing_window_last_slot,
     duplicated_chunks,
+    {{ compact_ranges(runs_of('present_indexes')) }} as present_ranges_text,
+    duplicated_indexes,
     conflicting_indexes,
     failed_only_indexes,
+    successful_chunk_copies,
     failed_chunk_copies,
     failed_chunk_rows,
     failed_finalizes,
