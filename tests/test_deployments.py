@@ -172,8 +172,8 @@ def test_iq_etl_serve_registers_both_flows_and_runs_a_triggered_pipeline(prefect
                                  stdout=out, stderr=subprocess.STDOUT)
     try:
         def served():
-            p = _deployment(api, "pipeline_flow/iq-etl-pipeline")
-            r = _deployment(api, "reconcile_flow/iq-etl-reconcile")
+            p = _deployment(api, "pipeline_flow/iq-etl-pipeline-served")
+            r = _deployment(api, "reconcile_flow/iq-etl-reconcile-served")
             if not (p and r):
                 return None
             intervals = [s["schedule"].get("interval") for s in p["schedules"]]

@@ -1,9 +1,10 @@
 """`iq-etl serve`: serve `pipeline_flow` (on an interval) and `reconcile_flow` (on a cron schedule)
 from this one process, with `prefect.serve`, for setups without a Prefect work pool.
 
-The process registers two deployments, `pipeline_flow/iq-etl-pipeline` and
-`reconcile_flow/iq-etl-reconcile`, polls the Prefect API for their scheduled (or manually triggered)
-runs and executes each run in a subprocess. `--limit 1` (the default) runs one flow at a time in this
+The process registers two deployments, `pipeline_flow/iq-etl-pipeline-served` and
+`reconcile_flow/iq-etl-reconcile-served` (names distinct from prefect.yaml's work-pool deployments:
+a served deployment must not inherit a work-pool deployment's pull steps), polls the Prefect API for
+their scheduled (or manually triggered) runs and executes each run in a subprocess. `--limit 1` (the default) runs one flow at a time in this
 process; runs from elsewhere (`iq-etl run` in another terminal) are serialised by the warehouse run
 lock. Point PREFECT_API_URL at a `prefect server start` to see the runs in the UI; without it a
 temporary local API lives as long as this process. Ctrl-C stops serving (schedules are paused).
@@ -19,8 +20,8 @@ from typing import Any
 from ingest.errors import IQEtlError
 from ingest.settings import load_settings
 
-PIPELINE_DEPLOYMENT = "iq-etl-pipeline"
-RECONCILE_DEPLOYMENT = "iq-etl-reconcile"
+PIPELINE_DEPLOYMENT = "iq-etl-pipeline-served"
+RECONCILE_DEPLOYMENT = "iq-etl-reconcile-served"
 
 
 def register(sub) -> None:
