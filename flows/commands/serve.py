@@ -4,9 +4,9 @@ from this one process, with `prefect.serve`, for setups without a Prefect work p
 The process registers two deployments, `pipeline_flow/iq-etl-pipeline-served` and
 `reconcile_flow/iq-etl-reconcile-served` (names distinct from prefect.yaml's work-pool deployments:
 a served deployment must not inherit a work-pool deployment's pull steps), polls the Prefect API for
-their scheduled (or manually triggered) runs and executes each run in a subprocess. `--limit 1` (the default) runs one flow at a time in this
-process; runs from elsewhere (`iq-etl run` in another terminal) are serialised by the warehouse run
-lock. Point PREFECT_API_URL at a `prefect server start` to see the runs in the UI; without it a
+their scheduled (or manually triggered) runs and executes each run in a subprocess. `--limit 1`
+(the default) runs one flow at a time in this process; runs from elsewhere (`iq-etl run` in another
+terminal) are serialised by the warehouse run lock. Point PREFECT_API_URL at a `prefect server start` to see the runs in the UI; without it a
 temporary local API lives as long as this process. Ctrl-C stops serving (schedules are paused).
 Deployments with a work pool instead: see prefect.yaml.
 """
