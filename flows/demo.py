@@ -111,8 +111,8 @@ def run_demo(settings: Settings, seed: int = DEFAULT_SEED, sessions: int = DEFAU
     manifest, built = ensure_chain(chain_dir, seed, sessions, say)
     seconds["chain"] = time.perf_counter() - started
     say(f"  {'built' if built else 'reused'}: slots {manifest.first_slot}-{manifest.last_slot}, "
-        f"{len(manifest.uploads)} uploads, {sum(manifest.tx_counts.values()) if isinstance(manifest.tx_counts, dict) else '?'} "
-        f"transactions ({seconds['chain']:.1f}s)")
+        f"{manifest.tx_counts.get('transactions', 0):,} transactions, {len(manifest.uploads)} uploads "
+        f"({seconds['chain']:.1f}s)")
 
     targets = [EXPORT_URL]
     reader = loopback_reader(settings)

@@ -98,7 +98,7 @@ def ingest_task(settings: Settings, *, slot_spec: str | None = None, ranges: Seq
         settings, slot_spec=slot_spec, ranges=[SlotRange(a, b) for a, b in ranges] if ranges else None,
         source=source, car_url=car_url, rpc_url=rpc_url, session_pdas=list(session_pdas) if session_pdas else None,
         slot_padding=slot_padding, max_signature_pages=max_signature_pages, threads=threads, resume=resume,
-        run_id=_run_id()[:12] or None, progress=progress, extra_program_ids=tuple(extra_program_ids),
+        run_id=_run_id().replace("-", "")[:12] or None, progress=progress, extra_program_ids=tuple(extra_program_ids),
     )
     result = _as_dict(summary)
     _logger().info("ingest: %s transactions seen, %s IQ matches, %s rows written, %s undecoded in %.1fs",

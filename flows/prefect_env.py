@@ -18,6 +18,7 @@ start` to keep run history across processes and see the UI.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import MutableMapping
@@ -47,3 +48,26 @@ def configure(iq_home: Path, environ: MutableMapping[str, str] | None = None) ->
             applied[key] = value
     Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     return applied
+
+
+OWN_LOGGERS = ("ingest", "flows", "__main__")
+
+
+class OwnInfoOnly(logging.Filter):
+    """For the CLI's console handler: iq-etl's own INFO messages, everyone else's warnings and errors.
+
+    Prefect's run loggers (and httpx under them) log every state change and API request at INFO;
+    those still reach the Prefect API through Prefect's own handler, just not the terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.split(".", 1)[0] in OWN_LOGGERS
+
+
+def quiet_console() -> None:
+    """Attach `OwnInfoOnly` to the root logger's handlers, unless the user asked for debug logs."""
+    root = logging.getLogger()
+    if root.level and root.level <= logging.DEBUG:
+        return
+    for handler in root.handlers:
+        if not any(isinstance(f, OwnInfoOnly) for f in handler.filters):
+            handler.addFilter(OwnInfoOnly())

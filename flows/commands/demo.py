@@ -8,6 +8,7 @@ and where everything is. Running it again exports nothing new.
 from __future__ import annotations
 
 import argparse
+import os
 
 from ingest.errors import IQEtlError
 from ingest.settings import load_settings
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     if result.ok:
         print(f"exported files: {result.exports_dir}/<upload>/<file name> (+ upload.json): all {complete} complete "
-              f"uploads of the development chain match its manifest (sha256 of the original files)")
+              f"uploads of the development chain match its manifest (sha256 of each file as the gateway serves it)")
     else:
         print(f"exported files: {result.exports_dir}: {len(result.verified)} of {complete} complete uploads match "
               f"the manifest; different bytes: {', '.join(result.mismatched) or 'none'}; "
@@ -52,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
         where = f"{chdb_path(settings.clickhouse_dsn)} (embedded ClickHouse via chDB; one process at a time)"
     print(f"warehouse:      {where}")
     print(f"chain:          {result.chain_dir} (manifest.json lists every upload and its expected status)")
+    api = os.environ.get("PREFECT_API_URL")
+    print(f"prefect:        {api or 'a temporary local API (state in ' + os.environ.get('PREFECT_HOME', '?') + ')'}; "
+          "set PREFECT_API_URL to a `prefect server start` to browse runs and their status artifacts")
     print("query it:       iq-etl status")
     print("                iq-etl sql \"SELECT status, count() FROM iq.session_completeness GROUP BY status\"")
     print("                iq-etl sql \"SELECT upload_key, status_reason FROM iq.session_completeness "

@@ -76,6 +76,7 @@ def prepare_prefect(settings: Settings) -> None:
     from flows import prefect_env
 
     prefect_env.configure(settings.home)
+    prefect_env.quiet_console()
 
 
 def print_result(result: dict[str, Any], as_json: bool) -> None:
