@@ -21,18 +21,21 @@ from common import Chain, Row, fmt, median, ratio_row, run_child, seconds_text, 
 
 # --- child function -----------------------------------------------------------------------------
 
-def ingest(chain: dict, threads: int = 1, first_slot: int | None = None, last_slot: int | None = None) -> dict:
+def ingest(chain: dict, threads: int = 1, first_slot: int | None = None, last_slot: int | None = None,
+           worker_kind: str | None = None) -> dict:
     """One run_ingest of the chain (or of first..last) into a fresh warehouse, timed from after
-    the warehouse is open and migrated."""
+    the warehouse is open and migrated. worker_kind: run_ingest's choice of pool for threads > 1
+    (None: its default)."""
     from ingest.pipeline import run_ingest
 
     c = Chain.from_json(chain)
+    options = {"worker_kind": worker_kind} if worker_kind else {}
     first = c.first_slot if first_slot is None else first_slot
     last = c.last_slot if last_slot is None else last_slot
     with common.fresh_warehouse() as (settings, client):
         summary, wall, cpu = timed(lambda: run_ingest(
             settings, slot_spec=f"{first}:{last}", source="car", car_url=c.template, threads=threads,
-            extra_program_ids=c.extra_program_ids, resume=False, client=client))
+            extra_program_ids=c.extra_program_ids, resume=False, client=client, **options))
         stored = client.query("SELECT count() FROM iq.raw_instructions FINAL").result_rows[0][0]
     if summary.incomplete or stored != summary.rows_written or not summary.rows_written:
         raise AssertionError(f"ingest wrote {summary.rows_written} rows, the table holds {stored} "
@@ -40,7 +43,7 @@ def ingest(chain: dict, threads: int = 1, first_slot: int | None = None, last_sl
     return {"seconds": wall, "cpu_s": cpu, "summary_s": summary.seconds, "transactions": summary.transactions_seen,
             "rows": summary.rows_written, "undecoded": summary.undecoded, "matches": summary.matches,
             "read_s": summary.read_s, "extract_s": summary.extract_s, "insert_s": summary.insert_s,
-            "ranges": len(summary.ranges), "threads": threads}
+            "ranges": len(summary.ranges), "threads": threads, "worker_kind": worker_kind}
 
 
 # --- the measurement ----------------------------------------------------------------------------
