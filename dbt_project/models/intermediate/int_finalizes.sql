@@ -22,10 +22,16 @@ g2_session_activity as (
         session_account,
         slot,
         argMax(session_id, (tx_index, ix_index, inner_index)) as latest_session_id
-    from {{ ref('stg_instructions') }}
-    where startsWith(generation, 'g2')
-      and session_id != ''
-      and kind in ('chunk', 'finalize')
+    from (
+        select session_account, slot, session_id, tx_index, ix_index, inner_index
+        from {{ ref('stg_chunks') }}
+        where startsWith(generation, 'g2')
+        union all
+        select session_account, slot, session_id, tx_index, ix_index, inner_index
+        from {{ ref('stg_finalizes') }}
+        where startsWith(generation, 'g2') and not is_bundle
+    )
+    where session_id != ''
     group by session_account, slot
 ),
 

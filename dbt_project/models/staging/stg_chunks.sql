@@ -1,10 +1,7 @@
 -- Session chunks (G2 Pinocchio and legacy, G3 post_chunk), one row per copy seen on chain, with
 -- the upload they belong to. Copies are not merged here: int_session_chunks chooses among them.
 with chunk_instructions as (
-    select *
-    from {{ ref('stg_instructions') }}
-    where kind = 'chunk'
-      and chunk_index is not null
+    {{ raw_instructions_final("kind = 'chunk'") }}
 )
 
 select
@@ -27,3 +24,4 @@ select
     tx_status,
     ingested_at
 from chunk_instructions
+where chunk_index is not null

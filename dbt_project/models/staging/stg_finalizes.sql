@@ -9,9 +9,7 @@ with g2_finalizes as (
         *,
         session_account as session_key_account,
         session_id = '' as is_bundle
-    from {{ ref('stg_instructions') }}
-    where kind = 'finalize'
-      and startsWith(generation, 'g2')
+    from ({{ raw_instructions_final("kind = 'finalize' and startsWith(generation, 'g2')") }})
 ),
 
 g3_session_code_ins as (
@@ -21,10 +19,8 @@ g3_session_code_ins as (
         -- on_chain_path: the program checks the account, nobody checks the path text
         if(session_account != '', session_account, on_chain_path) as session_key_account,
         false as is_bundle
-    from {{ ref('stg_instructions') }}
-    where generation = 'g3'
-      and instruction in {{ g3_code_in_instructions() }}
-      and on_chain_path != ''
+    from ({{ raw_instructions_final("generation = 'g3' and instruction in " ~ g3_code_in_instructions()) }})
+    where on_chain_path != ''
       and length(on_chain_path) < {{ linked_tail_min_length() }}
 ),
 

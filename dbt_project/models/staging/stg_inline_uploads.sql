@@ -16,7 +16,5 @@ select
     inner_index,
     tx_failed,
     ingested_at
-from {{ ref('stg_instructions') }}
-where generation = 'g3'
-  and instruction in {{ g3_code_in_instructions() }}
-  and on_chain_path = ''
+from ({{ raw_instructions_final("generation = 'g3' and instruction in " ~ g3_code_in_instructions()) }})
+where on_chain_path = ''

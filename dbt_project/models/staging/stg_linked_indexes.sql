@@ -3,17 +3,13 @@
 -- whose on_chain_path is a signature (80+ characters).
 with g1_indexes as (
     select *, tail_tx as tail_signature
-    from {{ ref('stg_instructions') }}
-    where kind = 'linked_index'
-      and generation = 'g1'
+    from ({{ raw_instructions_final("kind = 'linked_index' and generation = 'g1'") }})
 ),
 
 g3_linked_code_ins as (
     select *, on_chain_path as tail_signature
-    from {{ ref('stg_instructions') }}
-    where generation = 'g3'
-      and instruction in {{ g3_code_in_instructions() }}
-      and length(on_chain_path) >= {{ linked_tail_min_length() }}
+    from ({{ raw_instructions_final("generation = 'g3' and instruction in " ~ g3_code_in_instructions()) }})
+    where length(on_chain_path) >= {{ linked_tail_min_length() }}
 ),
 
 index_instructions as (

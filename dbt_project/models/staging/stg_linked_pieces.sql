@@ -13,5 +13,4 @@ select
     inner_index,
     tx_failed,
     ingested_at
-from {{ ref('stg_instructions') }}
-where kind = 'linked_piece'
+from ({{ raw_instructions_final("kind = 'linked_piece'") }})

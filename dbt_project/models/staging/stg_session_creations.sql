@@ -12,5 +12,4 @@ select
     inner_index,
     tx_failed,
     ingested_at
-from {{ ref('stg_instructions') }}
-where kind = 'create_session'
+from ({{ raw_instructions_final("kind = 'create_session'") }})
