@@ -60,7 +60,19 @@ class OwnInfoOnly(logging.Filter):
     those still reach the Prefect API through Prefect's own handler, just not the terminal."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or record.name.split(".", 1)[0] in OWN_LOGGERS
+        if record.name.split(".", 1)[0] in OWN_LOGGERS:
+            return True
+        if record.exc_info and _is_user_error(record.exc_info[1]):
+            # Prefect logs a failed task/flow with its traceback; for an error of the input or the
+            # configuration the CLI prints the one-line message instead (the API still has both).
+            return False
+        return record.levelno >= logging.WARNING
+
+
+def _is_user_error(exc: BaseException | None) -> bool:
+    from ingest.errors import IQEtlError
+
+    return isinstance(exc, IQEtlError)
 
 
 def quiet_console() -> None:
