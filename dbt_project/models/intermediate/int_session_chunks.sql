@@ -1,6 +1,7 @@
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
+    on_schema_change='fail',
     unique_key='upload_group',
     engine='MergeTree()',
     order_by='(upload_group, upload_key, chunk_index)'

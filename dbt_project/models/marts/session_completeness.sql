@@ -1,6 +1,7 @@
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
+    on_schema_change='fail',
     unique_key='refresh_group',
     engine='MergeTree()',
     order_by='(refresh_group, upload_key)'

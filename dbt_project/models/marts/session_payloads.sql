@@ -12,7 +12,8 @@ select
     decode_rule,
     file_bytes,
     file_length,
-    file_sha256
+    file_sha256,
+    built_at
 from {{ ref('upload_payloads') }}
 where status = 'complete'
   and upload_key in (select upload_key from {{ ref('session_completeness') }} where status = 'complete')

@@ -1,6 +1,7 @@
 {{ config(
     materialized='incremental',
     incremental_strategy='delete+insert',
+    on_schema_change='fail',
     unique_key='upload_group',
     engine='MergeTree()',
     order_by='(upload_group, upload_key)'
@@ -75,5 +76,7 @@ select
     if(status = 'complete', {{ gateway_file_bytes('payload', 'decode_rule') }}, '') as file_bytes,
     toUInt64(length(file_bytes)) as file_length,
     if(status = 'complete', lower(hex(SHA256(file_bytes))), '') as file_sha256,
-    source_ingested_at
+    source_ingested_at,
+    -- when this row was computed: the payload tests re-verify the rows of the latest build only
+    now64(3) as built_at
 from decoded
