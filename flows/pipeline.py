@@ -53,13 +53,17 @@ def _as_dict(value: Any) -> dict[str, Any]:
 
 
 def _run_id() -> str:
-    """The Prefect flow run id, used as the ingest/export run id so rows trace back to the run."""
+    """The Prefect flow run id, used as the ingest run id and reconcile state run id so rows trace
+    back to the run ('' outside a run)."""
     try:
         ctx = get_run_context()
-        run = getattr(ctx, "flow_run", None) or getattr(getattr(ctx, "task_run", None), "flow_run_id", None)
-        return str(getattr(run, "id", run))[:36] if run else ""
     except Exception:  # noqa: BLE001 - outside a run context there is simply no id
         return ""
+    flow_run = getattr(ctx, "flow_run", None)
+    if flow_run is not None:
+        return str(flow_run.id)
+    task_run = getattr(ctx, "task_run", None)
+    return str(task_run.flow_run_id) if task_run is not None and task_run.flow_run_id else ""
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
@@ -153,7 +157,7 @@ def status_artifact_task(settings: Settings, title: str, extra_markdown: str = "
 
 # --- stage bodies shared by the flows ---------------------------------------------------------
 
-def _targets(settings: Settings, targets: Sequence[str] | None) -> list[str | None]:
+def _targets(targets: Sequence[str] | None) -> list[str | None]:
     """Export targets: the given URLs, or the configured reader backend (None → the runner's default)."""
     return list(dict.fromkeys(targets)) if targets else [None]
 
@@ -161,17 +165,13 @@ def _targets(settings: Settings, targets: Sequence[str] | None) -> list[str | No
 def _export_all(settings: Settings, targets: Sequence[str] | None, dry_run: bool, concurrency: int | None,
                 limit: int | None) -> list[dict[str, Any]]:
     return [export_task(settings, target, dry_run=dry_run, concurrency=concurrency, limit=limit)
-            for target in _targets(settings, targets)]
+            for target in _targets(targets)]
 
 
-def _settings(extra_program_ids: Sequence[str] | None = None) -> Settings:
-    settings = load_settings()
-    if extra_program_ids:
-        # Test programs (the development chain's G2-legacy program) are added to, not replacing, the
-        # configured IQ programs.
-        settings = dataclasses.replace(
-            settings, program_ids=tuple(dict.fromkeys([*settings.program_ids, *extra_program_ids])))
-    return settings
+def _settings() -> Settings:
+    """Settings of the process running the flow (environment over `.env`); never flow parameters.
+    `extra_program_ids` parameters are added to IQ_PROGRAM_ID by the ingest stage itself."""
+    return load_settings()
 
 
 # --- flows ------------------------------------------------------------------------------------
@@ -183,7 +183,7 @@ def ingest_flow(slot_spec: str | None = None, source: str = "car", car_url: str 
                 extra_program_ids: list[str] | None = None, lock_timeout_s: float = DEFAULT_TIMEOUT_S,
                 publish_status: bool = True, progress: bool = False) -> dict[str, Any]:
     """Ingest a slot range (`S:E`, epoch `N`, epochs `A-B`) or the window discovered for session PDAs."""
-    settings = _settings(extra_program_ids)
+    settings = _settings()
     with warehouse_session(settings, "ingest_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
         result = ingest_task(settings, slot_spec=slot_spec, source=source, car_url=car_url, rpc_url=rpc_url,
                              session_pdas=session_pdas, slot_padding=slot_padding,
@@ -233,7 +233,7 @@ def pipeline_flow(slot_spec: str | None = None, source: str = "car", car_url: st
 
     Without `slot_spec` the window is discovered for `session_pdas` (or IQ_SESSION_PDA_LIST); with
     neither, ingest is skipped and the run transforms and exports what the warehouse holds."""
-    settings = _settings(extra_program_ids)
+    settings = _settings()
     with warehouse_session(settings, "pipeline_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
         if _nothing_to_ingest(settings, slot_spec, session_pdas):
             _logger().info("ingest skipped: no slot spec and no session PDAs")
@@ -314,7 +314,7 @@ def reconcile_flow(discovery: str = "auto", window_source: str = "car", car_url:
                            max_scan_slots=max_scan_slots, max_uploads=max_uploads)
     except ValueError as exc:
         raise IQEtlError(str(exc)) from None
-    settings = _settings(extra_program_ids)
+    settings = _settings()
     use_rpc = discovery == "rpc" or (discovery == "auto" and bool(rpc_url or settings.rpc_url_configured))
     run_id = _run_id() or "reconcile"
     with warehouse_session(settings, "reconcile_flow", lock_timeout_s, GLOBAL_LIMIT_NAME) as client:
