@@ -3,13 +3,16 @@ after 20 ms, with the default concurrency versus one request at a time.
 
 One child process: ingest the chain into a fresh warehouse and `dbt build` once, then every run
 exports all of `iq.sessions_ready_to_export` to a new backend (a new port is a new target, so
-every upload is pending again) and checks that each one arrived exactly once. Target (issue 10):
-default concurrency / 1 >= 5.
+every upload is pending again) and checks that each one arrived exactly once. The backend runs
+in a process of its own (bench/_backend.py), as the real one is remote: in the exporter's process
+its request handling (JSON, base64 and sha256 checks) would compete for the same GIL. Target
+(issue 10): default concurrency / 1 >= 5.
 
     .venv/bin/python bench/bench_export.py [--quick] [--repeats N]
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -19,7 +22,32 @@ import common  # noqa: E402
 from common import Chain, Row, fmt, median, ratio_row, run_child, seconds_text, timed  # noqa: E402
 
 RATIO_TARGET = 5.0
+REPEATS = 3        # runs of each concurrency, in one child (the warehouse is built once)
 LATENCY_S = 0.020
+
+
+class Backend:
+    """bench/_backend.py as a subprocess: `.base_url`, `.path`; `close()` returns what it received."""
+
+    def __init__(self, latency_s: float):
+        import subprocess
+        from urllib.parse import urlsplit
+
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("_backend.py")), str(latency_s)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("URL "):
+            self.proc.kill()
+            raise RuntimeError(f"reader backend did not start: {line!r}")
+        parts = urlsplit(line[4:])
+        self.base_url, self.path = f"{parts.scheme}://{parts.netloc}", parts.path
+
+    def close(self) -> dict:
+        out, _ = self.proc.communicate(timeout=30)
+        for text in out.splitlines():
+            if text.startswith(common.RESULT_MARK):
+                return json.loads(text[len(common.RESULT_MARK):])
+        raise RuntimeError(f"reader backend exited {self.proc.returncode} without a result")
 
 
 # --- child function -----------------------------------------------------------------------------
@@ -29,7 +57,6 @@ def export(chain: dict, repeats: int, latency_s: float = LATENCY_S) -> dict:
 
     from flows.export.runner import DEFAULT_CONCURRENCY, ExportOptions, export_ready
     from flows.transform import run_dbt
-    from ingest.devchain.reader_backend import Faults, serve_reader_backend
     from ingest.pipeline import run_ingest
 
     c = Chain.from_json(chain)
@@ -43,15 +70,14 @@ def export(chain: dict, repeats: int, latency_s: float = LATENCY_S) -> dict:
             raise AssertionError("no complete upload to export")
         for _ in range(repeats):
             for concurrency in (DEFAULT_CONCURRENCY, 1):
-                server = serve_reader_backend(faults=Faults(latency_s=latency_s))
+                server = Backend(latency_s)
                 try:
                     target = dataclasses.replace(settings, reader_base_url=server.base_url,
                                                  reader_endpoint_path=server.path, reader_token=None)
                     summary, wall, _ = timed(lambda: export_ready(target, client, concurrency=concurrency,
                                                                   options=ExportOptions()))
-                    received = len(server.received)
                 finally:
-                    server.shutdown()
+                    received = server.close()["received"]
                 if summary.delivered != ready or received != ready or not summary.ok:
                     raise AssertionError(f"concurrency {concurrency}: {summary.delivered} delivered, backend got "
                                          f"{received}, {ready} ready, failures {summary.failures[:3]}")
@@ -84,7 +110,8 @@ def rows_from(result: dict) -> list[Row]:
 
 def run(quick: bool = False, repeats: int | None = None) -> list[Row]:
     chain = common.ensure_chain(quick)
-    result = run_child("bench_export:export", chain=chain.to_json(), repeats=common.repeats_for(quick, repeats))
+    result = run_child("bench_export:export", chain=chain.to_json(),
+                       repeats=common.repeats_for(quick, repeats, default=REPEATS))
     return rows_from(result)
 
 

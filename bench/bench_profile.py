@@ -59,6 +59,85 @@ class AllThreads:
         return stats
 
 
+def _statement(sql) -> str:
+    """The start of a statement without dbt's leading query comment, on one line."""
+    text = sql.decode(errors="replace") if isinstance(sql, bytes) else str(sql)
+    text = text.lstrip()
+    while text.startswith("/*") and "*/" in text:
+        text = text.split("*/", 1)[1].lstrip()
+    lines = [ln.split("--", 1)[0] for ln in text.splitlines()]
+    return " ".join(" ".join(lines).split())[:160]
+
+
+class EngineCalls:
+    """Every call into the chDB engine made through clickhouse-connect's chDB backend (ingest,
+    dbt and export all go through it), with its statement kind and time. Patches the backend
+    class for the duration, in this process only."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, float, str]] = []
+
+    @staticmethod
+    def kind(sql) -> str:
+        text = (sql.decode(errors="replace") if isinstance(sql, bytes) else str(sql)).lstrip()
+        while text.startswith("/*") and "*/" in text:  # dbt's query comment
+            text = text.split("*/", 1)[1].lstrip()
+        text = text.lstrip("(").lstrip()
+        head = " ".join(text.split()[:2]).upper()
+        upper = text[:400].upper()
+        if upper.startswith("SELECT NAME, VALUE, CHANGED FROM SYSTEM.SETTINGS"):
+            return "settings snapshot (per-call settings)"
+        if head.startswith("SET "):
+            return "SET (per-call settings)"
+        if " SYSTEM." in upper or upper.startswith("SHOW") or upper.startswith("DESCRIBE"):
+            return "metadata (system tables, describe)"
+        word = head.split(" ", 1)[0]
+        if word in ("WITH", "SELECT"):
+            return "SELECT"
+        if word == "CREATE":
+            return "CREATE " + ("VIEW" if " VIEW " in upper[:200] else "TABLE")
+        if word == "INSERT":
+            return "INSERT ... SELECT" if "SELECT" in upper else "INSERT"
+        return word or "?"
+
+    def __enter__(self) -> "EngineCalls":
+        from clickhouse_connect.driver._backend.chdb_backend import ChdbBackend
+
+        self._cls = ChdbBackend
+        self._orig_query, self._orig_stream = ChdbBackend._query_locked, ChdbBackend._open_stream
+        calls, kind, perf = self.calls, self.kind, __import__("time").perf_counter
+        orig_query, orig_stream = self._orig_query, self._orig_stream
+
+        def query_locked(backend, sql, fmt, params=None):
+            t0 = perf()
+            try:
+                return orig_query(backend, sql, fmt, params)
+            finally:
+                calls.append((kind(sql), perf() - t0, _statement(sql)))
+
+        def open_stream(backend, sql, fmt, params, database):
+            t0 = perf()
+            try:
+                return orig_stream(backend, sql, fmt, params, database)
+            finally:
+                calls.append((kind(sql), perf() - t0, _statement(sql)))
+
+        ChdbBackend._query_locked, ChdbBackend._open_stream = query_locked, open_stream
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._cls._query_locked, self._cls._open_stream = self._orig_query, self._orig_stream
+
+    def summary(self, top: int = 8) -> dict:
+        by_kind: dict[str, list[float]] = {}
+        for kind, seconds, _ in self.calls:
+            by_kind.setdefault(kind, []).append(seconds)
+        kinds = sorted(((k, len(v), sum(v)) for k, v in by_kind.items()), key=lambda r: -r[2])
+        slowest = sorted(self.calls, key=lambda c: -c[1])[:top]
+        return {"engine_calls": len(self.calls), "engine_s": sum(c[1] for c in self.calls),
+                "engine_kinds": kinds[:top], "engine_slowest": [(k, t, sql) for k, t, sql in slowest]}
+
+
 def _package(filename: str, name: str) -> str:
     """Who owns a function: the top-level package under site-packages, `iq-etl`, the stdlib, or
     for C functions the object they are a method of."""
@@ -142,10 +221,15 @@ def profile_transform(chain: dict, top: int = TOP) -> dict:
                                                                      lambda: ingest(cut + 1, c.last_slot))):
             if before:
                 before()
-            with AllThreads() as prof:
+            with EngineCalls() as engine, AllThreads() as prof:
                 result, wall, _ = timed(lambda: run_dbt(settings, quiet=True))
+            slow_nodes = sorted(result.nodes, key=lambda n: -n.seconds)[:5]
             out[name] = {"stage": f"transform, {name}", "wall_s": wall, "nodes": len(result.nodes),
-                         "node_s": sum(n.seconds for n in result.nodes), **summarize(prof.stats(), top)}
+                         "node_s": sum(n.seconds for n in result.nodes),
+                         "node_kinds": {t: sum(n.seconds for n in result.nodes if n.resource_type == t)
+                                        for t in sorted({n.resource_type for n in result.nodes})},
+                         "slow_nodes": [(n.name, n.resource_type, n.seconds) for n in slow_nodes],
+                         **engine.summary(), **summarize(prof.stats(), top)}
     return out
 
 
@@ -166,6 +250,16 @@ def as_markdown(p: dict) -> str:
     lines += ["", "| function | own s | cumulative s | calls |", "|---|---|---|---|"]
     for f in p["functions"]:
         lines.append(f"| `{f['where']}` | {f['tottime']:.2f} | {f['cumtime']:.2f} | {f['calls']:,} |")
+    if "engine_calls" in p:
+        kinds = ", ".join(f"{t} {s:.2f} s" for t, s in p["node_kinds"].items())
+        lines += ["", f"dbt node time by type: {kinds}. Slowest nodes: "
+                  + ", ".join(f"{name} ({kind}) {s:.2f} s" for name, kind, s in p["slow_nodes"]) + ".", "",
+                  f"chDB engine calls: {p['engine_calls']} taking {p['engine_s']:.2f} s in all.", "",
+                  "| engine call kind | calls | s |", "|---|---|---|"]
+        for kind, n, s in p["engine_kinds"]:
+            lines.append(f"| {kind} | {n} | {s:.2f} |")
+        lines += ["", "Slowest engine calls: " + "; ".join(
+            f"{t:.2f} s `{sql[:100]}`" for _, t, sql in p["engine_slowest"][:4])]
     return "\n".join(lines) + "\n"
 
 

@@ -44,7 +44,7 @@ QUICK_CHAIN = dict(seed=0, sessions=39, noise_tx_per_slot=4, slots=300, first_sl
 SCALE = 10                      # the memory benchmark's larger chain is this many copies
 SCALED_FIRST_EPOCH = 930        # the copies go into one CAR file starting at this epoch's first slot
 SLOTS_PER_EPOCH = 432_000
-DEFAULT_REPEATS = 3
+DEFAULT_REPEATS = 5             # runs per variant; the slow stages (dbt) use fewer
 
 
 def cache_dir() -> Path:

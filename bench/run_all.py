@@ -102,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         f"chain: {chain.transactions:,} transactions ({chain.iq_transactions:,} IQ, "
         f"{chain.iq_transactions / chain.transactions:.2%}), {chain.car_bytes / 1e6:.0f} MB in "
         f"{len(chain.car_paths)} CAR file(s); build_chain{params}",
-        f"runs per variant: {common.repeats_for(args.quick, args.repeats)} (medians; ranges in parentheses)",
+        f"runs per variant: "
+        f"{args.repeats or (1 if args.quick else f'{common.DEFAULT_REPEATS} (transform and export: {bench_transform.REPEATS})')}"
+        f" (medians; ranges in parentheses)",
     ]
     title = f"Run {common.now_utc()} · nproc {__import__('os').cpu_count()}" + (" · QUICK (not figures)" if args.quick else "")
     print()
