@@ -4,13 +4,16 @@ SQLite database in tmp):
 1. prefect.yaml: `prefect deploy --all` registers both deployments with their schedules on the
    process work pool; a `prefect worker` executes one pipeline_flow run triggered through the REST
    API; the run completes, its exports match the development chain, and its status artifact exists.
-2. `iq-etl serve`: registers the same two flows from one process; one pipeline_flow run triggered
-   through the REST API is executed by the serving process, completes, and publishes its artifact.
+2. `iq-etl serve` without PREFECT_API_URL: starts its own Prefect server on loopback, registers the
+   two flows with their schedules from one process; one pipeline_flow run triggered through the REST
+   API is executed by the serving process, completes, and publishes its artifact; the server stops
+   with the command.
 
-The server's scheduler service is off so that only the runs the test triggers execute."""
+The fixture server's scheduler service is off so that only the runs the test triggers execute."""
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import subprocess
 import sys
@@ -162,29 +165,50 @@ def test_prefect_yaml_deployments_run_on_a_process_worker(prefect_server, chain,
     assert ("iq-etl-status", "markdown") in _artifact_keys(api, run_id)
 
 
-def test_iq_etl_serve_registers_both_flows_and_runs_a_triggered_pipeline(prefect_server, chain, tmp_path):
-    api = prefect_server
-    env = subprocess_env(tmp_path, PREFECT_API_URL=api)
+def test_iq_etl_serve_starts_a_server_registers_both_flows_and_runs_a_triggered_pipeline(chain, tmp_path):
+    """Without PREFECT_API_URL, `iq-etl serve` starts its own Prefect server on loopback (schedules
+    need its scheduler) and stops it on exit."""
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = subprocess_env(tmp_path, PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
+    env.pop("PREFECT_HOME")   # the default: under IQ_ETL_HOME
+    exports = tmp_path / "exports"
+    params = _pipeline_params(chain, exports)
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
-        serve = subprocess.Popen([str(BIN / "iq-etl"), "serve", "--pipeline-interval", "7200",
-                                  "--reconcile-cron", "30 * * * *"], cwd=tmp_path, env=env,
-                                 stdout=out, stderr=subprocess.STDOUT)
+        # This server's scheduler is on: a scheduled pipeline run (same parameters) may run too.
+        serve = subprocess.Popen([str(BIN / "iq-etl"), "serve", "--server-port", str(port),
+                                  "--pipeline-interval", "7200", "--reconcile-cron", "30 * * * *",
+                                  "--pipeline-params", json.dumps(params)],
+                                 cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         def served():
-            p = _deployment(api, "pipeline_flow/iq-etl-pipeline-served")
-            r = _deployment(api, "reconcile_flow/iq-etl-reconcile-served")
+            try:
+                p = _deployment(api, "pipeline_flow/iq-etl-pipeline-served")
+                r = _deployment(api, "reconcile_flow/iq-etl-reconcile-served")
+            except requests.RequestException:
+                return None
             if not (p and r):
                 return None
             intervals = [s["schedule"].get("interval") for s in p["schedules"]]
             crons = [s["schedule"].get("cron") for s in r["schedules"]]
             return (p, r) if intervals == [7200.0] and crons == ["30 * * * *"] else None
 
-        pipeline, _ = _wait(served, "iq-etl serve to register both deployments", 180, serve, log)
-        exports = tmp_path / "exports"
-        run_id = _trigger_and_wait(api, pipeline["id"], _pipeline_params(chain, exports),
+        pipeline, _ = _wait(served, "iq-etl serve to start a server and register both deployments", 240, serve, log)
+        assert (tmp_path / "home" / "prefect" / "server.log").is_file()
+        assert pipeline["parameters"]["targets"] == [exports.as_uri()]
+        run_id = _trigger_and_wait(api, pipeline["id"], {},
                                    "the pipeline_flow run served by iq-etl serve", serve, log)
+        _check_exports(chain, exports)
+        assert ("iq-etl-status", "markdown") in _artifact_keys(api, run_id)
     finally:
         _stop(serve)
-    _check_exports(chain, exports)
-    assert ("iq-etl-status", "markdown") in _artifact_keys(api, run_id)
+
+    def down():
+        try:
+            requests.get(f"{api}/health", timeout=2)
+        except requests.RequestException:
+            return True
+        return False
+
+    _wait(down, "the Prefect server started by iq-etl serve to stop with it", 60)
