@@ -165,7 +165,11 @@ def run_dbt(settings: Settings, select: Sequence[str] | str | None = None, full_
         raise TransformError(f"unsupported dbt command {command!r}; use one of {', '.join(COMMANDS)}")
     from dbt.cli.main import dbtRunner
 
-    args = dbt_args(settings, command, select, full_refresh, vars, exclude)
+    # Embedded: one process holds the chDB folder and every ingest has finished before a transform
+    # starts, so no insert can still be in flight: incremental models need no look-back window.
+    run_vars = {"iq_lookback_seconds": 0} if settings.embedded else {}
+    run_vars.update(vars or {})
+    args = dbt_args(settings, command, select, full_refresh, run_vars, exclude)
     if command in ("build", "test") and not unit_tests:
         args += ["--exclude-resource-type", "unit_test"]
     if quiet:
