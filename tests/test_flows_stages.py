@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_stage_flows_one_by_one(tmp_path, monkeypatch, prefect_api):  # noqa: F811
-    from flows.pipeline import STATUS_ARTIFACT_KEY, export_flow, ingest_flow, transform_flow
+    from flows.pipeline import STATUS_ARTIFACT_KEY, export_flow, ingest_flow, pipeline_flow, transform_flow
     from ingest import warehouse as wh
     from ingest.devchain.chain import car_template
 
@@ -42,3 +42,8 @@ def test_stage_flows_one_by_one(tmp_path, monkeypatch, prefect_api):  # noqa: F8
 
     for state in [*states, transformed, real]:
         assert [a.key for a in artifacts_of(state.state_details.flow_run_id)] == [STATUS_ARTIFACT_KEY]
+
+    # A scheduled pipeline without slot spec or session PDAs only transforms and exports.
+    scheduled = pipeline_flow(targets=[target])
+    assert scheduled["ingest"] is None
+    assert [e["delivered"] for e in scheduled["export"]] == [0]

@@ -110,9 +110,8 @@ def _params(text: str, option: str) -> dict[str, Any]:
     return value
 
 
-def build_deployments(pipeline_interval: float, reconcile_cron: str, pipeline_params: dict[str, Any],
-                      reconcile_params: dict[str, Any]) -> list[Any]:
-    """The two runner deployments (`prefect.serve` registers and runs them)."""
+def check_params(pipeline_params: dict[str, Any], reconcile_params: dict[str, Any]) -> None:
+    """Reject parameters the flows do not have (a typo would otherwise fail every scheduled run)."""
     from flows.pipeline import pipeline_flow, reconcile_flow
 
     for name, flow_obj, params in (("--pipeline-params", pipeline_flow, pipeline_params),
@@ -120,6 +119,14 @@ def build_deployments(pipeline_interval: float, reconcile_cron: str, pipeline_pa
         unknown = sorted(set(params) - set(flow_obj.parameters.properties))
         if unknown:
             raise IQEtlError(f"{name}: unknown parameter(s) {', '.join(unknown)} of {flow_obj.name}")
+
+
+def build_deployments(pipeline_interval: float, reconcile_cron: str, pipeline_params: dict[str, Any],
+                      reconcile_params: dict[str, Any]) -> list[Any]:
+    """The two runner deployments (`prefect.serve` registers and runs them)."""
+    from flows.pipeline import pipeline_flow, reconcile_flow
+
+    check_params(pipeline_params, reconcile_params)
     pipeline = pipeline_flow.to_deployment(
         name=PIPELINE_DEPLOYMENT, parameters=pipeline_params, tags=["iq-etl"],
         interval=dt.timedelta(seconds=pipeline_interval) if pipeline_interval > 0 else None,
@@ -152,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
             raise IQEtlError(f"--reconcile-cron: {args.reconcile_cron!r} is not a valid cron expression") from None
     pipeline_params = _params(args.pipeline_params, "--pipeline-params")
     reconcile_params = _params(args.reconcile_params, "--reconcile-params")
+    check_params(pipeline_params, reconcile_params)
     with contextlib.ExitStack() as stack:
         if not os.environ.get("PREFECT_API_URL"):
             from prefect.settings import PREFECT_API_URL, temporary_settings
