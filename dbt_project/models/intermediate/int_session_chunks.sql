@@ -38,9 +38,12 @@ changed_groups as (
 {% endif %}
 
 session_chunk_copies as (
-    select *
-    from {{ ref('stg_chunks') }}
-    {% if is_incremental() %}where upload_group in (select upload_group from changed_groups){% endif %}
+    {% if is_incremental() %}
+    -- stg_chunks narrowed to the changed groups before FINAL (see stg_chunks_select)
+    {{ stg_chunks_select("session_account in (select upload_group from changed_groups)") }}
+    {% else %}
+    select * from {{ ref('stg_chunks') }}
+    {% endif %}
 ),
 
 session_chunks as (

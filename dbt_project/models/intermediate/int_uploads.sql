@@ -45,8 +45,12 @@ session_chunk_rows as (
         countIf(not tx_failed) as chunk_rows,
         countIf(tx_failed) as failed_chunk_rows,
         max(ingested_at) as source_ingested_at
+    {% if is_incremental() %}
+    -- stg_chunks narrowed to the changed groups before FINAL (see stg_chunks_select)
+    from ({{ stg_chunks_select("session_account in (select refresh_group from changed_groups)") }})
+    {% else %}
     from {{ ref('stg_chunks') }}
-    {% if is_incremental() %}where upload_group in (select refresh_group from changed_groups){% endif %}
+    {% endif %}
     group by upload_key
 ),
 
