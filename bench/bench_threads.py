@@ -35,29 +35,51 @@ def variants() -> list[tuple[str, int, str | None]]:
 
 
 def measure(chain: Chain, repeats: int) -> dict[str, list[dict]]:
+    """Runs per variant; a run that crashes is kept as {'error': ...} (a finding, not a reason to
+    lose the other variants' figures)."""
     common.warm_page_cache(chain.car_paths)
     todo = variants()
     runs: dict[str, list[dict]] = {label: [] for label, _, _ in todo}
     for _ in range(repeats):
         for label, threads, kind in todo:
-            runs[label].append(run_child("bench_ingest:ingest", chain=chain.to_json(), threads=threads,
-                                         worker_kind=kind))
+            try:
+                runs[label].append(run_child("bench_ingest:ingest", chain=chain.to_json(), threads=threads,
+                                             worker_kind=kind))
+            except common.ChildFailed as exc:
+                lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+                runs[label].append({"error": " / ".join(lines[-2:])[:300]})
     return runs
 
 
 def rows_from(chain: Chain, runs: dict[str, list[dict]]) -> list[Row]:
     m = "6 threads"
     rows = []
-    seconds = {label: median([r["seconds"] for r in rs]) for label, rs in runs.items()}
-    for label, rs in runs.items():
-        rows.append(Row(m, f"ingest {label}", f"{fmt(median([r['transactions'] / r['seconds'] for r in rs]))} tx/s",
-                        f"{seconds_text([r['seconds'] for r in rs])}; {rs[0]['ranges']} sub-ranges; "
-                        f"parent peak RSS {median([r['peak_rss_mb'] for r in rs]):.0f} MB"))
     labels = list(runs)
-    one = seconds[labels[0]]
-    for label in labels[1:]:
-        rows.append(ratio_row(m, f"speedup {label.removeprefix('--')} vs 1 (time 1 / time 2)", one / seconds[label],
-                              detail=f"nproc {os.cpu_count()}"))
+    ok = {label: [r for r in rs if "error" not in r] for label, rs in runs.items()}
+    reference = {(r["rows"], r["undecoded"]) for r in ok[labels[0]]}
+    seconds = {label: median([r["seconds"] for r in rs]) for label, rs in ok.items() if rs}
+    for label, rs in runs.items():
+        good, bad = ok[label], [r["error"] for r in rs if "error" in r]
+        problems = []
+        if bad:
+            problems.append(f"{len(bad)} of {len(rs)} runs CRASHED: {bad[0]}")
+        differing = [r for r in good if (r["rows"], r["undecoded"]) not in reference]
+        if differing and label != labels[0]:
+            problems.append(f"{len(differing)} run(s) wrote other rows than {labels[0]} "
+                            f"({differing[0]['rows']} vs {sorted(reference)[0][0]})")
+        if not good:
+            rows.append(Row(m, f"ingest {label}", "CRASHED", "; ".join(problems)))
+            continue
+        flag = " (PROBLEM)" if problems else ""
+        rows.append(Row(m, f"ingest {label}", f"{fmt(median([r['transactions'] / r['seconds'] for r in good]))} tx/s{flag}",
+                        "; ".join(problems + [f"{seconds_text([r['seconds'] for r in good])}; {good[0]['ranges']} "
+                                              f"sub-ranges; parent peak RSS "
+                                              f"{median([r['peak_rss_mb'] for r in good]):.0f} MB"])))
+    if labels[0] in seconds:
+        for label in labels[1:]:
+            if label in seconds:
+                rows.append(ratio_row(m, f"speedup {label.removeprefix('--')} vs 1 (time 1 / time 2)",
+                                      seconds[labels[0]] / seconds[label], detail=f"nproc {os.cpu_count()}"))
     return rows
 
 
