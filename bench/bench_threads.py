@@ -93,17 +93,18 @@ def scaled_rows(base: Chain, repeats: int = 1) -> list[Row]:
     return rows
 
 
-def run(quick: bool = False, repeats: int | None = None, scaled: bool = True) -> list[Row]:
+def run(quick: bool = False, repeats: int | None = None, scaled: bool | None = None) -> list[Row]:
+    """scaled (default: not in --quick runs): also compare on the 10x chain, one run each."""
     chain = common.ensure_chain(quick)
     rows = rows_from(chain, measure(chain, common.repeats_for(quick, repeats)))
-    if scaled:
+    if scaled if scaled is not None else not quick:
         rows += scaled_rows(chain)
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     args = common.standard_args(__doc__.splitlines()[0], argv)
-    common.print_rows(run(args.quick, args.repeats, scaled=not args.quick))
+    common.print_rows(run(args.quick, args.repeats))
     return 0
 
 
