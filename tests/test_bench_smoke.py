@@ -44,8 +44,8 @@ def test_scan_and_memory_benchmarks_print_their_rows(bench_env):
     assert ratio[2].endswith("x") and ratio[4] == "≥ 2.0" and ratio[5] in ("met", "MISSED")
 
     memory = _table_rows(_run("bench_memory.py", bench_env))
-    assert [r[1] for r in memory] == ["peak RSS, scan of the chain", "peak RSS, scan of the 10x chain",
-                                      "10x chain / chain (peak RSS)"]
+    assert [r[1] for r in memory][:3] == ["peak RSS, scan of the chain", "peak RSS, scan of the 10x chain",
+                                          "10x chain / chain (peak RSS)"]
     assert "13,870 tx" in memory[1][3]  # ten copies of the quick chain's 1,387 transactions, all read back
 
 
