@@ -216,9 +216,13 @@ def export_flow(targets: list[str] | None = None, dry_run: bool = False, concurr
     return results
 
 
-def _nothing_to_ingest(settings: Settings, slot_spec: str | None, session_pdas: Sequence[str] | None) -> bool:
+def _nothing_to_ingest(settings: Settings, slot_spec: str | None, session_pdas: Sequence[str] | None,
+                       source: str = "car") -> bool:
     """A scheduled pipeline without a slot spec and without session PDAs only transforms and exports
-    (ingest may be done elsewhere, e.g. by workers each ingesting a slot range)."""
+    (ingest may be done elsewhere, e.g. by workers each ingesting a slot range) -- unless its source
+    is rpc-signatures, which then tails every IQ program from the cursors in iq.cursors."""
+    if source == "rpc-signatures":
+        return False
     return not slot_spec and not session_pdas and not settings.session_pdas
 
 
@@ -232,10 +236,11 @@ def pipeline_flow(slot_spec: str | None = None, source: str = "car", car_url: st
     """Ingest → transform → export in one run, then publish the status artifact.
 
     Without `slot_spec` the window is discovered for `session_pdas` (or IQ_SESSION_PDA_LIST); with
-    neither, ingest is skipped and the run transforms and exports what the warehouse holds."""
+    neither, source rpc-signatures tails the IQ programs (live tail from stored cursors) and any
+    other source skips ingest: the run transforms and exports what the warehouse holds."""
     settings = _settings()
     with warehouse_session(settings, "pipeline_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
-        if _nothing_to_ingest(settings, slot_spec, session_pdas):
+        if _nothing_to_ingest(settings, slot_spec, session_pdas, source):
             _logger().info("ingest skipped: no slot spec and no session PDAs")
             ingested = None
         else:

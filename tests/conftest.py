@@ -19,6 +19,7 @@ FIXTURES = SHARED / "fixtures" / "old-faithful"
 def pytest_configure(config):
     # Keep Prefect and dbt state out of the user's home and the repo.
     os.environ.setdefault("PREFECT_HOME", str(REPO / ".iq-etl" / "test-prefect-home"))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture

@@ -174,3 +174,35 @@ def test_bad_slot_spec_and_missing_car_are_clear_errors(tmp_path, chain, manifes
         assert status and status[0][0] == "failed" and "epoch-9.car" in status[0][1]
     finally:
         wh.close_client()
+
+
+def test_live_tail_ingests_only_new_signatures_across_runs(tmp_path, chain, manifest):
+    """rpc-signatures without a slot spec or PDAs tails every IQ program from cursors in iq.cursors."""
+    from ingest.devchain.chain import iter_chain
+    from ingest.devchain.rpc_server import RpcChain, serve_rpc
+
+    middle = (manifest.first_slot + manifest.last_slot) // 2
+    rpc_chain = RpcChain.from_blocks(iter_chain(chain, manifest.first_slot, middle))
+    server = serve_rpc(rpc_chain)
+    wh.close_client()
+    settings = load_settings(env_for(tmp_path, manifest), dotenv=tmp_path / "none")
+    try:
+        first = run_ingest(settings, source="rpc-signatures", rpc_url=server.url, rpc_options=FAST_RPC)
+        client = wh.get_client(settings)
+        cursors = client.query("SELECT name, last_slot FROM iq.cursors FINAL ORDER BY name").result_rows
+        assert {name for name, _ in cursors} == {f"rpc-signatures:{p}" for p in manifest.all_program_ids()
+                                                  if any(u.program_id == p for u in manifest.uploads)}
+        assert all(slot <= middle for _, slot in cursors)
+        rpc_chain.add_blocks(iter_chain(chain, middle + 1, manifest.last_slot))  # the chain moves on
+        second = run_ingest(settings, source="rpc-signatures", rpc_url=server.url, rpc_options=FAST_RPC)
+        tail_rows = client.query(f"SELECT {KEY_COLUMNS} FROM iq.raw_instructions FINAL ORDER BY slot, signature, "
+                                 "ix_index, inner_index").result_rows
+        third = run_ingest(settings, source="rpc-signatures", rpc_url=server.url, rpc_options=FAST_RPC)
+    finally:
+        wh.close_client()
+        server.shutdown()
+    assert first.rows_written > 0 and second.rows_written > 0 and third.rows_written == 0
+    assert {r[0] for r in tail_rows if r[0] > middle}  # the second run reached past the first cursor
+    # Together the runs hold exactly the rows of a dense CAR ingest of the whole chain.
+    _, car_rows, _ = ingest_rows(tmp_path, manifest, "car", slot_spec=spec_of(manifest), car_url=car_template(chain))
+    assert tail_rows == car_rows
