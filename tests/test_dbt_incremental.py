@@ -51,6 +51,13 @@ def snapshot(client) -> dict[str, list[tuple]]:
     return {name: [tuple(r) for r in client.query(sql).result_rows] for name, sql in SNAPSHOTS.items()}
 
 
+def unindexed_list(chain: Chain) -> list[list]:
+    """A G1 list whose first two pieces landed but neither its third piece nor its index yet: its
+    tail (piece 1) is an upload of its own, awaiting its index, until the second ingest extends it."""
+    c = Chain(start_slot=chain.slot + 10)
+    return [c.linked_piece("g1", sig("grow0"), "Genesis", b"grow-0 "), c.linked_piece("g1", sig("grow1"), sig("grow0"), b"grow-1 ")]
+
+
 def second_ingest(chain: Chain) -> tuple[list[list], dict[str, str]]:
     """Rows of a later ingest and the statuses they lead to."""
     c = Chain(start_slot=chain.slot + 100)
@@ -82,6 +89,10 @@ def second_ingest(chain: Chain) -> tuple[list[list], dict[str, str]]:
     rows.append(c.linked_piece("g3", sig("g3broken1"), sig("g3broken0"), b"A" * 30))
     expect[sig("g3broken2")] = "complete"
     expect[sig("g3broken0")] = None
+    # the unindexed list grows a third piece and gets its index: the old tail is no upload any more
+    rows += [c.linked_piece("g1", sig("grow2"), sig("grow1"), b"grow-2"), c.g1_index(sig("grow2"))]
+    expect[sig("grow1")] = None
+    expect[sig("grow2")] = "complete"
     # a brand-new G3 session
     pda = account("g3new")
     text = base64.b64encode(b"new file " * 30)
@@ -106,10 +117,11 @@ def incremental(tmp_path_factory):
     client = wh.get_client(settings)
     wh.migrate(client)
     chain = build_scenarios()
-    insert_rows(client, [row for upload in chain.uploads.values() for row in upload.rows])
+    insert_rows(client, [row for upload in chain.uploads.values() for row in upload.rows] + unindexed_list(chain))
     no_lookback = {"iq_lookback_seconds": 0}  # only rows newer than the previous build: the real increment
     # `dbt run` (models only): the data tests run in test_dbt_models.py and on the development chain
     first = run_dbt(settings, command="run", vars=no_lookback, quiet=True)
+    before = dict(client.query("SELECT upload_key, status FROM iq.session_completeness").result_rows)
     # Mark one upload the second ingest does not touch: an incremental build must leave its rows
     # alone (the mark survives), a full rebuild recomputes them (the mark goes).
     for table in INCREMENTAL_MODELS:
@@ -127,7 +139,8 @@ def incremental(tmp_path_factory):
     marks_after_full = marks(client)
     try:
         yield {"client": client, "expect": expect, "incremental": after_incremental, "full": after_full,
-               "runs": (first, second, full), "marks": (marks_after_incremental, marks_after_full)}
+               "runs": (first, second, full), "marks": (marks_after_incremental, marks_after_full),
+               "before": before}
     finally:
         wh.close_client()
 
@@ -139,10 +152,14 @@ def test_incremental_build_equals_full_rebuild(incremental):
 
 def test_statuses_follow_the_second_ingest(incremental):
     client, expect = incremental["client"], incremental["expect"]
+    assert incremental["before"][sig("grow1")] == "awaiting_finalize" and sig("grow2") not in incremental["before"]
     got = dict(client.query("SELECT upload_key, status FROM iq.session_completeness").result_rows)
     for key, status in expect.items():
         if not key.startswith("__"):
             assert got.get(key) == status, key
+    grown = client.query("SELECT payload FROM iq.session_payloads WHERE upload_key = {k:String}",
+                         parameters={"k": sig("grow2")}, column_formats={"payload": "bytes"}).result_rows
+    assert grown == [(b"grow-0 grow-1 grow-2",)]
     sha = client.query("SELECT sha256 FROM iq.session_payloads WHERE upload_key = {k:String}",
                        parameters={"k": f"{account('g2missing')}:{'ee' * 16}"}).result_rows
     assert sha == [(expect["__joined_g2missing"],)]

@@ -184,3 +184,8 @@ select
 from chunk_instructions
 where chunk_index is not null
 {%- endmacro %}
+
+{#- How int_linked_walks finds the next piece: 'joinget' (hash lookup in the Join-engine table
+    int_linked_pieces) or 'join' (a JOIN against it). Unit tests override this to 'join': their
+    fixtures are subqueries, which joinGet cannot read. -#}
+{% macro linked_walk_lookup() -%}joinget{%- endmacro %}

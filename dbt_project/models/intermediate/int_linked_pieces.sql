@@ -1,7 +1,9 @@
-{{ config(materialized='view') }}
+{{ config(materialized='table', engine='Join(ANY, LEFT, signature)') }}
 -- Successful linked-list pieces, one row per transaction signature (before_tx names a
--- transaction). A transaction carrying several send_code pieces contributes them in instruction
--- order, with the first piece's before_tx.
+-- transaction), without their bytes. A Join-engine table: the before_tx walk looks each next
+-- piece up with joinGet (a hash lookup) instead of joining against every piece at every step,
+-- which made a 1000-piece list cost 1000 scans (26 s for 200 k pieces; 1.4 s with joinGet).
+-- A transaction carrying several send_code pieces counts once, with its first piece's before_tx.
 with successful_pieces as (
     select *
     from {{ ref('stg_linked_pieces') }}
@@ -11,13 +13,12 @@ with successful_pieces as (
 select
     signature,
     argMin(before_tx, (ix_index, inner_index)) as before_tx,
-    arrayStringConcat(arrayMap(p -> p.2, arraySort(p -> p.1, groupArray(((ix_index, inner_index), payload))))) as payload,
-    argMin(method, (ix_index, inner_index)) as method,
     any(generation) as generation,
     any(program_id) as program_id,
     min(slot) as slot,
     min(tx_index) as tx_index,
-    count() as piece_instructions,
-    max(ingested_at) as ingested_at
+    toUInt32(count()) as piece_instructions,
+    max(ingested_at) as ingested_at,
+    toUInt8(1) as present
 from successful_pieces
 group by signature

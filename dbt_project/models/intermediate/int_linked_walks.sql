@@ -1,14 +1,24 @@
 {{ config(
-    materialized='table',
+    materialized='incremental',
+    incremental_strategy='delete+insert',
+    unique_key='upload_key',
+    on_schema_change='fail',
+    engine='MergeTree()',
     order_by='(upload_key, depth)',
     query_settings={'max_recursive_cte_evaluation_depth': var('iq_max_linked_depth') + 10}
 ) }}
 -- The before_tx walk of every linked list, from its tail towards "Genesis" (PROTOCOL.md §6).
 -- Tails are the signatures an index names (G1 db_code_in tail_tx, G3 code-in on_chain_path) plus
--- pieces no other piece points at (lists whose index has not been seen: int_uploads decides
+-- pieces no other piece points at (lists whose index has not been seen; int_uploads decides
 -- whether they are uploads of their own). One row per (tail, depth): depth 0 is the tail.
 -- A walk stops at "Genesis", at a before_tx that is not a known successful piece, or at
 -- iq_max_linked_depth. Signatures commit to before_tx, so on-chain lists cannot loop.
+-- Incremental (delete+insert on the tail): a walk that reached Genesis never changes, so a build
+-- walks only new tails and the ones still broken. A tail that stopped being one (a later piece
+-- points at it) keeps its old rows; int_uploads only reads the walks of current tails.
+-- Each step looks the next piece up in int_linked_pieces (a Join-engine table) with joinGet;
+-- unit tests, whose fixtures are subqueries, take the JOIN form of the same walk
+-- (macro linked_walk_lookup, overridden to 'join').
 with recursive
 index_tails as (
     select distinct tail_signature as upload_key
@@ -28,11 +38,17 @@ unreferenced_pieces as (
 ),
 
 walk_starts as (
-    select upload_key from index_tails
-    union distinct
-    select upload_key from unreferenced_pieces
+    select upload_key from (
+        select upload_key from index_tails
+        union distinct
+        select upload_key from unreferenced_pieces
+    )
+    {% if is_incremental() %}
+    where upload_key not in (select upload_key from {{ this }} where before_tx = 'Genesis')
+    {% endif %}
 ),
 
+{% if linked_walk_lookup() == 'join' %}
 walk as (
     select
         s.upload_key as upload_key,
@@ -49,21 +65,45 @@ walk as (
 
     union all
 
-    select
-        w.upload_key,
-        w.depth + 1,
-        p.signature,
-        p.before_tx,
-        p.slot,
-        p.tx_index,
-        p.generation,
-        p.program_id,
-        p.ingested_at
+    select w.upload_key, w.depth + 1, p.signature, p.before_tx, p.slot, p.tx_index, p.generation, p.program_id,
+           p.ingested_at
     from walk as w
     inner join pieces as p on p.signature = w.before_tx
-    where w.before_tx != 'Genesis'
-      and w.depth + 1 < {{ var('iq_max_linked_depth') }}
+    where w.depth + 1 < {{ var('iq_max_linked_depth') }}
 )
+{% else %}
+{%- set lookup = "'" ~ ref('int_linked_pieces').schema ~ "." ~ ref('int_linked_pieces').identifier ~ "'" -%}
+walk as (
+    select
+        upload_key,
+        toUInt32(0) as depth,
+        upload_key as piece_signature,
+        joinGet({{ lookup }}, 'before_tx', upload_key) as before_tx,
+        joinGet({{ lookup }}, 'slot', upload_key) as slot,
+        joinGet({{ lookup }}, 'tx_index', upload_key) as tx_index,
+        joinGet({{ lookup }}, 'generation', upload_key) as generation,
+        joinGet({{ lookup }}, 'program_id', upload_key) as program_id,
+        joinGet({{ lookup }}, 'ingested_at', upload_key) as ingested_at
+    from walk_starts
+    where joinGet({{ lookup }}, 'present', upload_key) = 1
+
+    union all
+
+    select
+        upload_key,
+        depth + 1,
+        before_tx,
+        joinGet({{ lookup }}, 'before_tx', before_tx),
+        joinGet({{ lookup }}, 'slot', before_tx),
+        joinGet({{ lookup }}, 'tx_index', before_tx),
+        joinGet({{ lookup }}, 'generation', before_tx),
+        joinGet({{ lookup }}, 'program_id', before_tx),
+        joinGet({{ lookup }}, 'ingested_at', before_tx)
+    from walk
+    where joinGet({{ lookup }}, 'present', before_tx) = 1
+      and depth + 1 < {{ var('iq_max_linked_depth') }}
+)
+{% endif %}
 
 select
     upload_key,
@@ -72,8 +112,7 @@ select
     before_tx,
     slot,
     tx_index,
-    generation,
-    program_id,
-    ingested_at,
-    upload_key in (select upload_key from index_tails) as is_indexed_tail
+    toString(generation) as generation,
+    toString(program_id) as program_id,
+    ingested_at
 from walk

@@ -90,25 +90,46 @@ inline_chunks as (
     group by upload_key
 ),
 
+walks_to_build as (
+    select upload_key, depth, piece_signature
+    from {{ ref('int_linked_walks') }}
+    {% if is_incremental() %}where upload_key in (select upload_group from changed_groups){% endif %}
+),
+
+linked_piece_rows as (
+    -- the bytes of the pieces of those walks only (int_linked_pieces carries no payload)
+    {% if is_incremental() %}
+    {{ raw_instructions_final("kind = 'linked_piece' and signature in (select piece_signature from walks_to_build)") }}
+    {% else %}
+    select * from {{ ref('stg_linked_pieces') }}
+    {% endif %}
+),
+
+piece_payloads as (
+    -- a transaction with several send_code pieces contributes them in instruction order
+    select
+        signature,
+        arrayStringConcat(arrayMap(p -> p.2, arraySort(p -> p.1, groupArray(((ix_index, inner_index), payload))))) as piece_payload,
+        argMin(method, (ix_index, inner_index)) as piece_method,
+        min(slot) as piece_slot,
+        max(ingested_at) as piece_ingested_at
+    from linked_piece_rows
+    where not tx_failed
+    group by signature
+),
+
 walked_pieces as (
     select
         w.upload_key as upload_key,
         w.depth as depth,
         max(w.depth) over (partition by w.upload_key) as max_depth,
-        p.payload as payload,
-        p.method as method,
-        p.slot as slot,
+        p.piece_payload as payload,
+        p.piece_method as method,
+        p.piece_slot as slot,
         p.signature as signature,
-        p.ingested_at as ingested_at
-    from {{ ref('int_linked_walks') }} as w
-    inner join (
-        -- only the pieces of the walks being built: int_linked_pieces is a view carrying payloads
-        select * from {{ ref('int_linked_pieces') }}
-        where signature in (
-            select piece_signature from {{ ref('int_linked_walks') }}
-            {% if is_incremental() %}where upload_key in (select upload_group from changed_groups){% endif %})
-    ) as p on p.signature = w.piece_signature
-    {% if is_incremental() %}where w.upload_key in (select upload_group from changed_groups){% endif %}
+        p.piece_ingested_at as ingested_at
+    from walks_to_build as w
+    inner join piece_payloads as p on p.signature = w.piece_signature
 ),
 
 linked_chunks as (

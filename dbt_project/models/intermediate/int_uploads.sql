@@ -151,10 +151,25 @@ session_uploads as (
     left join creation_rows as s on s.upload_key = k.upload_key
 ),
 
+indexed_tails as (
+    select distinct tail_signature as upload_key
+    from {{ ref('stg_linked_indexes') }}
+    where not tx_failed
+),
+
+current_walks as (
+    -- the walks of current tails: named by an index, or a piece nobody points at (a tail that a
+    -- later piece extended keeps stale rows in int_linked_walks; they are not read)
+    select *
+    from {{ ref('int_linked_walks') }}
+    where upload_key in (select upload_key from indexed_tails)
+       or upload_key not in (select before_tx from {{ ref('int_linked_pieces') }})
+),
+
 walk_summary as (
     select
         upload_key,
-        any(is_indexed_tail) as is_indexed_tail,
+        upload_key in (select upload_key from indexed_tails) as is_indexed_tail,
         toUInt32(count()) as pieces_found,
         argMax(before_tx, depth) as lowest_before_tx,
         argMax(slot, depth) as lowest_piece_slot,
@@ -164,14 +179,14 @@ walk_summary as (
         any(generation) as generation,
         any(program_id) as program_id,
         max(ingested_at) as source_ingested_at
-    from {{ ref('int_linked_walks') }}
+    from current_walks
     group by upload_key
 ),
 
 indexed_pieces as (
     select distinct piece_signature
-    from {{ ref('int_linked_walks') }}
-    where is_indexed_tail
+    from current_walks
+    where upload_key in (select upload_key from indexed_tails)
 ),
 
 index_rows as (
@@ -200,7 +215,7 @@ linked_keys as (
         select upload_key from walk_summary
         where not is_indexed_tail
           and upload_key not in (
-              select upload_key from {{ ref('int_linked_walks') }}
+              select upload_key from current_walks
               where piece_signature in (select piece_signature from indexed_pieces))
     )
     {% if is_incremental() %}where {{ linked_lists_group() }} in (select refresh_group from changed_groups){% endif %}
