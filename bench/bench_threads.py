@@ -39,12 +39,14 @@ def measure(chain: Chain, repeats: int) -> dict[str, list[dict]]:
     lose the other variants' figures)."""
     common.warm_page_cache(chain.car_paths)
     todo = variants()
+    # A hung run must not eat the whole benchmark's time: a few times what a run normally takes.
+    timeout = 60 + chain.transactions / 20_000
     runs: dict[str, list[dict]] = {label: [] for label, _, _ in todo}
     for _ in range(repeats):
         for label, threads, kind in todo:
             try:
-                runs[label].append(run_child("bench_ingest:ingest", chain=chain.to_json(), threads=threads,
-                                             worker_kind=kind))
+                runs[label].append(run_child("bench_ingest:ingest", timeout=timeout, chain=chain.to_json(),
+                                             threads=threads, worker_kind=kind))
             except common.ChildFailed as exc:
                 lines = [ln for ln in str(exc).splitlines() if ln.strip()]
                 runs[label].append({"error": " / ".join(lines[-2:])[:300]})

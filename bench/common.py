@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -260,15 +261,24 @@ def run_child(target: str, timeout: float = 1800, **kwargs: Any) -> dict:
     """Run `module:function(**kwargs)` (a module in bench/) in a fresh Python process and return
     its dict result, plus `peak_rss_mb` (the child's VmHWM) and `child_wall_s`."""
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(CHILD), target, json.dumps(kwargs)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    try:
+        proc = subprocess.run([sys.executable, str(CHILD), target, json.dumps(kwargs)], cwd=REPO,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ChildFailed(f"{target} did not finish within {timeout:.0f} s (killed)") from None
     result = None
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_MARK):
             result = json.loads(line[len(RESULT_MARK):])
     if proc.returncode != 0 or result is None:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-25:])
-        raise ChildFailed(f"{target} failed (exit {proc.returncode}):\n{tail}")
+        how = f"exit {proc.returncode}"
+        if proc.returncode < 0:
+            with contextlib.suppress(ValueError):
+                how = f"killed by {signal.Signals(-proc.returncode).name}"
+        if result is not None:
+            raise ChildFailed(f"{target}: {how} after finishing its work (while shutting down)")
+        tail = "\n".join(proc.stderr.strip().splitlines()[-25:])
+        raise ChildFailed(f"{target} failed ({how}):\n{tail}")
     result["child_wall_s"] = time.perf_counter() - started
     return result
 
