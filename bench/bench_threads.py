@@ -64,13 +64,13 @@ def rows_from(chain: Chain, runs: dict[str, list[dict]]) -> list[Row]:
         good, bad = ok[label], [r["error"] for r in rs if "error" in r]
         problems = []
         if bad:
-            problems.append(f"{len(bad)} of {len(rs)} runs CRASHED: {bad[0]}")
+            problems.append(f"{len(bad)} of {len(rs)} runs failed: {bad[0]}")
         differing = [r for r in good if (r["rows"], r["undecoded"]) not in reference]
         if differing and label != labels[0]:
             problems.append(f"{len(differing)} run(s) wrote other rows than {labels[0]} "
                             f"({differing[0]['rows']} vs {sorted(reference)[0][0]})")
         if not good:
-            rows.append(Row(m, f"ingest {label}", "CRASHED", "; ".join(problems)))
+            rows.append(Row(m, f"ingest {label}", "FAILED", "; ".join(problems)))
             continue
         flag = " (PROBLEM)" if problems else ""
         rows.append(Row(m, f"ingest {label}", f"{fmt(median([r['transactions'] / r['seconds'] for r in good]))} tx/s{flag}",
