@@ -25,6 +25,7 @@ import base64
 import hashlib
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from typing import Collection, Iterator, NamedTuple
 
@@ -54,7 +55,16 @@ _TX_FRAME_2B = b"\x86\x06\xf6\xf6\xf6\x59"
 _TX_FRAME_1B = b"\x86\x06\xf6\xf6\xf6\x58"
 _TXN_2B = b"\x85\x00" + _TX_FRAME_2B  # Transaction node [0, that frame, ...] with 5 fields
 _TXN_1B = b"\x85\x00" + _TX_FRAME_1B
-_zstd = zstandard.ZstdDecompressor()
+# zstandard's (de)compressor objects are not thread-safe (concurrent use can crash the process):
+# one per thread, since ingest scans sub-ranges in a thread pool.
+_zstd_local = threading.local()
+
+
+def _zstd() -> zstandard.ZstdDecompressor:
+    dctx = getattr(_zstd_local, "dctx", None)
+    if dctx is None:
+        dctx = _zstd_local.dctx = zstandard.ZstdDecompressor()
+    return dctx
 
 
 class IncompleteRange(SourceError):
@@ -743,7 +753,7 @@ def _meta_verdict(buf, te: int, e: int, wanted: tuple[bytes, ...], keyset: froze
     if me >= e or (buf[me] != 0xF6 and buf[me] != 0x80):
         return 2
     try:
-        plain = _zstd.decompress(buf[s:me])
+        plain = _zstd().decompress(buf[s:me])
     except zstandard.ZstdError:
         try:
             plain = decompress(buf[s:me])  # frames without a content size in their header

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import struct
 
+import threading
+
 import zstandard
 from solders.pubkey import Pubkey
 
@@ -24,8 +26,22 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 FIRST_PROTOBUF_EPOCH = 157
 _MAX_META_BYTES = 64 << 20  # decompressed size cap: a bigger one is corrupt, not metadata
 
-_dctx = zstandard.ZstdDecompressor()
-_cctx = zstandard.ZstdCompressor(level=3)
+# zstandard's (de)compressor objects are not thread-safe: one per thread (ingest uses a thread pool).
+_zstd_local = threading.local()
+
+
+def _dctx() -> zstandard.ZstdDecompressor:
+    dctx = getattr(_zstd_local, "dctx", None)
+    if dctx is None:
+        dctx = _zstd_local.dctx = zstandard.ZstdDecompressor()
+    return dctx
+
+
+def _cctx() -> zstandard.ZstdCompressor:
+    cctx = getattr(_zstd_local, "cctx", None)
+    if cctx is None:
+        cctx = _zstd_local.cctx = zstandard.ZstdCompressor(level=3)
+    return cctx
 
 
 class MetaError(ValueError):
@@ -414,7 +430,7 @@ def decompress(raw: bytes) -> bytes:
     if not raw.startswith(ZSTD_MAGIC):
         raise MetaError("metadata is not zstd-compressed")
     try:
-        return _dctx.decompress(raw, max_output_size=_MAX_META_BYTES)
+        return _dctx().decompress(raw, max_output_size=_MAX_META_BYTES)
     except zstandard.ZstdError:
         # Frames without a content size in the header need the streaming API.
         try:
@@ -454,4 +470,4 @@ def encode_meta(meta: TxMeta) -> bytes:
         return b""
     if meta.status not in (TX_OK, TX_FAILED):
         raise ValueError(f"TxMeta status {meta.status!r} is not one of ok/failed/unknown")
-    return _cctx.compress(encode_protobuf_meta(meta))
+    return _cctx().compress(encode_protobuf_meta(meta))
