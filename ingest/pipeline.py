@@ -7,13 +7,14 @@ the sub-range unmarked (or `partial`); rerunning the same command skips `done` s
 the rest. Raw tables are ReplacingMergeTree on the instruction's identity, so redone rows replace
 themselves: no row is lost or duplicated (read with FINAL).
 
-Parallelism: with `threads > 1` sub-ranges are scanned by a pool of worker threads, for CAR and RPC
-alike. Measured on this 2-core machine (bench/RESULTS.md, "6 threads", same run): --threads 2 with
-a thread pool ran 1.21x the speed of --threads 1, while spawned worker processes ran at 0.51x
-(0.73x on the 10x chain): a spawned worker pays ~1 s of imports and every row is pickled back to
-the writer, and the pre-filtered reader spends most of its time in C (file reads, zstd, libipld,
-bytes.find) where threads overlap anyway. `worker_kind="process"` keeps the process pool for
-machines where that trade turns. All writes go through the one warehouse client in the caller.
+Parallelism: with `threads > 1` CAR sub-ranges are scanned in worker *processes* and RPC
+sub-ranges in threads. Measured (bench/RESULTS.md, "6 threads", quiet 10:27 run on 2 cores):
+--threads 2 with processes ran 1.14x --threads 1 on the benchmark chain and 1.54x on the 10x chain,
+while a thread pool never beat one thread (0.83-0.98x): the reader's section walk is Python under
+one GIL. Processes pay ~1 s of start-up and pickle their rows back, so they only pay off when a core
+is free and sub-ranges are large; RPC work is I/O-bound, where threads overlap well.
+`worker_kind="thread"|"process"` overrides the choice. All writes go through the one warehouse
+client in the caller.
 """
 from __future__ import annotations
 
@@ -369,8 +370,8 @@ def _run_subrange_inline(src, sub, filt, spec, run_id, client, writer, summary, 
 
 
 def _run_parallel(spec, wanted, todo, filt, run_id, client, writer, summary, bar, threads, worker_kind) -> None:
-    # auto = threads (measured faster here, see the module docstring); bench/ measures both.
-    if worker_kind == "process":
+    # auto: processes for CAR (CPU-bound), threads for RPC (I/O-bound); see the module docstring.
+    if worker_kind == "process" or (worker_kind == "auto" and spec.kind == "car"):
         pool: cf.Executor = cf.ProcessPoolExecutor(max_workers=threads, mp_context=multiprocessing.get_context("spawn"))
     else:
         pool = cf.ThreadPoolExecutor(max_workers=threads)
