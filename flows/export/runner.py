@@ -43,6 +43,9 @@ DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 FLUSH_INTERVAL_S = 0.25      # how long attempt rows may wait before they are written
 FLUSH_ROWS = 200
 FETCH_BYTES_BUDGET = 64 * 1024 * 1024  # payload bytes loaded from the warehouse per batch
+# Uploads per load: each load evaluates the ready-to-export view (tens of ms) while senders wait, so
+# batches are bounded by bytes first; this cap only keeps the key list of one query reasonable.
+MAX_BATCH_UPLOADS = 1000
 
 
 class Target(Protocol):
@@ -260,7 +263,7 @@ class _Run:
     def _load_batch(self, todo: deque[Candidate], loaded: deque[tuple[Candidate, ReadyUpload]]) -> None:
         batch: list[Candidate] = []
         budget = FETCH_BYTES_BUDGET
-        while todo and len(batch) < max(4 * self.concurrency, 32):
+        while todo and len(batch) < MAX_BATCH_UPLOADS:
             # Base64 payload and file text together are about 2.7x the joined bytes.
             cost = todo[0].payload_length * 3
             if batch and cost > budget:
