@@ -36,6 +36,9 @@ def test_benchmark_sized_chain(tmp_path):
         matched_sigs.update(t.signature for t in block.transactions)
     assert blocks == manifest.block_count
     assert seen == total
-    # Every IQ transaction, plus the unrelated ones that list IQ program ids as plain accounts.
-    assert matched == counts["iq"] + counts["iq_account_only"]
+    # Every IQ transaction, plus the unrelated ones that list IQ program ids as plain accounts and
+    # the deliberate call of an IQ program with an instruction outside the upload protocol.
+    undecodable = manifest.hard_case("undecodable_iq_instruction").signatures
+    assert len(undecodable) == 1 and set(undecodable) <= matched_sigs
+    assert matched == counts["iq"] + counts["iq_account_only"] + len(undecodable)
     assert {r["signature"] for r in iter_expected_instructions(out)} <= matched_sigs
