@@ -48,7 +48,9 @@ def _open(dsn: str, lock_wait_s: float, connect_timeout: float) -> Any:
                 return clickhouse_connect.get_client(dsn=f"chdb://{path}")
             except ClickHouseError as exc:
                 text = str(exc)
-                locked = "Cannot lock file" in text or "EmbeddedServer" in text or "status" in text
+                # chDB reports a folder held by another process either way; nothing broader, so
+                # other open errors keep their own message.
+                locked = "Cannot lock file" in text or "Error initializing EmbeddedServer" in text
                 if not locked:
                     raise WarehouseError(f"cannot open the embedded warehouse at {path}: {text.splitlines()[0]}") from None
                 if time.monotonic() >= deadline:
