@@ -17,7 +17,7 @@ from common import RESULT_MARK  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
-    from ingest.devchain.reader_backend import Faults, serve_reader_backend
+    from iq_etl.devchain.servers.reader_backend import Faults, serve_reader_backend
 
     latency = float(argv[0]) if argv else 0.0
     server = serve_reader_backend(faults=Faults(latency_s=latency))

@@ -55,9 +55,9 @@ class Backend:
 def export(chain: dict, repeats: int, latency_s: float = LATENCY_S) -> dict:
     import dataclasses
 
-    from flows.export.runner import DEFAULT_CONCURRENCY, ExportOptions, export_ready
-    from flows.transform import run_dbt
-    from ingest.pipeline import run_ingest
+    from iq_etl.export.runner import DEFAULT_CONCURRENCY, ExportOptions, export_ready
+    from iq_etl.transform.runner import run_dbt
+    from iq_etl.ingest.run import run_ingest
 
     c = Chain.from_json(chain)
     runs: list[dict] = []

@@ -26,10 +26,10 @@ def ingest(chain: dict, threads: int = 1, first_slot: int | None = None, last_sl
     """One run_ingest of the chain (or of first..last) into a fresh warehouse, timed from after
     the warehouse is open and migrated. worker_kind: run_ingest's choice of pool for threads > 1
     (None: its default)."""
-    import ingest.extract  # noqa: F401 - what run_ingest imports on first use: loaded before timing
-    import ingest.protocol  # noqa: F401
-    import ingest.sources.car  # noqa: F401
-    from ingest.pipeline import run_ingest
+    import iq_etl.ingest.decode  # noqa: F401 - what run_ingest imports on first use: loaded before timing
+    import iq_etl.protocol  # noqa: F401
+    import iq_etl.ingest.sources.car.reader  # noqa: F401
+    from iq_etl.ingest.run import run_ingest
 
     c = Chain.from_json(chain)
     options = {"worker_kind": worker_kind} if worker_kind else {}

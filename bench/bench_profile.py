@@ -187,7 +187,7 @@ def summarize(stats: pstats.Stats, top: int) -> dict:
 # --- child functions ----------------------------------------------------------------------------
 
 def profile_scan(chain: dict, top: int = TOP) -> dict:
-    from ingest.sources.car import CarSource
+    from iq_etl.ingest.sources.car.reader import CarSource
 
     c = Chain.from_json(chain)
     source = CarSource(c.template, wanted_keys=c.wanted_keys())
@@ -204,8 +204,8 @@ def profile_scan(chain: dict, top: int = TOP) -> dict:
 def profile_transform(chain: dict, top: int = TOP) -> dict:
     """Both builds of the transform benchmark, each profiled: full (warm parse), then incremental
     after the last ~1% of slots."""
-    from flows.transform import run_dbt
-    from ingest.pipeline import run_ingest
+    from iq_etl.transform.runner import run_dbt
+    from iq_etl.ingest.run import run_ingest
 
     c = Chain.from_json(chain)
     cut = c.last_slot - max(1, round(c.slots * 0.01))

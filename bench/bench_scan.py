@@ -65,8 +65,8 @@ def scan(chain: dict, wanted: bool = True, without_v0_check: bool = False) -> di
     without_v0_check (diagnostic, not a product mode): the reader's check of v0 transactions'
     loaded addresses (decompressing their metadata) answers "no", to measure what that check
     costs. It misses IQ calls made through lookup tables; its figures only explain the others."""
-    from ingest.sources import car as car_module
-    from ingest.sources.car import CarSource
+    from iq_etl.ingest.sources.car import reader as car_module
+    from iq_etl.ingest.sources.car.reader import CarSource
 
     if without_v0_check:
         if not hasattr(car_module, "_meta_verdict"):

@@ -26,7 +26,7 @@ THREAD_POOL = ("--threads 2 (thread pool)", 2, "thread")
 def variants() -> list[tuple[str, int, str | None]]:
     import inspect
 
-    from ingest.pipeline import run_ingest
+    from iq_etl.ingest.run import run_ingest
 
     has_kind = "worker_kind" in inspect.signature(run_ingest).parameters
     if not has_kind:

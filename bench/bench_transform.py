@@ -30,7 +30,7 @@ MART_CHECKS = {
 
 
 def _ingest(settings, client, c: Chain, first: int, last: int):
-    from ingest.pipeline import run_ingest
+    from iq_etl.ingest.run import run_ingest
 
     return run_ingest(settings, slot_spec=f"{first}:{last}", source="car", car_url=c.template,
                       extra_program_ids=c.extra_program_ids, resume=False, client=client)
@@ -50,7 +50,7 @@ def _marts(client) -> dict[str, list]:
 # --- child function -----------------------------------------------------------------------------
 
 def transform(chain: dict, tail_share: float = TAIL_SHARE) -> dict:
-    from flows.transform import run_dbt
+    from iq_etl.transform.runner import run_dbt
 
     c = Chain.from_json(chain)
     tail = max(1, round(c.slots * tail_share))

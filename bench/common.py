@@ -116,7 +116,7 @@ def chain_params(quick: bool) -> dict:
 
 def ensure_chain(quick: bool = False) -> Chain:
     """The benchmark chain, built on first use and cached by its parameters."""
-    from ingest.devchain.manifest import FORMAT
+    from iq_etl.devchain.manifest import FORMAT
 
     params = chain_params(quick)
     out = cache_dir() / f"chain-{_key([FORMAT, params])}"
@@ -124,7 +124,7 @@ def ensure_chain(quick: bool = False) -> Chain:
         return chain_info(out)
     with _cache_lock():
         if not (out / COMPLETE_MARK).is_file():
-            from ingest.devchain.build import build_chain
+            from iq_etl.devchain.build import build_chain
 
             building = out.with_name(out.name + ".building")
             shutil.rmtree(building, ignore_errors=True)
@@ -139,7 +139,7 @@ def ensure_chain(quick: bool = False) -> Chain:
 
 
 def chain_info(chain_dir: Path) -> Chain:
-    from ingest.devchain.chain import car_template, chain_car_paths, load_manifest
+    from iq_etl.devchain.chain import car_template, chain_car_paths, load_manifest
 
     m = load_manifest(chain_dir)
     return Chain(dir=str(chain_dir), template=car_template(chain_dir), first_slot=m.first_slot,
@@ -178,9 +178,9 @@ def _base_blocks(base: Chain) -> list[tuple[int, list, list]]:
     libipld; multi-frame payloads are joined from the slot's DataFrames."""
     import libipld
 
-    from ingest.sources.car import CarFile
-    from ingest.sources.car_format import KIND_BLOCK, KIND_DATAFRAME, KIND_TRANSACTION
-    from ingest.sources.meta import decode_meta
+    from iq_etl.ingest.sources.car.reader import CarFile
+    from iq_etl.ingest.sources.car.format import KIND_BLOCK, KIND_DATAFRAME, KIND_TRANSACTION
+    from iq_etl.ingest.sources.car.tx_meta import decode_meta
 
     def payload(frame, frames) -> bytes:
         data = frame[4]
@@ -213,8 +213,8 @@ def _base_blocks(base: Chain) -> list[tuple[int, list, list]]:
 
 
 def _write_scaled(base: Chain, copies: int, building: Path, final: Path) -> Chain:
-    from ingest.devchain.build import DEFAULT_MAX_FRAME_BYTES
-    from ingest.sources.car_writer import CarWriter
+    from iq_etl.devchain.build import DEFAULT_MAX_FRAME_BYTES
+    from iq_etl.devchain.car_writer import CarWriter
 
     blocks = _base_blocks(base)
     span = base.last_slot - base.first_slot + 1
@@ -298,8 +298,8 @@ def peak_rss_mb() -> float:
 def fresh_warehouse(prefix: str = "iq-bench-") -> Iterator[Any]:
     """Settings for an embedded chDB warehouse in a new temporary folder (removed afterwards),
     with the client opened and migrated before anything is timed."""
-    from ingest.settings import load_settings
-    from ingest.warehouse import close_client, get_client, migrate
+    from iq_etl.settings import load_settings
+    from iq_etl.warehouse.client import close_client, get_client, migrate
 
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     try:

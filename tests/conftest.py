@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from ingest import warehouse as wh
-from ingest.settings import load_settings
+from iq_etl.warehouse import client as wh
+from iq_etl.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-FIXTURES = SHARED / "fixtures" / "old-faithful"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "old-faithful"  # vendored real Old Faithful samples
 
 
 def pytest_configure(config):
@@ -47,6 +46,5 @@ def warehouse(settings):
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    if not FIXTURES.is_dir():
-        pytest.skip(f"shared fixtures not found at {FIXTURES}")
+    assert FIXTURES.is_dir(), f"vendored fixtures missing at {FIXTURES}"
     return FIXTURES

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ingest.settings import G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID
+from iq_etl.settings import G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID
 
 SEED = 7
 
@@ -54,7 +54,7 @@ def prefect_api():
 
 def build_devchain(out_dir: Path, seed: int = SEED, **kwargs: Any):
     """(chain folder, manifest) of a freshly built development chain."""
-    from ingest.devchain.build import build_chain
+    from iq_etl.devchain.build import build_chain
 
     chain_dir = Path(out_dir) / "devchain"
     manifest = build_chain(chain_dir, seed=seed, **kwargs)
@@ -106,8 +106,8 @@ def artifacts_of(flow_run_id: Any) -> list[Any]:
 
 def query(tmp_path: Path, sql: str, parameters: dict | None = None) -> list[tuple]:
     """Run one query on the test warehouse (opened and closed around it)."""
-    from ingest import warehouse as wh
-    from ingest.settings import load_settings
+    from iq_etl.warehouse import client as wh
+    from iq_etl.settings import load_settings
 
     settings = load_settings({"IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'warehouse'}",
                               "IQ_ETL_HOME": str(tmp_path / "home")}, dotenv=tmp_path / "no.env")

@@ -7,8 +7,8 @@ import re
 import libipld
 import pytest
 
-from ingest.errors import SourceError
-from ingest.sources.car import CarFile, CarSource, IncompleteRange
+from iq_etl.errors import SourceError
+from iq_etl.ingest.sources.car.reader import CarFile, CarSource, IncompleteRange
 
 NAME = "epoch-0-1.car"
 

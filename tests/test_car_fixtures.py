@@ -11,11 +11,11 @@ import libipld
 import pytest
 from solders.transaction import VersionedTransaction
 
-from ingest.sources.car import CarFile, CarSource, IncompleteRange, _frame_fields, summarize
-from ingest.sources.car_format import KIND_NAMES, cid_for
-from ingest.sources.car_writer import Link, encode_dag_cbor
-from ingest.sources.meta import decode_meta
-from ingest.sources.model import TX_OK, TX_UNKNOWN
+from iq_etl.ingest.sources.car.reader import CarFile, CarSource, IncompleteRange, _frame_fields, summarize
+from iq_etl.ingest.sources.car.format import KIND_NAMES, cid_for
+from iq_etl.devchain.car_writer import Link, encode_dag_cbor
+from iq_etl.ingest.sources.car.tx_meta import decode_meta
+from iq_etl.solana.model import TX_OK, TX_UNKNOWN
 
 SAMPLES = {
     "epoch-0-1.car": ({"entry": 667, "transaction": 34, "block": 10, "subset": 1}, (0, 9)),
@@ -92,7 +92,7 @@ def test_sub_range_and_range_past_the_file(fixtures_dir):
 
 
 def test_inspect_cli_json(fixtures_dir):
-    out = subprocess.run([sys.executable, "-m", "flows.cli", "car", "inspect", str(fixtures_dir / "epoch-0-2.car"),
+    out = subprocess.run([sys.executable, "-m", "iq_etl.cli.main", "car", "inspect", str(fixtures_dir / "epoch-0-2.car"),
                           "--json"], capture_output=True, text=True, check=True)
     doc = json.loads(out.stdout)
     assert doc["kinds"]["entry"] == 668 and doc["kinds"]["transaction"] == 41

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from ingest.devchain.http_files import Faults, serve_files
-from ingest.sources.car import CarSource, IncompleteRange, summarize, CarFile
+from iq_etl.devchain.servers.files import Faults, serve_files
+from iq_etl.ingest.sources.car.reader import CarSource, IncompleteRange, summarize, CarFile
 from tests.test_car_synth import PROGRAM_KEY, build_synthetic_car
 
 EPOCH = 6

@@ -8,9 +8,9 @@ import zstandard
 from hypothesis import given, settings, strategies as st
 from solders.pubkey import Pubkey
 
-from ingest.sources.meta import (MetaError, decode_bincode_meta, decode_meta, encode_meta, encode_transaction_error,
+from iq_etl.ingest.sources.car.tx_meta import (MetaError, decode_bincode_meta, decode_meta, encode_meta, encode_transaction_error,
                                  loaded_keys, transaction_error_text)
-from ingest.sources.model import TX_FAILED, TX_OK, TX_UNKNOWN, InnerInstruction, InnerInstructions, TxMeta
+from iq_etl.solana.model import TX_FAILED, TX_OK, TX_UNKNOWN, InnerInstruction, InnerInstructions, TxMeta
 
 
 def _key(i: int) -> str:

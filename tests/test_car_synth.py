@@ -18,8 +18,8 @@ from pathlib import Path
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
-from ingest.sources.car_writer import CarWriter
-from ingest.sources.model import TX_FAILED, TX_OK, TxMeta
+from iq_etl.devchain.car_writer import CarWriter
+from iq_etl.solana.model import TX_FAILED, TX_OK, TxMeta
 
 SYSTEM_PROGRAM = bytes(32)
 VOTE_PROGRAM = bytes(Pubkey.from_string("Vote111111111111111111111111111111111111111"))

@@ -8,12 +8,12 @@ import cbor2
 import libipld
 import pytest
 
-from ingest.errors import SourceError
-from ingest.sources.car import CarFile, CarSource, IncompleteRange, build_slot_ranges, summarize
-from ingest.sources.car_format import (SLOT_RANGE_RECORD, crc64_iso, crc_to_cbor_int, parse_slot_ranges,
+from iq_etl.errors import SourceError
+from iq_etl.ingest.sources.car.reader import CarFile, CarSource, IncompleteRange, build_slot_ranges, summarize
+from iq_etl.ingest.sources.car.format import (SLOT_RANGE_RECORD, crc64_iso, crc_to_cbor_int, parse_slot_ranges,
                                        slot_ranges_name)
-from ingest.sources.car_writer import CarWriter, Link, encode_dag_cbor
-from ingest.sources.model import TX_OK, TX_UNKNOWN, TxMeta
+from iq_etl.devchain.car_writer import CarWriter, Link, encode_dag_cbor
+from iq_etl.solana.model import TX_OK, TX_UNKNOWN, TxMeta
 from tests.test_car_synth import PROGRAM_KEY, build_synthetic_car, legacy_transfer, v0_with_lookups
 
 EPOCH = 2

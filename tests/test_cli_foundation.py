@@ -7,7 +7,7 @@ import sys
 
 
 def iq(args, cwd, env=None):
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "iq_etl.cli.main", *args], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=120)
 
 

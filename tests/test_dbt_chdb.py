@@ -8,9 +8,9 @@ from dbt.adapters.clickhouse.credentials import ClickHouseCredentials
 from dbt.adapters.clickhouse.dbclient import ChRetryableException
 from dbt.adapters.clickhouse.httpclient import ChHttpClient
 
-from flows.dbt_chdb import EMBEDDED_HOST, embedded_engine
-from ingest import warehouse as wh
-from ingest.settings import load_settings
+from iq_etl.transform.chdb_seam import EMBEDDED_HOST, embedded_engine
+from iq_etl.warehouse import client as wh
+from iq_etl.settings import load_settings
 
 
 def credentials(host: str, port: int = 8123) -> ClickHouseCredentials:
@@ -54,7 +54,7 @@ def test_one_block_at_a_time(warehouse, settings):
 
 def test_folder_is_free_after_a_dbt_run(tmp_path, settings):
     """After run_dbt and close_client nothing of dbt's holds the engine: another folder opens."""
-    from flows.transform import run_dbt
+    from iq_etl.transform.runner import run_dbt
 
     wh.close_client()
     client = wh.get_client(settings)

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import pytest
 
-from ingest import warehouse as wh
-from ingest.settings import load_settings
+from iq_etl.warehouse import client as wh
+from iq_etl.settings import load_settings
 
 
 @pytest.fixture(scope="module")
 def devchain_marts(tmp_path_factory):
-    from flows.transform import run_dbt
-    from ingest.devchain.build import CATALOGUE_UPLOADS, build_chain
-    from ingest.devchain.chain import car_template
-    from ingest.pipeline import run_ingest
+    from iq_etl.transform.runner import run_dbt
+    from iq_etl.devchain.build import CATALOGUE_UPLOADS, build_chain
+    from iq_etl.devchain.chain import car_template
+    from iq_etl.ingest.run import run_ingest
 
     tmp = tmp_path_factory.mktemp("dbt_devchain")
     manifest = build_chain(tmp / "chain", seed=21, sessions=CATALOGUE_UPLOADS + 6, noise_tx_per_slot=1)

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from ingest import warehouse as wh
-from ingest.settings import load_settings
+from iq_etl.warehouse import client as wh
+from iq_etl.settings import load_settings
 
-from .test_dbt_models import Chain, account, build_scenarios, insert_rows, metadata, sig, split
+from tests.test_dbt_models import Chain, account, build_scenarios, insert_rows, metadata, sig, split
 
 # Columns compared between the incremental and the full build (everything but timestamps).
 SNAPSHOTS = {
@@ -108,7 +108,7 @@ def second_ingest(chain: Chain) -> tuple[list[list], dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def incremental(tmp_path_factory):
-    from flows.transform import run_dbt
+    from iq_etl.transform.runner import run_dbt
 
     tmp = tmp_path_factory.mktemp("dbt_incremental")
     settings = load_settings({"IQ_CLICKHOUSE_DSN": f"chdb://{tmp / 'warehouse'}", "IQ_ETL_HOME": str(tmp / "home")},

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from ingest import warehouse as wh
-from ingest.settings import G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID, load_settings
+from iq_etl.warehouse import client as wh
+from iq_etl.settings import G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID, load_settings
 
 RAW_COLUMNS = (
     "slot", "block_time", "signature", "tx_index", "ix_index", "inner_index", "stack_height", "program_id",
@@ -297,7 +297,7 @@ class Built:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Built:
     """One warehouse with every scenario, transformed once with the unit tests included."""
-    from flows.transform import run_dbt
+    from iq_etl.transform.runner import run_dbt
 
     tmp = tmp_path_factory.mktemp("dbt_models")
     settings = load_settings({"IQ_CLICKHOUSE_DSN": f"chdb://{tmp / 'warehouse'}", "IQ_ETL_HOME": str(tmp / "home")},
@@ -479,7 +479,7 @@ def test_saved_queries_run(built):
 
 
 def test_status_report_on_the_built_marts(built):
-    from flows.status import render_status, status_markdown, status_report
+    from iq_etl.status import render_status, status_markdown, status_report
 
     report = status_report(built.client, incomplete_limit=5)
     assert report["models_built"] and report["totals"]["uploads"] == len(built.chain.uploads) + 1

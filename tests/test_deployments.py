@@ -90,7 +90,7 @@ def chain(tmp_path_factory):
 
 
 def _pipeline_params(chain, exports: Path) -> dict:
-    from ingest.devchain.chain import car_template
+    from iq_etl.devchain.chain import car_template
 
     chain_dir, manifest = chain
     return {"slot_spec": f"{manifest.first_slot}:{manifest.last_slot}", "car_url": car_template(chain_dir),
@@ -123,7 +123,7 @@ def _artifact_keys(api: str, run_id: str) -> list[tuple[str, str]]:
 
 
 def _check_exports(chain, exports: Path) -> None:
-    from flows.export.file_target import METADATA_NAME, session_dirname
+    from iq_etl.export.file_target import METADATA_NAME, session_dirname
 
     _, manifest = chain
     complete = [u for u in manifest.uploads if u.expected_status == "complete"]

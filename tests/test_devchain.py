@@ -18,15 +18,15 @@ from solders.message import MessageV0
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from ingest.devchain.build import CATALOGUE_UPLOADS, DEFAULT_FAR_GAP, SLOTS_PER_EPOCH, build_chain
-from ingest.devchain.chain import (car_template, chain_car_paths, iter_chain, iter_expected_instructions, load_chain,
+from iq_etl.devchain.build import CATALOGUE_UPLOADS, DEFAULT_FAR_GAP, SLOTS_PER_EPOCH, build_chain
+from iq_etl.devchain.chain import (car_template, chain_car_paths, iter_chain, iter_expected_instructions, load_chain,
                                    load_manifest)
-from ingest.devchain.manifest import COMPLETE, STATUSES, gateway_file_bytes
-from ingest.devchain.uploads import HARD_CASES
-from ingest.errors import IQEtlError, SourceError
-from ingest.protocol import decode
-from ingest.sources.car_format import SLOT_RANGE_RECORD
-from ingest.sources.model import TX_FAILED, TX_OK
+from iq_etl.devchain.manifest import COMPLETE, STATUSES, gateway_file_bytes
+from iq_etl.devchain.uploads import HARD_CASES
+from iq_etl.errors import IQEtlError, SourceError
+from iq_etl.protocol import decode
+from iq_etl.ingest.sources.car.format import SLOT_RANGE_RECORD
+from iq_etl.solana.model import TX_FAILED, TX_OK
 
 REPO = Path(__file__).resolve().parent.parent
 # Small but complete: the whole hard-case catalogue, one noise transaction per slot, the default
@@ -64,7 +64,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 def test_same_seed_gives_identical_bytes_and_another_seed_differs(chain_dir, tmp_path):
     # Rebuilt in another process with another hash seed: no set or dict-order surprises either.
-    subprocess.run([sys.executable, "-m", "flows.cli", "devchain", "build", "--out", str(tmp_path / "again"),
+    subprocess.run([sys.executable, "-m", "iq_etl.cli.main", "devchain", "build", "--out", str(tmp_path / "again"),
                     "--seed", "7", "--sessions", str(SMALL["sessions"]),
                     "--noise-tx-per-slot", str(SMALL["noise_tx_per_slot"])],
                    check=True, capture_output=True, cwd=REPO, env={**os.environ, "PYTHONHASHSEED": "12345"})

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from flows.cli import main
-from ingest.devchain.build import CATALOGUE_UPLOADS
-from ingest.devchain.chain import iter_chain, load_manifest
+from iq_etl.cli.main import main
+from iq_etl.devchain.build import CATALOGUE_UPLOADS
+from iq_etl.devchain.chain import iter_chain, load_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL_ARGS = ["--sessions", str(CATALOGUE_UPLOADS), "--noise-tx-per-slot", "1", "--slots", "300"]
@@ -56,7 +56,7 @@ def test_serve_without_a_chain_is_an_error(tmp_path, capsys):
 
 
 def _start(args: list[str]) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=REPO, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "iq_etl.cli.main", *args], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + 60
     lines = []

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from solders.pubkey import Pubkey
 
-from ingest.devchain.build import SLOTS_PER_EPOCH, build_chain
-from ingest.devchain.chain import iter_chain, iter_expected_instructions
+from iq_etl.devchain.build import SLOTS_PER_EPOCH, build_chain
+from iq_etl.devchain.chain import iter_chain, iter_expected_instructions
 
 BENCH = dict(seed=0, sessions=170, noise_tx_per_slot=50, slots=4100, first_slot=924 * SLOTS_PER_EPOCH - 2000)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from flows.export.body import SEED_FIELDS, ReadyUpload, build_body
-from ingest.devchain.reader_backend import SEED_FIELDS as BACKEND_FIELDS
+from iq_etl.export.body import SEED_FIELDS, ReadyUpload, build_body
+from iq_etl.devchain.servers.reader_backend import SEED_FIELDS as BACKEND_FIELDS
 
-from .test_export_support import COLUMN_NAMES, SESSION_A, SIG_TAIL, upload_row
+from tests.test_export_support import COLUMN_NAMES, SESSION_A, SIG_TAIL, upload_row
 
 
 def _upload(row: dict) -> ReadyUpload:

@@ -7,13 +7,13 @@ import random
 
 import pytest
 
-from flows.cli import main
-from flows.export import RetryPolicy, redact_target
-from flows.export.runner import ExportOptions
-from ingest.devchain.reader_backend import Faults, serve_reader_backend
-from ingest.errors import SettingsError
+from iq_etl.cli.main import main
+from iq_etl.export import RetryPolicy, redact_target
+from iq_etl.export.runner import ExportOptions
+from iq_etl.devchain.servers.reader_backend import Faults, serve_reader_backend
+from iq_etl.errors import SettingsError
 
-from .test_export_support import create_standin_mart, insert_rows, many_uploads
+from tests.test_export_support import create_standin_mart, insert_rows, many_uploads
 
 
 @pytest.fixture

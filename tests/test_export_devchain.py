@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from flows.export import export_ready
-from flows.export.file_target import METADATA_NAME, session_dirname
-from ingest.devchain.reader_backend import Faults, serve_reader_backend
+from iq_etl.export import export_ready
+from iq_etl.export.file_target import METADATA_NAME, session_dirname
+from iq_etl.devchain.servers.reader_backend import Faults, serve_reader_backend
 
-from .test_export_runner import FAST, _reader
+from tests.test_export_runner import FAST, _reader
 
 
 @pytest.fixture
 def devchain_warehouse(settings, warehouse, tmp_path):
-    from flows.transform import run_dbt
-    from ingest.devchain.build import build_chain
-    from ingest.devchain.chain import car_template
-    from ingest.pipeline import run_ingest
+    from iq_etl.transform.runner import run_dbt
+    from iq_etl.devchain.build import build_chain
+    from iq_etl.devchain.chain import car_template
+    from iq_etl.ingest.run import run_ingest
 
     manifest = build_chain(tmp_path / "chain", seed=11, sessions=39, noise_tx_per_slot=0)
     run_ingest(settings, slot_spec=f"{manifest.first_slot}:{manifest.last_slot}", source="car",

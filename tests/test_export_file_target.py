@@ -7,11 +7,11 @@ import hashlib
 import json
 import os
 
-from flows.export import export_ready
-from flows.export.file_target import FileTarget, write_atomic
+from iq_etl.export import export_ready
+from iq_etl.export.file_target import FileTarget, write_atomic
 
-from .test_export_runner import FAST, _ledger
-from .test_export_support import SESSION_A, SIG_TAIL, create_standin_mart, insert_rows, upload_row
+from tests.test_export_runner import FAST, _ledger
+from tests.test_export_support import SESSION_A, SIG_TAIL, create_standin_mart, insert_rows, upload_row
 
 
 def _tree(root):
@@ -120,8 +120,8 @@ def test_write_atomic_replaces_whole_content(tmp_path):
 
 def test_file_target_paths_for_hostile_key(tmp_path):
     target = FileTarget(f"file://{tmp_path}")
-    from flows.export.body import ReadyUpload
-    from .test_export_support import COLUMN_NAMES
+    from iq_etl.export.body import ReadyUpload
+    from tests.test_export_support import COLUMN_NAMES
 
     row = upload_row("../../etc", b"x", filename="../../passwd")
     upload = ReadyUpload.from_row(COLUMN_NAMES, [row[c] for c in COLUMN_NAMES])

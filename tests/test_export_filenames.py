@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from flows.export.file_target import (MAX_NAME_BYTES, extension_for, resolve_file_url, safe_filename,
+from iq_etl.export.file_target import (MAX_NAME_BYTES, extension_for, resolve_file_url, safe_filename,
                                       session_dirname)
 
 WINDOWS_FORBIDDEN = set('<>:"/\\|?*')

@@ -12,12 +12,12 @@ import logging
 
 import pytest
 
-from flows.export import ExportOptions, RetryPolicy, export_ready
-from flows.export.ledger import attempts_for
-from ingest.devchain.reader_backend import Faults, serve_reader_backend
-from ingest.errors import IQEtlError
+from iq_etl.export import ExportOptions, RetryPolicy, export_ready
+from iq_etl.export.ledger import attempts_for
+from iq_etl.devchain.servers.reader_backend import Faults, serve_reader_backend
+from iq_etl.errors import IQEtlError
 
-from .test_export_support import SESSION_A, SIG_TAIL, create_standin_mart, insert_rows, many_uploads, upload_row
+from tests.test_export_support import SESSION_A, SIG_TAIL, create_standin_mart, insert_rows, many_uploads, upload_row
 
 FAST = ExportOptions(retry=RetryPolicy(max_attempts=4, backoff_base_s=0.01, backoff_max_s=0.05, jitter=0.5,
                                        retry_after_cap_s=0.05, connect_timeout_s=2.0, timeout_s=5.0))

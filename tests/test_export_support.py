@@ -13,8 +13,8 @@ import hashlib
 import re
 from typing import Any
 
-from flows.export.body import UPLOAD_COLUMNS
-from ingest.settings import G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID
+from iq_etl.export.body import UPLOAD_COLUMNS
+from iq_etl.settings import G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID
 
 CONTRACT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("upload_key", "String"), ("generation", "String"), ("program_id", "String"),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.cli import main
+from iq_etl.cli.main import main
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ pytest.importorskip("prefect")
 from prefect.client.orchestration import get_client  # noqa: E402
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate  # noqa: E402
 
-from flows.locking import prefect_global_limit  # noqa: E402
+from iq_etl.orchestration.locking import prefect_global_limit  # noqa: E402
 from tests.flow_support import prefect_api  # noqa: E402,F401 - fixture
 
 

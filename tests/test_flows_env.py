@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import logging
 
-from flows.prefect_env import OwnInfoOnly, configure, prefect_home
-from ingest.errors import SourceError
+from iq_etl.orchestration.prefect_env import OwnInfoOnly, configure, prefect_home
+from iq_etl.errors import SourceError
 
 
 def test_defaults_go_under_the_iq_etl_home_and_never_override_the_user(tmp_path):
@@ -26,8 +26,8 @@ def _record(name: str, level: int, exc: BaseException | None = None) -> logging.
 
 def test_console_filter_keeps_own_info_and_others_warnings():
     f = OwnInfoOnly()
-    assert f.filter(_record("ingest.pipeline", logging.INFO))
-    assert f.filter(_record("flows.locking", logging.INFO))
+    assert f.filter(_record("iq_etl.ingest.run", logging.INFO))
+    assert f.filter(_record("iq_etl.orchestration.locking", logging.INFO))
     assert not f.filter(_record("prefect.task_runs", logging.INFO))
     assert not f.filter(_record("httpx", logging.INFO))
     assert f.filter(_record("prefect.flow_runs", logging.WARNING))

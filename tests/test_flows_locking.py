@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.locking import run_lock, run_lock_path, warehouse_session
-from ingest.errors import WarehouseBusy
-from ingest.settings import load_settings
+from iq_etl.orchestration.locking import run_lock, run_lock_path, warehouse_session
+from iq_etl.errors import WarehouseBusy
+from iq_etl.settings import load_settings
 
 
 def _append(log_path: str, line: str) -> None:

@@ -44,7 +44,7 @@ def _flow_runs() -> list:
 def test_reconcile_started_during_a_pipeline_run_waits_and_completes(tmp_path, prefect_api):  # noqa: F811
     from prefect.settings import PREFECT_API_URL
 
-    from ingest.devchain.chain import car_template
+    from iq_etl.devchain.chain import car_template
 
     chain_dir, manifest = build_devchain(tmp_path)
     env = subprocess_env(tmp_path, PREFECT_API_URL=PREFECT_API_URL.value(), IQ_CAR_URL=car_template(chain_dir))

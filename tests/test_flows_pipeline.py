@@ -18,10 +18,10 @@ def chain(tmp_path_factory):
 
 
 def test_pipeline_exports_every_complete_upload_once(chain, tmp_path, monkeypatch, prefect_api):  # noqa: F811
-    from flows.export.file_target import METADATA_NAME, session_dirname
-    from flows.pipeline import STATUS_ARTIFACT_KEY, pipeline_flow
-    from ingest.devchain.chain import car_template
-    from ingest.devchain.reader_backend import serve_reader_backend
+    from iq_etl.export.file_target import METADATA_NAME, session_dirname
+    from iq_etl.orchestration.flows import STATUS_ARTIFACT_KEY, pipeline_flow
+    from iq_etl.devchain.chain import car_template
+    from iq_etl.devchain.servers.reader_backend import serve_reader_backend
 
     chain_dir, manifest = chain
     flow_env(monkeypatch, tmp_path)

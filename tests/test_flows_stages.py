@@ -11,9 +11,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_stage_flows_one_by_one(tmp_path, monkeypatch, prefect_api):  # noqa: F811
-    from flows.pipeline import STATUS_ARTIFACT_KEY, export_flow, ingest_flow, pipeline_flow, transform_flow
-    from ingest import warehouse as wh
-    from ingest.devchain.chain import car_template
+    from iq_etl.orchestration.flows import STATUS_ARTIFACT_KEY, export_flow, ingest_flow, pipeline_flow, transform_flow
+    from iq_etl.warehouse import client as wh
+    from iq_etl.devchain.chain import car_template
 
     chain_dir, manifest = build_devchain(tmp_path)
     flow_env(monkeypatch, tmp_path)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import requests
 
-from ingest.devchain.http_files import Faults, serve_files
-from ingest.errors import SourceError
-from ingest.sources.byte_source import HttpSource, open_source
+from iq_etl.devchain.servers.files import Faults, serve_files
+from iq_etl.errors import SourceError
+from iq_etl.ingest.sources.car.byte_range import HttpSource, open_source
 
 FAST = {"backoff": 0.01, "retries": 3}
 

@@ -9,10 +9,10 @@ from solders.message import Message, MessageV0, MessageAddressTableLookup
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
-from ingest.extract import RAW_COLUMNS, UNDECODED_COLUMNS, Extracted, InstructionFilter, extract
-from ingest.protocol import IQRecord, encode
-from ingest.settings import G3_PROGRAM_ID
-from ingest.sources.model import TX_FAILED, TX_OK, ChainTransaction, InnerInstruction, InnerInstructions, TxMeta
+from iq_etl.ingest.decode import RAW_COLUMNS, UNDECODED_COLUMNS, Extracted, InstructionFilter, extract
+from iq_etl.protocol import IQRecord, encode
+from iq_etl.settings import G3_PROGRAM_ID
+from iq_etl.solana.model import TX_FAILED, TX_OK, ChainTransaction, InnerInstruction, InnerInstructions, TxMeta
 
 G3 = Pubkey.from_string(G3_PROGRAM_ID)
 MEMO = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")

@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from ingest import warehouse as wh
-from ingest.devchain.build import build_chain
-from ingest.devchain.chain import car_template, load_manifest
-from ingest.pipeline import run_ingest
-from ingest.settings import load_settings
+from iq_etl.warehouse import client as wh
+from iq_etl.devchain.build import build_chain
+from iq_etl.devchain.chain import car_template, load_manifest
+from iq_etl.ingest.run import run_ingest
+from iq_etl.settings import load_settings
 
 FAST_RPC = {"rps": 5000.0, "method_rps": 5000.0, "concurrency": 8, "backoff_base": 0.01}
 KEY_COLUMNS = ("slot, signature, tx_index, ix_index, inner_index, program_id, generation, kind, session_account, "
@@ -34,7 +34,7 @@ def manifest(chain):
 
 @pytest.fixture(scope="module")
 def rpc_url(chain):
-    from ingest.devchain.rpc_server import serve_rpc
+    from iq_etl.devchain.servers.rpc import serve_rpc
 
     server = serve_rpc(chain)
     yield server.url
@@ -123,7 +123,7 @@ def test_killed_run_resumes_to_the_same_rows(tmp_path, chain, manifest):
     spec = spec_of(manifest)
     _, expected, _ = ingest_rows(tmp_path, manifest, "whole", slot_spec=spec, car_url=car_template(chain))
     env = {**os.environ, **env_for(tmp_path / "killed", manifest)}
-    args = [sys.executable, "-m", "flows.cli", "--log-level", "debug", "ingest", spec, "--car-url", car_template(chain),
+    args = [sys.executable, "-m", "iq_etl.cli.main", "--log-level", "debug", "ingest", spec, "--car-url", car_template(chain),
             "--subrange-slots", "20", "--batch-rows", "3", "--json"]
     proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     done = 0
@@ -160,7 +160,7 @@ def test_threads_give_the_same_rows(tmp_path, chain, manifest):
 
 
 def test_bad_slot_spec_and_missing_car_are_clear_errors(tmp_path, chain, manifest):
-    from ingest.errors import IQEtlError, SourceError
+    from iq_etl.errors import IQEtlError, SourceError
 
     wh.close_client()
     settings = load_settings(env_for(tmp_path, manifest), dotenv=tmp_path / "none")
@@ -178,8 +178,8 @@ def test_bad_slot_spec_and_missing_car_are_clear_errors(tmp_path, chain, manifes
 
 def test_live_tail_ingests_only_new_signatures_across_runs(tmp_path, chain, manifest):
     """rpc-signatures without a slot spec or PDAs tails every IQ program from cursors in iq.cursors."""
-    from ingest.devchain.chain import iter_chain
-    from ingest.devchain.rpc_server import RpcChain, serve_rpc
+    from iq_etl.devchain.chain import iter_chain
+    from iq_etl.devchain.servers.rpc import RpcChain, serve_rpc
 
     middle = (manifest.first_slot + manifest.last_slot) // 2
     rpc_chain = RpcChain.from_blocks(iter_chain(chain, manifest.first_slot, middle))

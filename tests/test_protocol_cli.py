@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
-from flows.commands.decode import b58decode, parse_data
-from ingest.errors import IQEtlError
+from iq_etl.cli.main import main
+from iq_etl.cli.commands.decode import b58decode, parse_data
+from iq_etl.errors import IQEtlError
 
 G2 = "4jB7tZybufNfgs8HRj9DiSCMYfEqb8jWkxKcnZnA1vBt"
 G3 = "9KLLchQVJpGkw4jPuUmnvqESdR7mtNCYr3qS4iQLabs"

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from ingest.protocol import IQRecord, NotDecodable, decode, encode, session_account_position
+from iq_etl.protocol import IQRecord, NotDecodable, decode, encode, session_account_position
 
 G1 = "FG5nDUjz4S1FBs2rZrXsKsa7J34e21WF17F8nFL9uwWi"
 G2 = "4jB7tZybufNfgs8HRj9DiSCMYfEqb8jWkxKcnZnA1vBt"

@@ -12,7 +12,7 @@ import struct
 
 import pytest
 
-from ingest.protocol import IQRecord, NotDecodable, decode, encode, session_account_position
+from iq_etl.protocol import IQRecord, NotDecodable, decode, encode, session_account_position
 
 G1 = "FG5nDUjz4S1FBs2rZrXsKsa7J34e21WF17F8nFL9uwWi"
 G2 = "4jB7tZybufNfgs8HRj9DiSCMYfEqb8jWkxKcnZnA1vBt"
@@ -49,7 +49,7 @@ def roundtrip(program_id, data, accounts=KEYS, **kw):
     ("wallet_connection_code_in", "ccd7f49131b75e94"),
 ])
 def test_anchor_tags_match_protocol_table(name, printed):
-    from ingest.protocol import anchor_tag
+    from iq_etl.protocol import anchor_tag
     assert tag(name).hex() == printed
     assert anchor_tag(name) == tag(name)
 

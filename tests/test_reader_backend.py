@@ -11,7 +11,7 @@ import threading
 import pytest
 import requests
 
-from ingest.devchain.reader_backend import SEED_FIELDS, Faults, serve_reader_backend
+from iq_etl.devchain.servers.reader_backend import SEED_FIELDS, Faults, serve_reader_backend
 
 
 def _body(payload: bytes = b"hello", **extra) -> dict:

@@ -30,8 +30,8 @@ def _far_upload(manifest):
 
 def _narrow_pipeline(chain, tmp_path):
     """Ingest only the upload window (not the far chunks), transform, export."""
-    from flows.pipeline import pipeline_flow
-    from ingest.devchain.chain import car_template
+    from iq_etl.orchestration.flows import pipeline_flow
+    from iq_etl.devchain.chain import car_template
 
     chain_dir, manifest = chain
     first, last = manifest.parameters["upload_window"]
@@ -43,7 +43,7 @@ def _narrow_pipeline(chain, tmp_path):
 
 
 def _exported_file(tmp_path, upload) -> bytes | None:
-    from flows.export.file_target import METADATA_NAME, session_dirname
+    from iq_etl.export.file_target import METADATA_NAME, session_dirname
 
     folder = tmp_path / "exports" / session_dirname(upload.upload_key)
     files = [p for p in folder.iterdir() if p.name != METADATA_NAME] if folder.is_dir() else []
@@ -51,8 +51,8 @@ def _exported_file(tmp_path, upload) -> bytes | None:
 
 
 def test_reconcile_widens_the_window_until_the_far_chunks_are_found(chain, tmp_path, monkeypatch, prefect_api):  # noqa: F811
-    from flows.pipeline import reconcile_flow
-    from ingest.devchain.chain import car_template
+    from iq_etl.orchestration.flows import reconcile_flow
+    from iq_etl.devchain.chain import car_template
 
     chain_dir, manifest = chain
     far = _far_upload(manifest)
@@ -106,9 +106,9 @@ def test_reconcile_widens_the_window_until_the_far_chunks_are_found(chain, tmp_p
 
 
 def test_reconcile_with_rpc_discovers_the_session_signatures(chain, tmp_path, monkeypatch, prefect_api):  # noqa: F811
-    from flows.pipeline import reconcile_flow
-    from ingest.devchain.chain import car_template
-    from ingest.devchain.rpc_server import serve_rpc
+    from iq_etl.orchestration.flows import reconcile_flow
+    from iq_etl.devchain.chain import car_template
+    from iq_etl.devchain.servers.rpc import serve_rpc
 
     chain_dir, manifest = chain
     far = _far_upload(manifest)

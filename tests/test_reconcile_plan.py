@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from flows.reconcile import (
+from iq_etl.reconcile.plan import (
     IncompleteUpload, Policy, UploadState, merge, plan_reconcile, subtract, widen,
 )
 

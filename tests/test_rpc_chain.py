@@ -24,10 +24,10 @@ from solders.rpc.responses import GetBlockResp, GetSignaturesForAddressResp, Get
 from solders.transaction import VersionedTransaction
 from solders.transaction_status import EncodedTransactionWithStatusMeta
 
-from ingest.settings import G3_PROGRAM_ID
-from ingest.sources.model import (TX_FAILED, TX_OK, TX_UNKNOWN, ChainBlock, ChainTransaction, InnerInstruction,
+from iq_etl.settings import G3_PROGRAM_ID
+from iq_etl.solana.model import (TX_FAILED, TX_OK, TX_UNKNOWN, ChainBlock, ChainTransaction, InnerInstruction,
                                   InnerInstructions, TxMeta)
-from ingest.sources.rpc_convert import (b58decode, b58encode, memo_of, meta_from_rpc, meta_to_rpc,
+from iq_etl.ingest.sources.rpc.convert import (b58decode, b58encode, memo_of, meta_from_rpc, meta_to_rpc,
                                         transaction_from_rpc, transaction_to_rpc)
 
 FIRST_SLOT = 400_000_000                       # IQ era, inside epoch 925
@@ -124,8 +124,8 @@ def transactions(blocks: Iterable[ChainBlock]) -> list[ChainTransaction]:
 
 def write_chain_dir(blocks: list[ChainBlock], out: Path) -> Path:
     """The blocks as `out/{epoch}/epoch-{epoch}.car` (+ slot-ranges index) and a manifest.json."""
-    from ingest.sources.car_writer import CarWriter
-    from ingest.sources.slotspec import epoch_of
+    from iq_etl.devchain.car_writer import CarWriter
+    from iq_etl.solana.slots import epoch_of
 
     writers: dict[int, CarWriter] = {}
     for b in blocks:
@@ -211,7 +211,7 @@ def test_meta_edge_cases():
                        "computeUnitsConsumed": 7})
     assert m.status == TX_FAILED and m.err == '{"InstructionError":[1,"InvalidArgument"]}'
     assert m.inner_instructions[0].instructions[0] == InnerInstruction(2, b"\0\1", b58decode("3Bxs4h24hBtQy9rw"), None)
-    from ingest.errors import SourceError
+    from iq_etl.errors import SourceError
     with pytest.raises(SourceError, match="slot 5 tx 1.*malformed transaction meta"):
         meta_from_rpc({"err": None, "innerInstructions": [{"index": 0, "instructions": [{"data": "x"}]}]},
                       where="slot 5 tx 1")
@@ -254,7 +254,7 @@ def test_solders_parses_the_server_responses(rpc_chain_server):
 
 @pytest.fixture
 def rpc_chain_server():
-    from ingest.devchain.rpc_server import RpcChain, serve_rpc
+    from iq_etl.devchain.servers.rpc import RpcChain, serve_rpc
 
     blocks = build_blocks(slots=6, skipped=[FIRST_SLOT + 3])
     server = serve_rpc(RpcChain.from_blocks(blocks))

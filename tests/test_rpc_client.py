@@ -6,11 +6,11 @@ import logging
 
 import pytest
 
-from ingest.devchain.rpc_server import Faults, RpcChain, serve_rpc
-from ingest.errors import SourceError
-from ingest.settings import DEFAULT_RPC_URL, load_settings
-from ingest.sources.rpc import RpcClient, RpcError, SkippedSlot, TokenBucket, redact_url, resolve_rpc_url
-from ingest.sources.rpc_sources import RpcBlockSource, RpcSignatureSource, discover_windows
+from iq_etl.devchain.servers.rpc import Faults, RpcChain, serve_rpc
+from iq_etl.errors import SourceError
+from iq_etl.settings import DEFAULT_RPC_URL, load_settings
+from iq_etl.ingest.sources.rpc.client import RpcClient, RpcError, SkippedSlot, TokenBucket, redact_url, resolve_rpc_url
+from iq_etl.ingest.sources.rpc.blocks import RpcBlockSource, RpcSignatureSource, discover_windows
 from tests.test_rpc_chain import FIRST_SLOT, PDAS, build_blocks, transactions
 
 SKIPPED = FIRST_SLOT + 2

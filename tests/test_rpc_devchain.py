@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 from solders.pubkey import Pubkey
 
-from ingest.devchain.build import build_chain
-from ingest.devchain.rpc_server import Faults, serve_rpc
-from ingest.extract import RAW_COLUMNS, UNDECODED_COLUMNS, Extracted, InstructionFilter, extract
-from ingest.settings import DEFAULT_PROGRAM_IDS, G3_PROGRAM_ID
-from ingest.sources.car import CarSource
-from ingest.sources.cursors import CursorStore
-from ingest.sources.rpc import RpcClient
-from ingest.sources.rpc_sources import RpcBlockSource, RpcSignatureSource, discover_program, discover_windows
+from iq_etl.devchain.build import build_chain
+from iq_etl.devchain.servers.rpc import Faults, serve_rpc
+from iq_etl.ingest.decode import RAW_COLUMNS, UNDECODED_COLUMNS, Extracted, InstructionFilter, extract
+from iq_etl.settings import DEFAULT_PROGRAM_IDS, G3_PROGRAM_ID
+from iq_etl.ingest.sources.car.reader import CarSource
+from iq_etl.warehouse.cursors import CursorStore
+from iq_etl.ingest.sources.rpc.client import RpcClient
+from iq_etl.ingest.sources.rpc.blocks import RpcBlockSource, RpcSignatureSource, discover_program, discover_windows
 
 FAST = dict(rps=None, method_rps=None, backoff_base=0.01, backoff_max=0.05, max_retries=10)
 

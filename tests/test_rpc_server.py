@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from ingest.devchain.rpc_server import RpcChain, serve_rpc
+from iq_etl.devchain.servers.rpc import RpcChain, serve_rpc
 from tests.test_rpc_chain import FIRST_SLOT, OTHER_PROGRAM, PDAS, build_blocks, transactions, write_chain_dir
 
 SKIPPED = FIRST_SLOT + 4

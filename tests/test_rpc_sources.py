@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.devchain.rpc_server import RpcChain, serve_rpc
-from ingest.errors import SourceError
-from ingest.sources.car import CarSource
-from ingest.sources.cursors import Cursor, CursorStore
-from ingest.sources.rpc import RpcClient
-from ingest.sources.rpc_sources import (RpcBlockSource, RpcSignatureSource, cursor_name, discover_program,
+from iq_etl.devchain.servers.rpc import RpcChain, serve_rpc
+from iq_etl.errors import SourceError
+from iq_etl.ingest.sources.car.reader import CarSource
+from iq_etl.warehouse.cursors import Cursor, CursorStore
+from iq_etl.ingest.sources.rpc.client import RpcClient
+from iq_etl.ingest.sources.rpc.blocks import (RpcBlockSource, RpcSignatureSource, cursor_name, discover_program,
                                         discover_windows)
 from tests.test_rpc_chain import FIRST_SLOT, PDAS, PROGRAM, build_blocks, pda, transactions, write_chain_dir
 
@@ -77,7 +77,7 @@ def test_dense_filter_sees_lookup_table_keys_like_car(client, car_dir):
 
 
 def test_dense_source_refuses_to_call_a_missing_block_skipped(client, server, chain_blocks):
-    from ingest.devchain.rpc_server import Faults
+    from iq_etl.devchain.servers.rpc import Faults
 
     hole = FIRST_SLOT + 5
     server.set_faults(Faults(hide_blocks=frozenset({hole})))

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.errors import SettingsError
-from ingest.settings import (
+from iq_etl.errors import SettingsError
+from iq_etl.settings import (
     DEFAULT_DSN,
     DEFAULT_PROGRAM_IDS,
     G3_PROGRAM_ID,

@@ -1,7 +1,7 @@
 import pytest
 
-from ingest.errors import SettingsError
-from ingest.sources.slotspec import SLOTS_PER_EPOCH, SlotRange, epoch_bounds, epoch_of, parse_slot_spec
+from iq_etl.errors import SettingsError
+from iq_etl.solana.slots import SLOTS_PER_EPOCH, SlotRange, epoch_bounds, epoch_of, parse_slot_spec
 
 
 def test_slot_range_is_inclusive():

@@ -1,14 +1,12 @@
-"""flows.status and `iq-etl status` without dbt runs: before the first transform, and rendering.
+"""iq_etl.status and `iq-etl status` without dbt runs: before the first transform, and rendering.
 (The report on built marts is checked in test_dbt_models.py, which shares its transform.)"""
 from __future__ import annotations
 
 import json
 
-from flows import cli
-from flows.status import print_status, render_status, status_markdown, status_report
-from ingest import warehouse as wh
-
-
+from iq_etl.cli import main as cli
+from iq_etl.status import print_status, render_status, status_markdown, status_report
+from iq_etl.warehouse import client as wh
 def test_report_before_the_first_transform(warehouse):
     report = status_report(warehouse)
     assert report["models_built"] is False and report["raw_instructions"] == 0

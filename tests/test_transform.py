@@ -1,4 +1,4 @@
-"""flows.transform.run_dbt and `iq-etl transform`: arguments, where dbt writes, failures with dbt's
+"""iq_etl.transform.runner.run_dbt and `iq-etl transform`: arguments, where dbt writes, failures with dbt's
 message, the remote target's variables (the password never shows)."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from flows import cli
-from flows.transform import DBT_PROJECT_DIR, TransformError, dbt_args, dbt_home, remote_target_env, run_dbt
-from ingest import warehouse as wh
-from ingest.settings import load_settings
+from iq_etl.cli import main as cli
+from iq_etl.transform.runner import DBT_PROJECT_DIR, TransformError, dbt_args, dbt_home, remote_target_env, run_dbt
+from iq_etl.warehouse import client as wh
+from iq_etl.settings import load_settings
 
 
 def test_remote_target_env_splits_the_dsn():

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from ingest import warehouse as wh
-from ingest.errors import WarehouseBusy, WarehouseError
-from ingest.settings import load_settings
+from iq_etl.warehouse import client as wh
+from iq_etl.errors import WarehouseBusy, WarehouseError
+from iq_etl.settings import load_settings
 
 TABLES = ["cursors", "exports", "raw_instructions", "scan_ranges", "schema_migrations", "undecoded_instructions"]
 
@@ -47,8 +47,8 @@ def test_insert_final_and_dedup_token(warehouse):
 
 LOCK_HOLDER = textwrap.dedent("""
     import sys, time
-    from ingest import warehouse as wh
-    from ingest.settings import load_settings
+    from iq_etl.warehouse import client as wh
+    from iq_etl.settings import load_settings
     s = load_settings({"IQ_CLICKHOUSE_DSN": sys.argv[1]})
     wh.migrate(wh.get_client(s))
     print("locked", flush=True)
@@ -64,7 +64,7 @@ def test_second_process_gets_clear_busy_error(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "locked"
         probe = subprocess.run(
-            [sys.executable, "-m", "flows.cli", "sql", "SELECT 1"],
+            [sys.executable, "-m", "iq_etl.cli.main", "sql", "SELECT 1"],
             env={**os.environ, "IQ_CLICKHOUSE_DSN": dsn}, capture_output=True, text=True, timeout=60,
         )
         assert probe.returncode != 0

@@ -1,0 +1,1 @@
+"""The `iq-etl` command line: thin commands over the stages."""

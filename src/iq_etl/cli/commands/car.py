@@ -1,0 +1,166 @@
+"""`iq-etl car`: look inside Old Faithful CAR files.
+
+  inspect <path or URL> [--slots S:E] [--json]   node counts, slots, transactions per slot
+  index <path> [--force]                        write epoch-{N}-slot-ranges.raw for seeking
+  scan <path, URL or template> --slots SPEC     stream blocks with the IQ pre-filter, print throughput
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from iq_etl.errors import IQEtlError
+
+_PROGRESS_MIN_BYTES = 64 << 20  # show a progress bar for files at least this large
+
+
+def register(sub) -> None:
+    p = sub.add_parser("car", help="inspect, index and scan Old Faithful CAR files")
+    csub = p.add_subparsers(dest="car_command", metavar="SUBCOMMAND")
+
+    ins = csub.add_parser("inspect", help="node counts by kind, slots, transactions per slot, first signatures")
+    ins.add_argument("location", help="CAR path or http(s) URL")
+    ins.add_argument("--slots", help="only these slots: S:E, N (epoch) or A-B (epochs)")
+    ins.add_argument("--json", action="store_true", help="print one JSON object")
+    ins.set_defaults(handler=run_inspect)
+
+    idx = csub.add_parser("index", help="write epoch-{N}-slot-ranges.raw next to a CAR that lacks one")
+    idx.add_argument("path", type=Path)
+    idx.add_argument("--force", action="store_true", help="overwrite an existing index")
+    idx.set_defaults(handler=run_index)
+
+    scan = csub.add_parser("scan", help="stream blocks through the reader and pre-filter; print throughput")
+    scan.add_argument("location", help="CAR path, URL, or template with {epoch}")
+    scan.add_argument("--slots", required=True, help="S:E, N (epoch) or A-B (epochs)")
+    scan.add_argument("--key", action="append", default=None, metavar="BASE58",
+                      help="wanted account key (repeatable; default: the configured IQ program ids)")
+    scan.add_argument("--no-filter", action="store_true", help="decode every transaction")
+    scan.add_argument("--no-index", action="store_true", help="ignore slot-ranges indexes")
+    scan.add_argument("--json", action="store_true")
+    scan.set_defaults(handler=run_scan)
+
+    p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
+
+
+def _progress_for(size: int | None, label: str):
+    """A rich progress bar on stderr for large inputs; (callback, finish) no-ops otherwise."""
+    if size is None or size < _PROGRESS_MIN_BYTES or not sys.stderr.isatty():
+        return None, lambda: None
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   TimeRemainingColumn(), console=Console(file=sys.stderr), transient=True)
+    task = bar.add_task(label, total=size)
+    bar.start()
+    return (lambda offset: bar.update(task, completed=offset)), bar.stop
+
+
+def run_inspect(args) -> int:
+    from iq_etl.ingest.sources.car.reader import CarFile, summarize
+    from iq_etl.solana.slots import parse_slot_spec
+
+    car = CarFile(args.location)
+    first = last = None
+    if args.slots:
+        first, last = parse_slot_spec(args.slots)
+    size = None
+    if not args.json:
+        size = car.source.size()
+    progress, finish = _progress_for(size, "inspect")
+    try:
+        summary = summarize(car, first, last, progress=progress)
+    finally:
+        finish()
+    if args.json:
+        json.dump(summary.as_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=True)
+    console.print(f"{car.name}" + (f" (slots {args.slots})" if args.slots else ""))
+    table = Table()
+    table.add_column("kind")
+    table.add_column("nodes", justify="right")
+    for kind, count in summary.kinds.items():
+        table.add_row(kind, f"{count:,}")
+    console.print(table)
+    tx_total = sum(summary.transactions_per_slot.values())
+    console.print(f"slots {summary.first_slot}..{summary.last_slot}: {len(summary.transactions_per_slot):,} blocks, "
+                  f"{tx_total:,} transactions")
+    busiest = sorted(summary.transactions_per_slot.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+    if busiest:
+        console.print("busiest slots: " + ", ".join(f"{s} ({n})" for s, n in busiest))
+    if summary.first_signatures:
+        console.print("first signatures: " + ", ".join(summary.first_signatures))
+    return 0
+
+
+def run_index(args) -> int:
+    from iq_etl.ingest.sources.car.reader import CarFile, build_slot_ranges
+    from iq_etl.ingest.sources.car.format import slot_ranges_name, write_slot_ranges
+
+    if not args.path.is_file():
+        raise IQEtlError(f"{args.path}: no such file")
+    car = CarFile(str(args.path))
+    progress, finish = _progress_for(car.source.size(), "index")
+    try:
+        epoch, ranges = build_slot_ranges(car, progress=progress)
+    finally:
+        finish()
+    out = args.path.with_name(slot_ranges_name(epoch))
+    if out.exists() and not args.force:
+        raise IQEtlError(f"{out} already exists (use --force to overwrite)")
+    write_slot_ranges(out, epoch, ranges)
+    print(f"{out}: {len(ranges):,} blocks indexed for epoch {epoch}")
+    return 0
+
+
+def run_scan(args) -> int:
+    from solders.pubkey import Pubkey
+
+    from iq_etl.ingest.sources.car.reader import CarSource, IncompleteRange
+    from iq_etl.solana.slots import parse_slot_spec
+
+    first, last = parse_slot_spec(args.slots)
+    keys = None
+    if not args.no_filter:
+        if args.key:
+            try:
+                keys = [bytes(Pubkey.from_string(k)) for k in args.key]
+            except ValueError:
+                raise IQEtlError(f"--key: not a base58 public key in {args.key}") from None
+        else:
+            from iq_etl.settings import load_settings
+
+            keys = [bytes(Pubkey.from_string(k)) for k in load_settings().program_ids]
+    source = CarSource(args.location, wanted_keys=keys, use_index=not args.no_index)
+    blocks = skipped = seen = matched = 0
+    incomplete = None
+    started = time.perf_counter()
+    try:
+        for block in source.iter_blocks(first, last):
+            if block.skipped:
+                skipped += 1
+                continue
+            blocks += 1
+            seen += block.transactions_seen
+            matched += len(block.transactions)
+    except IncompleteRange as exc:
+        incomplete = str(exc)
+    seconds = time.perf_counter() - started
+    result = {"blocks": blocks, "skipped_slots": skipped, "transactions_seen": seen, "transactions_matched": matched,
+              "seconds": round(seconds, 3), "transactions_per_second": round(seen / seconds) if seconds else None,
+              "incomplete": incomplete}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{blocks:,} blocks, {skipped:,} skipped slots, {seen:,} transactions seen, {matched:,} matched "
+              f"in {seconds:.2f}s ({result['transactions_per_second'] or 0:,} tx/s)")
+        if incomplete:
+            print(f"incomplete: {incomplete}")
+    return 1 if incomplete else 0

@@ -1,0 +1,121 @@
+"""`iq-etl devchain build|serve|serve-car`: the deterministic development chain and its loopback servers.
+
+    build      write DIR/{epoch}/epoch-{epoch}.car (+ slot-ranges index), DIR/manifest.json, DIR/files/
+    serve      the same chain as Solana JSON-RPC on loopback (with optional injected faults)
+    serve-car  the CAR files over a Range-capable HTTP server, laid out like the Old Faithful bucket
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from iq_etl.devchain.build import (DEFAULT_FIRST_SLOT, DEFAULT_NOISE_TX_PER_SLOT, DEFAULT_SESSIONS, DEFAULT_SLOTS,
+                                   build_chain)  # cheap: the generator itself loads on first build
+from iq_etl.errors import IQEtlError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("devchain", help="build or serve the deterministic development chain",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    dsub = p.add_subparsers(dest="devchain_command", metavar="SUBCOMMAND")
+
+    b = dsub.add_parser("build", help="generate the chain (same seed, same bytes)")
+    b.add_argument("--out", type=Path, required=True, help="output folder (empty, or a previous chain to replace)")
+    b.add_argument("--seed", type=int, default=0, help="chain seed (default 0)")
+    b.add_argument("--sessions", type=int, default=DEFAULT_SESSIONS,
+                   help=f"uploads in total, hard-case catalogue included (default {DEFAULT_SESSIONS})")
+    b.add_argument("--noise-tx-per-slot", type=int, default=DEFAULT_NOISE_TX_PER_SLOT,
+                   help=f"unrelated transactions per block, on average (default {DEFAULT_NOISE_TX_PER_SLOT})")
+    b.add_argument("--slots", type=int, default=DEFAULT_SLOTS,
+                   help=f"slots in the chain, skipped ones included (default {DEFAULT_SLOTS})")
+    b.add_argument("--first-slot", type=int, default=DEFAULT_FIRST_SLOT,
+                   help=f"first slot (default {DEFAULT_FIRST_SLOT}, the start of epoch 923); "
+                        "choose one shortly before an epoch boundary to span two epochs")
+    b.set_defaults(handler=run_build)
+
+    s = dsub.add_parser("serve", help="serve the chain as Solana JSON-RPC on loopback until Ctrl-C")
+    s.add_argument("dir", type=Path, help="a built chain folder")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8899, help="port (default 8899, as solana-test-validator; 0 = any)")
+    s.add_argument("--rate-limit", type=int, default=None, metavar="N",
+                   help="answer HTTP 429 with Retry-After beyond N requests per second")
+    s.add_argument("--error-rate", type=float, default=0.0, metavar="P", help="probability of an HTTP 5xx answer")
+    s.add_argument("--delay", type=float, default=0.0, metavar="SECONDS", help="wait before answering")
+    s.add_argument("--drop-rate", type=float, default=0.0, metavar="P",
+                   help="probability of closing the connection without an answer")
+    s.set_defaults(handler=run_serve)
+
+    c = dsub.add_parser("serve-car", help="serve the CAR files over HTTP (Range requests) until Ctrl-C")
+    c.add_argument("dir", type=Path, help="a built chain folder")
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=int, default=8900, help="port (default 8900; 0 = any)")
+    c.set_defaults(handler=run_serve_car)
+
+    p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
+
+
+def run_build(args) -> int:
+    started = time.perf_counter()
+    manifest = build_chain(args.out, seed=args.seed, sessions=args.sessions,
+                           noise_tx_per_slot=args.noise_tx_per_slot, slots=args.slots, first_slot=args.first_slot)
+    elapsed = time.perf_counter() - started
+    counts = manifest.tx_counts
+    statuses = Counter(u.expected_status for u in manifest.uploads)
+    generations = Counter(u.generation for u in manifest.uploads)
+    print(f"development chain in {args.out} ({elapsed:.1f} s)")
+    print(f"  slots      {manifest.first_slot}:{manifest.last_slot}  epochs {', '.join(map(str, manifest.epochs))}"
+          f"  blocks {manifest.block_count}  skipped {len(manifest.skipped_slots)}")
+    print(f"  txs        {counts['transactions']} total: {counts['iq']} IQ ({counts['iq_failed']} failed), "
+          f"{counts['noise']} other; {counts['v0']} v0, {counts['failed']} failed")
+    print(f"  uploads    {len(manifest.uploads)}: " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())))
+    print("  generation " + ", ".join(f"{k} {v}" for k, v in sorted(generations.items())))
+    print(f"  hard cases {len(manifest.hard_cases)}: " + ", ".join(h.name for h in manifest.hard_cases))
+    print(f"  programs   IQ_PROGRAM_ID={','.join(manifest.all_program_ids())}")
+    print(f"  CAR        IQ_CAR_URL={args.out.resolve() / '{epoch}' / 'epoch-{epoch}.car'}")
+    return 0
+
+
+def _wait(server, what: str) -> int:
+    host, port = server.server_address[:2]
+    print(f"{what} on http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        print("stopping", file=sys.stderr)
+    finally:
+        server.shutdown()
+    return 0
+
+
+def _check_dir(path: Path) -> None:
+    if not (path / "manifest.json").is_file():
+        raise IQEtlError(f"{path}: no development chain here (run `iq-etl devchain build --out {path}`)")
+
+
+def run_serve(args) -> int:
+    from iq_etl.devchain.servers.rpc import Faults, serve_rpc
+
+    _check_dir(args.dir)
+    for name in ("error_rate", "drop_rate"):
+        value = getattr(args, name)
+        if not 0.0 <= value <= 1.0:
+            raise IQEtlError(f"--{name.replace('_', '-')} {value}: must be between 0 and 1")
+    if args.rate_limit is not None and args.rate_limit < 1:
+        raise IQEtlError(f"--rate-limit {args.rate_limit}: must be at least 1")
+    faults = Faults(rate_limit=args.rate_limit, error_rate=args.error_rate, delay=args.delay, drop_rate=args.drop_rate)
+    server = serve_rpc(args.dir, args.host, args.port, faults)
+    return _wait(server, f"Solana JSON-RPC for {args.dir}")
+
+
+def run_serve_car(args) -> int:
+    from iq_etl.devchain.servers.files import serve_files
+
+    _check_dir(args.dir)
+    server = serve_files(args.dir, args.host, args.port)
+    host, port = server.server_address[:2]
+    print(f"CAR template: http://{host}:{port}/{{epoch}}/epoch-{{epoch}}.car")
+    return _wait(server, f"CAR files of {args.dir}")

@@ -1,0 +1,105 @@
+"""`iq-etl ingest`: chain history → IQ rows in the warehouse (the seed runner's interface).
+
+Which source when:
+  car             dense history from Old Faithful CAR archives (file, folder template or HTTP); no RPC
+                  limits, the fastest way through whole epochs.
+  rpc-signatures  a few known sessions: discovers their signatures (--session-pda) and fetches each
+                  transaction; cheapest when the uploads are few and scattered.
+  rpc-blocks      small recent windows (not yet in Old Faithful), block by block over getBlock.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from iq_etl.errors import IQEtlError
+from iq_etl.ingest.run import SOURCES, IngestSummary, run_ingest
+from iq_etl.settings import load_settings
+from iq_etl.warehouse.client import close_client
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ingest", help="load IQ instructions from chain history into the warehouse",
+                       description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    p.add_argument("slot_spec", nargs="?", metavar="SLOT_SPEC",
+                   help="S:E (inclusive slots), N (an epoch) or A-B (inclusive epochs); "
+                        "omit with --session-pda to discover the window")
+    p.add_argument("--source", choices=SOURCES, default="car")
+    p.add_argument("--car-url", metavar="TEMPLATE",
+                   help="CAR path/URL, may contain {epoch} (default IQ_CAR_URL or the Old Faithful bucket)")
+    p.add_argument("--rpc-url", help="Solana JSON-RPC URL (default IQ_RPC_URL / SOLANA_RPC_URL / mainnet)")
+    p.add_argument("--session-pda", metavar="A,B", help="only these session accounts; without SLOT_SPEC "
+                   "their slot window is discovered over RPC")
+    p.add_argument("--slot-padding", type=int, default=200, help="slots added on both sides of a discovered window")
+    p.add_argument("--max-signature-pages", type=int, default=25, help="getSignaturesForAddress pages per PDA (1000 each)")
+    p.add_argument("--threads", type=int, default=None, help="workers (default JETSTREAMER_THREADS or 1)")
+    p.add_argument("--program-id", action="append", default=[], metavar="ID",
+                   help="also ingest this program id (e.g. a development chain's extra programs); repeatable")
+    p.add_argument("--subrange-slots", type=int, default=2000, help="slots per resumable sub-range")
+    p.add_argument("--batch-rows", type=int, default=5000, help="rows per insert")
+    p.add_argument("--flush-interval", type=float, default=5.0, help="seconds between flushes at most")
+    p.add_argument("--resume", action=__import__("argparse").BooleanOptionalAction, default=True,
+                   help="skip sub-ranges an earlier run completed (default on)")
+    p.add_argument("--rpc-rps", type=float, default=None,
+                   help="requests/s over all methods (default 9: under public mainnet RPC's 10/s per IP)")
+    p.add_argument("--rpc-method-rps", type=float, default=None,
+                   help="requests/s per method (default 3.5: public mainnet's heavy-method budget)")
+    p.add_argument("--rpc-concurrency", type=int, default=None, help="requests in flight (default 4)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    settings = load_settings()
+    pdas = [p.strip() for p in (args.session_pda or "").split(",") if p.strip()]
+    for name in ("slot_padding", "max_signature_pages", "subrange_slots", "batch_rows"):
+        if getattr(args, name) < (0 if name == "slot_padding" else 1):
+            raise IQEtlError(f"--{name.replace('_', '-')} must be positive")
+    if args.threads is not None and args.threads < 1:
+        raise IQEtlError("--threads must be at least 1")
+    try:
+        summary = run_ingest(
+            settings, slot_spec=args.slot_spec, source=args.source, car_url=args.car_url, rpc_url=args.rpc_url,
+            session_pdas=pdas or None, slot_padding=args.slot_padding, max_signature_pages=args.max_signature_pages,
+            threads=args.threads, resume=args.resume, progress=not args.json and sys.stderr.isatty(),
+            subrange_slots=args.subrange_slots, batch_rows=args.batch_rows, flush_interval_s=args.flush_interval,
+            extra_program_ids=args.program_id, rpc_options=rpc_options(args),
+        )
+    finally:
+        close_client()
+    if args.json:
+        json.dump(summary.to_json(), sys.stdout, indent=2)
+        print()
+    else:
+        print_summary(summary)
+    return 1 if summary.incomplete else 0
+
+
+def rpc_options(args) -> dict:
+    """RpcClient keyword arguments from the --rpc-* flags (only those given)."""
+    options = {"rps": args.rpc_rps, "method_rps": args.rpc_method_rps, "concurrency": args.rpc_concurrency}
+    for name, value in options.items():
+        if value is not None and value <= 0:
+            raise IQEtlError(f"--rpc-{name.replace('_', '-')} must be positive")
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def print_summary(s: IngestSummary) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title=f"ingest run {s.run_id} ({s.source})", show_header=False)
+    t.add_row("sub-ranges scanned", f"{len(s.ranges)} ({s.skipped_ranges} already done, skipped)")
+    t.add_row("transactions", f"{s.transactions_seen:,}")
+    t.add_row("IQ instructions", f"{s.matches:,} ({s.rows_written:,} decoded rows, {s.undecoded:,} undecoded)")
+    t.add_row("skipped slots", f"{s.skipped_slots:,}")
+    for k, n in s.by_kind.items():
+        t.add_row(f"  {k}", f"{n:,}")
+    t.add_row("seconds", f"{s.seconds:.1f} (read {s.read_s:.1f}, decode {s.extract_s:.1f}, insert {s.insert_s:.1f})")
+    if s.discovery:
+        t.add_row("discovered windows", json.dumps(s.discovery.get("merged_ranges", s.discovery))[:200])
+    if s.incomplete:
+        t.add_row("[red]incomplete[/red]", ", ".join(f"{r['first_slot']}:{r['last_slot']} {r['status']}"
+                                                for r in s.ranges if r["status"] != "done"))
+    console.print(t)

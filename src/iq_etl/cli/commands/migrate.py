@@ -1,0 +1,21 @@
+"""`iq-etl migrate`: create or update the warehouse schema (idempotent)."""
+from __future__ import annotations
+
+from iq_etl.settings import load_settings
+from iq_etl.warehouse.client import Warehouse, migrate
+
+
+def register(sub) -> None:
+    p = sub.add_parser("migrate", help="apply the numbered SQL migrations in sql/migrations (idempotent)")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    settings = load_settings()
+    with Warehouse(settings) as client:
+        applied = migrate(client, settings.clickhouse_cluster)
+    if applied:
+        print(f"applied {len(applied)} migration(s) to {settings.dsn_redacted}: {', '.join(applied)}")
+    else:
+        print(f"schema of {settings.dsn_redacted} is up to date")
+    return 0

@@ -1,0 +1,125 @@
+"""`iq-etl run`: the whole pipeline once (ingest → transform → export) as a Prefect flow run.
+
+Without PREFECT_API_URL, Prefect starts a temporary local API for the run (a few seconds; state under
+IQ_ETL_HOME/prefect). With PREFECT_API_URL pointing at a `prefect server start`, the run, its logs and
+its status artifact show up in the Prefect UI. Runs that touch the embedded warehouse wait for each
+other (see flows/locking.py) instead of failing.
+
+Without SLOT_SPEC and without session PDAs (--session-pda or IQ_SESSION_PDA_LIST) nothing is
+ingested: the run transforms what is already in the warehouse and exports it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from iq_etl.errors import IQEtlError
+from iq_etl.settings import Settings, load_settings
+
+
+def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("slot_spec", nargs="?", metavar="SLOT_SPEC",
+                   help="S:E (inclusive slots), N (an epoch) or A-B (inclusive epochs)")
+    p.add_argument("--source", choices=("car", "rpc-blocks", "rpc-signatures"), default="car")
+    p.add_argument("--car-url", metavar="TEMPLATE", help="CAR path/URL, may contain {epoch} (default IQ_CAR_URL)")
+    p.add_argument("--rpc-url", help="Solana JSON-RPC URL (default IQ_RPC_URL / SOLANA_RPC_URL)")
+    p.add_argument("--session-pda", metavar="A,B", help="only these session accounts; without SLOT_SPEC their "
+                   "window is discovered over RPC (default IQ_SESSION_PDA_LIST)")
+    p.add_argument("--slot-padding", type=int, default=200, help="slots added on both sides of a discovered window")
+    p.add_argument("--max-signature-pages", type=int, default=25, help="getSignaturesForAddress pages per PDA")
+    p.add_argument("--threads", type=int, default=None, help="ingest workers (default JETSTREAMER_THREADS or 1)")
+    p.add_argument("--program-id", action="append", default=[], metavar="ID",
+                   help="also ingest this program id (e.g. a development chain's extra program); repeatable")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="skip sub-ranges an earlier run completed (default on)")
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", action="append", default=[], metavar="URL",
+                   help="export target: http(s):// endpoint or file://DIR; repeatable (default: the reader backend)")
+    p.add_argument("--export-concurrency", type=int, default=None, help="uploads sent at once per target")
+    p.add_argument("--lock-timeout", type=float, default=3600.0,
+                   help="seconds to wait for another run holding the warehouse (default 3600)")
+    p.add_argument("--json", action="store_true", help="print the run's result as JSON")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run the pipeline once (ingest → transform → export) as a Prefect flow",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_ingest_arguments(p)
+    add_export_arguments(p)
+    p.add_argument("--dry-run", action="store_true", help="export: record what would be sent, send nothing")
+    p.add_argument("--full-refresh", action="store_true", help="transform: rebuild incremental models")
+    p.set_defaults(handler=run)
+
+
+def split_pdas(text: str | None) -> list[str]:
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Reject bad numbers before a flow run starts (one clear line, no flow traceback)."""
+    for name, minimum in (("slot_padding", 0), ("max_signature_pages", 1), ("threads", 1),
+                          ("export_concurrency", 1), ("lock_timeout", 0)):
+        value = getattr(args, name, None)
+        if value is not None and value < minimum:
+            raise IQEtlError(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
+    if getattr(args, "slot_spec", None):
+        from iq_etl.solana.slots import parse_slot_spec
+
+        parse_slot_spec(args.slot_spec)
+
+
+def prepare_prefect(settings: Settings) -> None:
+    from iq_etl.orchestration import prefect_env
+    prefect_env.configure(settings.home)
+    prefect_env.quiet_console()
+
+
+def print_result(result: dict[str, Any], as_json: bool) -> None:
+    from iq_etl.cli.output import jsonable
+
+    if as_json:
+        json.dump(jsonable(result), sys.stdout, indent=2)
+        print()
+        return
+    ing = result.get("ingest")
+    if ing:
+        print(f"ingest: {ing.get('transactions_seen', 0):,} transactions, {ing.get('matches', 0):,} IQ matches, "
+              f"{ing.get('rows_written', 0):,} rows written, {ing.get('undecoded', 0):,} undecoded "
+              f"({ing.get('skipped_ranges', 0)} sub-ranges already done)")
+    elif "ingest" in result:
+        print("ingest: skipped (no slot spec and no session PDAs)")
+    tr = result.get("transform")
+    if tr:
+        print(f"transform: {'ok' if tr.get('success', tr.get('ok', True)) else 'FAILED'}")
+    for ex in result.get("export") or []:
+        print(f"export → {ex.get('target')}: {ex.get('delivered', 0)} delivered, {ex.get('failed', 0)} failed, "
+              f"{ex.get('refused', 0)} refused (of {ex.get('selected', 0)} waiting)")
+    status = result.get("status")
+    if status:
+        from iq_etl.status import print_status
+
+        print_status(status)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    check_numbers(args)
+    prepare_prefect(settings)
+    from iq_etl.orchestration.flows import pipeline_flow
+
+    result = pipeline_flow(
+        slot_spec=args.slot_spec, source=args.source, car_url=args.car_url, rpc_url=args.rpc_url,
+        session_pdas=split_pdas(args.session_pda) or None, slot_padding=args.slot_padding,
+        max_signature_pages=args.max_signature_pages, threads=args.threads, resume=args.resume,
+        extra_program_ids=args.program_id or None, targets=args.target or None,
+        export_concurrency=args.export_concurrency, dry_run=args.dry_run, full_refresh=args.full_refresh,
+        lock_timeout_s=args.lock_timeout, progress=not args.json and sys.stderr.isatty(),
+    )
+    print_result(result, args.json)
+    failed = any(not ex.get("ok", True) for ex in result.get("export") or [])
+    incomplete = bool((result.get("ingest") or {}).get("incomplete"))
+    return 1 if failed or incomplete else 0

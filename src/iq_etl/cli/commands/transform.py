@@ -1,0 +1,42 @@
+"""`iq-etl transform`: run the dbt models (dbt_project/) against the configured warehouse:
+order chunks, validate completeness, reconstruct payloads. `dbt build` in-process; a dbt failure
+exits non-zero with dbt's message."""
+from __future__ import annotations
+
+import json
+
+from iq_etl.settings import load_settings
+from iq_etl.warehouse.client import Warehouse, migrate
+
+
+def register(sub) -> None:
+    p = sub.add_parser("transform", help="run the dbt models (dbt build): completeness and payloads")
+    p.add_argument("--select", nargs="+", default=None, metavar="SELECTOR",
+                   help="dbt node selection, e.g. session_completeness+ (default: everything)")
+    p.add_argument("--exclude", nargs="+", default=None, metavar="SELECTOR", help="dbt nodes to leave out")
+    p.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
+    p.add_argument("--dbt-command", dest="dbt_command", choices=["build", "run", "test", "compile"], default="build",
+                   help="dbt command (default build: models and their tests)")
+    p.add_argument("--unit-tests", action="store_true",
+                   help="also run the dbt unit tests (fixed fixtures; left out of normal runs)")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="only dbt's errors, then the summary")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from iq_etl.transform.runner import run_dbt
+
+    settings = load_settings()
+    with Warehouse(settings) as client:
+        migrate(client, settings.clickhouse_cluster)  # the sources must exist before dbt reads them
+        result = run_dbt(settings, select=args.select, full_refresh=args.full_refresh, command=args.dbt_command,
+                         exclude=args.exclude, unit_tests=args.unit_tests, quiet=args.quiet or args.json)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts().items()))
+        print(f"dbt {result.command} on {result.target}: {counts or 'nothing to do'} in {result.elapsed_s:.1f}s")
+        for node in result.warnings():
+            print(f"  warning: {node.resource_type} {node.name}: {node.message}")
+    return 0

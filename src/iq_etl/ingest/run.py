@@ -1,0 +1,495 @@
+"""The ingest stage: chain source → filtered, decoded IQ rows in ClickHouse.
+
+The wanted slot ranges are cut into sub-ranges. Each sub-range is scanned, its rows written in
+batches (each with an insert_deduplication_token derived from the rows' content, so a retried batch
+is not stored twice), and only then recorded as `done` in `iq.scan_ranges`. A crash or Ctrl-C leaves
+the sub-range unmarked (or `partial`); rerunning the same command skips `done` sub-ranges and redoes
+the rest. Raw tables are ReplacingMergeTree on the instruction's identity, so redone rows replace
+themselves: no row is lost or duplicated (read with FINAL).
+
+Parallelism: with `threads > 1` CAR sub-ranges are scanned in worker *processes* and RPC
+sub-ranges in threads. Measured (bench/RESULTS.md, "6 threads", quiet 10:27 run on 2 cores):
+--threads 2 with processes ran 1.14x --threads 1 on the benchmark chain and 1.54x on the 10x chain,
+while a thread pool never beat one thread (0.83-0.98x): the reader's section walk is Python under
+one GIL. Processes pay ~1 s of start-up and pickle their rows back, so they only pay off when a core
+is free and sub-ranges are large; RPC work is I/O-bound, where threads overlap well.
+`worker_kind="thread"|"process"` overrides the choice. All writes go through the one warehouse
+client in the caller.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+import hashlib
+import logging
+import multiprocessing
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from iq_etl.errors import IQEtlError, SourceError
+from iq_etl.ingest.decode import RAW_COLUMNS, UNDECODED_COLUMNS, Extracted, InstructionFilter, extract
+from iq_etl.settings import Settings
+from iq_etl.solana.slots import SlotRange, parse_slot_spec
+from iq_etl.warehouse.client import content_token, get_client, migrate
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("car", "rpc-blocks", "rpc-signatures")
+SCAN_COLUMNS = ["source", "first_slot", "last_slot", "run_id", "status", "transactions_seen", "iq_matches",
+                "undecoded", "skipped_slots", "last_slot_seen", "error", "started_at"]
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Everything a worker needs to open the source itself (picklable)."""
+
+    kind: str
+    car_url: str | None = None
+    rpc_url: str | None = None
+    rpc_options: tuple[tuple[str, Any], ...] = ()
+    signatures: tuple[tuple[str, int], ...] = ()   # (signature, slot) pairs for rpc-signatures
+
+
+@dataclass
+class RangeStats:
+    first_slot: int
+    last_slot: int
+    transactions_seen: int = 0
+    iq_matches: int = 0
+    rows: int = 0
+    undecoded: int = 0
+    skipped_slots: list[int] = field(default_factory=list)
+    last_slot_seen: int | None = None
+    read_s: float = 0.0
+    extract_s: float = 0.0
+    slots_done: int = 0
+
+
+@dataclass
+class IngestSummary:
+    run_id: str
+    source: str
+    ranges: list[dict[str, Any]] = field(default_factory=list)
+    transactions_seen: int = 0
+    matches: int = 0
+    rows_written: int = 0
+    undecoded: int = 0
+    skipped_slots: int = 0
+    skipped_ranges: int = 0          # sub-ranges already done by an earlier run (resume)
+    by_kind: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    read_s: float = 0.0
+    extract_s: float = 0.0
+    insert_s: float = 0.0
+    incomplete: bool = False
+    discovery: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- sources ----------------------------------------------------------------------------------
+
+def open_source(spec: SourceSpec, wanted_keys: frozenset[bytes] | None) -> Any:
+    """An object with `iter_blocks(first, last)` for the spec. Imported lazily: workers only load
+    what their source needs."""
+    if spec.kind == "car":
+        from iq_etl.ingest.sources.car.reader import CarSource
+
+        return CarSource(spec.car_url, wanted_keys=wanted_keys)
+    from iq_etl.ingest.sources.rpc.client import RpcClient
+    from iq_etl.ingest.sources.rpc import blocks as rpc_sources
+    client = RpcClient(spec.rpc_url, **dict(spec.rpc_options))
+    if spec.kind == "rpc-blocks":
+        return rpc_sources.RpcBlockSource(client, wanted_keys=wanted_keys)
+    if spec.kind == "rpc-signatures":
+        return rpc_sources.RpcSignatureSource(client, list(spec.signatures))  # (sig, slot) pairs: no lookups
+    raise IQEtlError(f"unknown source {spec.kind!r}; use one of {', '.join(SOURCES)}")
+
+
+def scan_range(source: Any, rng: SlotRange, filt: InstructionFilter, source_name: str, run_id: str,
+               sink: Callable[[Extracted, RangeStats], None], batch_rows: int) -> RangeStats:
+    """Scan one sub-range, handing rows to `sink` every `batch_rows` rows and at the end."""
+    stats = RangeStats(rng.first_slot, rng.last_slot)
+    out = Extracted()
+    t_read = time.perf_counter()
+    blocks: Iterator = iter(source.iter_blocks(rng.first_slot, rng.last_slot))
+    while True:
+        try:
+            block = next(blocks)
+        except StopIteration:
+            stats.read_s += time.perf_counter() - t_read
+            break
+        t_extract = time.perf_counter()
+        stats.read_s += t_extract - t_read
+        stats.last_slot_seen = block.slot
+        stats.slots_done += 1
+        if block.skipped:
+            stats.skipped_slots.append(block.slot)
+        stats.transactions_seen += block.transactions_seen
+        for tx in block.transactions:
+            stats.iq_matches += extract(tx, filt, source_name, run_id, out)
+        if len(out.rows) + len(out.undecoded) >= batch_rows:
+            stats.rows += len(out.rows)
+            stats.undecoded += len(out.undecoded)
+            sink(out, stats)
+            out = Extracted()
+        t_read = time.perf_counter()
+        stats.extract_s += t_read - t_extract
+    stats.rows += len(out.rows)
+    stats.undecoded += len(out.undecoded)
+    sink(out, stats)
+    return stats
+
+
+def _scan_in_worker(spec: SourceSpec, wanted: frozenset[bytes], rng: SlotRange, filt: InstructionFilter,
+                    run_id: str) -> tuple[Extracted, RangeStats]:
+    """Process/thread entry point: scan a whole sub-range and return its rows to the writer."""
+    source = open_source(spec, wanted)
+    collected = Extracted()
+
+    def keep(out: Extracted, _stats: RangeStats) -> None:
+        collected.rows.extend(out.rows)
+        collected.undecoded.extend(out.undecoded)
+
+    stats = scan_range(source, rng, filt, spec.kind, run_id, keep, batch_rows=1 << 62)
+    return collected, stats
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+_RAW_DATA = RAW_COLUMNS.index("data")
+_UNDECODED_DATA = UNDECODED_COLUMNS.index("data")
+
+
+def _row_key(row: Sequence[Any], data_index: int) -> bytes:
+    # slot, signature, ix_index, inner_index + a digest of the raw data: the instruction's content.
+    return f"{row[0]}|{row[2]}|{row[4]}|{row[5]}|".encode() + hashlib.sha256(row[data_index]).digest()
+
+
+class RowWriter:
+    """Batches rows for the warehouse; a batch's dedup token is derived from its content."""
+
+    def __init__(self, client: Any, batch_rows: int = 5000, flush_interval_s: float = 5.0):
+        self.client = client
+        self.batch_rows = batch_rows
+        self.flush_interval_s = flush_interval_s
+        self.rows: list[list[Any]] = []
+        self.undecoded: list[list[Any]] = []
+        self.last_flush = time.monotonic()
+        self.insert_s = 0.0
+        self.rows_written = 0
+        self.undecoded_written = 0
+
+    def add(self, out: Extracted) -> None:
+        self.rows.extend(out.rows)
+        self.undecoded.extend(out.undecoded)
+        if (len(self.rows) + len(self.undecoded) >= self.batch_rows
+                or time.monotonic() - self.last_flush >= self.flush_interval_s):
+            self.flush()
+
+    def flush(self) -> None:
+        started = time.perf_counter()
+        for table, columns, rows, data_index in (
+                ("iq.raw_instructions", RAW_COLUMNS, self.rows, _RAW_DATA),
+                ("iq.undecoded_instructions", UNDECODED_COLUMNS, self.undecoded, _UNDECODED_DATA)):
+            for i in range(0, len(rows), self.batch_rows):
+                batch = rows[i:i + self.batch_rows]
+                token = content_token([table.encode()] + [_row_key(r, data_index) for r in batch])
+                self.client.insert(table, batch, column_names=columns,
+                                   settings={"insert_deduplication_token": token})
+        self.rows_written += len(self.rows)
+        self.undecoded_written += len(self.undecoded)
+        self.rows, self.undecoded = [], []
+        self.last_flush = time.monotonic()
+        self.insert_s += time.perf_counter() - started
+
+
+def record_range(client: Any, source: str, run_id: str, stats: RangeStats, status: str, started_at: dt.datetime,
+                 error: str = "") -> None:
+    client.insert("iq.scan_ranges", [[
+        source, stats.first_slot, stats.last_slot, run_id, status, stats.transactions_seen, stats.iq_matches,
+        stats.undecoded, stats.skipped_slots, stats.last_slot_seen, error[:2000], started_at,
+    ]], column_names=SCAN_COLUMNS)
+
+
+def done_ranges(client: Any, source: str) -> list[tuple[int, int]]:
+    rows = client.query(
+        "SELECT first_slot, last_slot FROM iq.scan_ranges FINAL WHERE source = {source:String} AND status = 'done' "
+        "ORDER BY first_slot", parameters={"source": source}).result_rows
+    return [(int(a), int(b)) for a, b in rows]
+
+
+def covered(rng: SlotRange, done: Sequence[tuple[int, int]]) -> bool:
+    """True when the union of `done` ranges covers every slot of `rng`."""
+    need = rng.first_slot
+    for first, last in done:  # sorted by first
+        if first > need:
+            break
+        if last >= need:
+            need = last + 1
+            if need > rng.last_slot:
+                return True
+    return need > rng.last_slot
+
+
+def split_range(rng: SlotRange, size: int) -> list[SlotRange]:
+    return [SlotRange(s, min(s + size - 1, rng.last_slot)) for s in range(rng.first_slot, rng.last_slot + 1, size)]
+
+
+def merge_ranges(ranges: Iterable[SlotRange]) -> list[SlotRange]:
+    merged: list[SlotRange] = []
+    for r in sorted(ranges):
+        if merged and r.first_slot <= merged[-1].last_slot + 1:
+            merged[-1] = SlotRange(merged[-1].first_slot, max(merged[-1].last_slot, r.last_slot))
+        else:
+            merged.append(r)
+    return merged
+
+
+# --- the stage --------------------------------------------------------------------------------
+
+def run_ingest(settings: Settings, *, slot_spec: str | None = None, ranges: Sequence[SlotRange] | None = None,
+               source: str = "car", car_url: str | None = None, rpc_url: str | None = None,
+               session_pdas: Sequence[str] | None = None, signatures: Sequence[str] | None = None,
+               slot_padding: int = 200, max_signature_pages: int = 25, threads: int | None = None,
+               resume: bool = True, run_id: str | None = None, progress: bool = False,
+               subrange_slots: int = 2000, batch_rows: int = 5000, flush_interval_s: float = 5.0,
+               extra_program_ids: Sequence[str] = (), rpc_options: dict[str, Any] | None = None,
+               worker_kind: str = "auto", client: Any = None) -> IngestSummary:
+    """Ingest the slot ranges of `slot_spec` (or explicit `ranges`, or the window discovered for
+    `session_pdas`) from `source` into the warehouse. Returns the run's summary."""
+    if source not in SOURCES:
+        raise IQEtlError(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
+    started = time.perf_counter()
+    run_id = run_id or uuid.uuid4().hex[:12]
+    threads = threads or settings.threads
+    rpc_url = rpc_url or settings.rpc_url
+    car_url = car_url or settings.car_url
+    if session_pdas:
+        settings = _with_session_pdas(settings, session_pdas)
+    filt = InstructionFilter.from_settings(settings, extra_program_ids)
+    summary = IngestSummary(run_id=run_id, source=source)
+
+    wanted_ranges: list[SlotRange] = list(ranges or [])
+    sig_slots: dict[str, int] = {}
+    tails: list[Any] = []
+    if slot_spec:
+        wanted_ranges.append(parse_slot_spec(slot_spec))
+    client = client or get_client(settings)
+    migrate(client, settings.clickhouse_cluster)
+    if session_pdas and (not wanted_ranges or source == "rpc-signatures"):
+        # Seed semantics: the window (and, for rpc-signatures, the transactions) come from the PDAs.
+        found = _discover(rpc_url, session_pdas, max_signature_pages, slot_padding, rpc_options)
+        summary.discovery = found.to_json()
+        sig_slots = found.signature_slots()
+        if not wanted_ranges:
+            wanted_ranges = [SlotRange(a, b) for a, b in found.merged_ranges()]
+    elif source == "rpc-signatures" and not wanted_ranges:
+        # Live tail: new signatures of every IQ program since the cursors stored in iq.cursors.
+        tails = _discover_tail(rpc_url, filt.program_ids, client, max_signature_pages, rpc_options)
+        summary.discovery = {"tail": [t.to_json() for t in tails]}
+        for t in tails:
+            sig_slots.update(t.signature_slots())
+        wanted_ranges = [SlotRange(s, s) for s in sorted(set(sig_slots.values()))]
+    elif source == "rpc-signatures":
+        raise IQEtlError("--source rpc-signatures with a slot spec needs --session-pda; without either it "
+                         "tails the IQ programs from their stored cursors")
+    if not wanted_ranges and not tails:
+        raise IQEtlError("give a slot spec (S:E, N or A-B), or --session-pda to discover the window")
+    spec = SourceSpec(kind=source, car_url=car_url, rpc_url=rpc_url,
+                      rpc_options=tuple(sorted((rpc_options or {}).items())),
+                      signatures=tuple(sorted(sig_slots.items())))
+    done = done_ranges(client, source) if resume else []
+    todo: list[SlotRange] = []
+    for rng in merge_ranges(wanted_ranges):
+        for sub in split_range(rng, subrange_slots):
+            if source == "rpc-signatures" and not any(sub.first_slot <= v <= sub.last_slot
+                                                       for v in sig_slots.values()):
+                continue  # nothing to fetch there: not scanned, so not recorded as covered
+            if resume and covered(sub, done):
+                summary.skipped_ranges += 1
+            else:
+                todo.append(sub)
+    total_slots = sum(r.slot_count for r in todo)
+    log.info("ingest run %s: %d sub-range(s), %d slots from %s (%d already done)", run_id, len(todo),
+             total_slots, source, summary.skipped_ranges)
+
+    writer = RowWriter(client, batch_rows=batch_rows, flush_interval_s=flush_interval_s)
+    wanted = filt.wanted_keys()
+    with _Progress(progress, total_slots) as bar:
+        if threads <= 1 or len(todo) <= 1:
+            src = open_source(spec, wanted)
+            for sub in todo:
+                _run_subrange_inline(src, sub, filt, spec, run_id, client, writer, summary, bar, batch_rows)
+        else:
+            _run_parallel(spec, wanted, todo, filt, run_id, client, writer, summary, bar, threads, worker_kind)
+    summary.rows_written = writer.rows_written
+    summary.insert_s = writer.insert_s
+    summary.by_kind = _count_by_kind(client, run_id)
+    summary.seconds = time.perf_counter() - started
+    summary.incomplete = any(r["status"] != "done" for r in summary.ranges)
+    if tails and not summary.incomplete:
+        from iq_etl.warehouse.cursors import CursorStore
+
+        store = CursorStore(client)
+        for t in tails:  # only after every row is written: a crash before this re-discovers, loses nothing
+            t.commit(store)
+    return summary
+
+
+def _run_subrange_inline(src, sub, filt, spec, run_id, client, writer, summary, bar, batch_rows) -> None:
+    started_at = dt.datetime.now(dt.timezone.utc)
+    last_reported = [0]
+
+    def sink(out: Extracted, stats: RangeStats) -> None:
+        writer.add(out)
+        bar.advance(stats.slots_done - last_reported[0], stats)
+        last_reported[0] = stats.slots_done
+
+    stats = RangeStats(sub.first_slot, sub.last_slot)
+    try:
+        stats = scan_range(src, sub, filt, spec.kind, run_id, sink, batch_rows)
+        writer.flush()
+    except KeyboardInterrupt:
+        writer.flush()
+        record_range(client, spec.kind, run_id, stats, "partial", started_at, "interrupted")
+        raise
+    except SourceError as exc:
+        writer.flush()
+        record_range(client, spec.kind, run_id, stats, "failed", started_at, str(exc))
+        _add(summary, stats, "failed", str(exc))
+        raise
+    bar.advance(sub.slot_count - last_reported[0], stats)
+    record_range(client, spec.kind, run_id, stats, "done", started_at)
+    log.debug("sub-range %s done: %d transactions, %d IQ matches", sub, stats.transactions_seen, stats.iq_matches)
+    _add(summary, stats, "done")
+
+
+def _run_parallel(spec, wanted, todo, filt, run_id, client, writer, summary, bar, threads, worker_kind) -> None:
+    # auto: processes for CAR (CPU-bound), threads for RPC (I/O-bound); see the module docstring.
+    if worker_kind == "process" or (worker_kind == "auto" and spec.kind == "car"):
+        pool: cf.Executor = cf.ProcessPoolExecutor(max_workers=threads, mp_context=multiprocessing.get_context("spawn"))
+    else:
+        pool = cf.ThreadPoolExecutor(max_workers=threads)
+    started_at = dt.datetime.now(dt.timezone.utc)
+    with pool:
+        futures = {pool.submit(_scan_in_worker, spec, wanted, sub, filt, run_id): sub for sub in todo}
+        try:
+            for fut in cf.as_completed(futures):
+                sub = futures[fut]
+                try:
+                    out, stats = fut.result()
+                except SourceError as exc:
+                    stats = RangeStats(sub.first_slot, sub.last_slot)
+                    record_range(client, spec.kind, run_id, stats, "failed", started_at, str(exc))
+                    _add(summary, stats, "failed", str(exc))
+                    raise
+                writer.add(out)
+                writer.flush()
+                record_range(client, spec.kind, run_id, stats, "done", started_at)
+                log.debug("sub-range %s done: %d transactions, %d IQ matches", sub, stats.transactions_seen,
+                          stats.iq_matches)
+                _add(summary, stats, "done")
+                bar.advance(sub.slot_count, stats)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def _add(summary: IngestSummary, stats: RangeStats, status: str, error: str = "") -> None:
+    summary.ranges.append({"first_slot": stats.first_slot, "last_slot": stats.last_slot, "status": status,
+                           "transactions_seen": stats.transactions_seen, "matches": stats.iq_matches,
+                           **({"error": error} if error else {})})
+    summary.transactions_seen += stats.transactions_seen
+    summary.matches += stats.iq_matches
+    summary.undecoded += stats.undecoded
+    summary.skipped_slots += len(stats.skipped_slots)
+    summary.read_s += stats.read_s
+    summary.extract_s += stats.extract_s
+
+
+def _count_by_kind(client: Any, run_id: str) -> dict[str, int]:
+    rows = client.query(
+        "SELECT concat(generation, '/', kind) AS k, count() FROM iq.raw_instructions WHERE run_id = {run:String} "
+        "GROUP BY k ORDER BY k", parameters={"run": run_id}).result_rows
+    return {k: int(n) for k, n in rows}
+
+
+def _with_session_pdas(settings: Settings, pdas: Sequence[str]) -> Settings:
+    import dataclasses
+
+    from iq_etl.settings import is_pubkey
+
+    for pda in pdas:
+        if not is_pubkey(pda):
+            raise IQEtlError(f"--session-pda: {pda!r} is not a base58 32-byte public key")
+    return dataclasses.replace(settings, session_pdas=tuple(dict.fromkeys(pdas)))
+
+
+def _discover(rpc_url: str, pdas: Sequence[str], max_pages: int, padding: int,
+              rpc_options: dict[str, Any] | None) -> Any:
+    from iq_etl.ingest.sources.rpc.client import RpcClient
+    from iq_etl.ingest.sources.rpc.blocks import discover_windows
+
+    found = discover_windows(RpcClient(rpc_url, **(rpc_options or {})), list(pdas), max_pages=max_pages,
+                             padding=padding)
+    for window in found.windows:
+        if window.truncated:
+            log.warning("discovery for %s stopped at %d pages: older signatures were not read "
+                        "(raise --max-signature-pages)", window.pda, max_pages)
+    return found
+
+
+def _discover_tail(rpc_url: str, program_ids: Iterable[str], warehouse: Any, max_pages: int,
+                   rpc_options: dict[str, Any] | None) -> list[Any]:
+    from iq_etl.warehouse.cursors import CursorStore
+    from iq_etl.ingest.sources.rpc.client import RpcClient
+    from iq_etl.ingest.sources.rpc.blocks import discover_program
+
+    rpc = RpcClient(rpc_url, **(rpc_options or {}))
+    store = CursorStore(warehouse)
+    return [discover_program(rpc, pid, store, first_run_max_pages=max_pages) for pid in sorted(program_ids)]
+
+
+class _Progress:
+    """A rich progress bar (slots/s, tx/s, IQ matches, ETA) when enabled; a no-op otherwise."""
+
+    def __init__(self, enabled: bool, total_slots: int):
+        self.enabled = enabled
+        self.total = total_slots
+        self.txs = 0
+        self.matches = 0
+        self.started = time.monotonic()
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._p = Progress(TextColumn("[bold]ingest"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} slots"),
+                               TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=False)
+            self._p.__enter__()
+            self._task = self._p.add_task("ingest", total=self.total, rate="")
+        return self
+
+    def advance(self, slots: int, stats: RangeStats) -> None:
+        """Move by `slots`; `stats` is the running total of the current sub-range."""
+        if not self.enabled:
+            return
+        key = (stats.first_slot, stats.last_slot)
+        if key != getattr(self, "_range", None):  # a new sub-range: fold the previous one in
+            self._range, self._base_txs, self._base_matches = key, self.txs, self.matches
+        self.txs = self._base_txs + stats.transactions_seen
+        self.matches = self._base_matches + stats.iq_matches
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        self.slots = getattr(self, "slots", 0) + max(slots, 0)
+        self._p.update(self._task, advance=max(slots, 0),
+                       rate=f"{self.slots / elapsed:,.0f} slots/s  {self.txs / elapsed:,.0f} tx/s  "
+                            f"{self.matches:,} IQ matches")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._p.__exit__(*exc)

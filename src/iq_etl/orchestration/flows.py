@@ -1,0 +1,360 @@
+"""Prefect 3 flows: ingest → transform (dbt build) → export, and scheduled reconciliation.
+
+Flows (each one is also a Prefect deployment in `prefect.yaml` and served by `iq-etl serve`):
+
+- `ingest_flow`     the `iq-etl ingest` parameters (slot spec, source, CAR/RPC URLs, session PDAs...)
+- `transform_flow`  `dbt build` of the models in `dbt_project/`
+- `export_flow`     uploads in `iq.sessions_ready_to_export` → each target, bounded concurrency,
+                    every attempt recorded in `iq.exports`
+- `pipeline_flow`   ingest → transform → export in one run
+- `reconcile_flow`  finds the chunks of incomplete uploads again (see `iq_etl.reconcile.plan`), re-ingests,
+                    re-transforms, exports what became complete and retries failed exports
+
+Every flow run holds the warehouse for its whole length through `iq_etl.orchestration.locking.warehouse_session`
+(run lock next to the embedded warehouse, optional Prefect global concurrency limit): overlapping
+runs wait for each other instead of failing with WarehouseBusy, and the client is closed at the end so
+the chDB folder is free between runs. The stages are tasks so that each gets its own state, logs
+and retries in the Prefect UI; only the idempotent ones retry (ingest: dedup tokens + resume; dbt
+build; export: delivered uploads are never re-sent and attempts carry an Idempotency-Key).
+
+Settings (DSN, tokens, program ids) come from the environment / `.env` of the process running the
+flow, never from flow parameters: Prefect stores parameters in its database and shows them in the UI.
+Each run ends by publishing a markdown artifact (key `iq-etl-status`) with the `iq-etl status` table.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Sequence
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import get_run_context
+
+from iq_etl.settings import Settings, load_settings
+
+from iq_etl.orchestration.locking import DEFAULT_TIMEOUT_S, GLOBAL_LIMIT_NAME, warehouse_session
+
+log = logging.getLogger(__name__)
+
+STATUS_ARTIFACT_KEY = "iq-etl-status"
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    for method in ("to_json", "to_dict"):
+        if hasattr(value, method):
+            return getattr(value, method)()
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    return dict(value)
+
+
+def _run_id() -> str:
+    """The Prefect flow run id, used as the ingest run id and reconcile state run id so rows trace
+    back to the run ('' outside a run)."""
+    try:
+        ctx = get_run_context()
+    except Exception:  # noqa: BLE001 - outside a run context there is simply no id
+        return ""
+    flow_run = getattr(ctx, "flow_run", None)
+    if flow_run is not None:
+        return str(flow_run.id)
+    task_run = getattr(ctx, "task_run", None)
+    return str(task_run.flow_run_id) if task_run is not None and task_run.flow_run_id else ""
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except Exception:  # noqa: BLE001 - called outside a run (plain Python use of a task's .fn)
+        return log
+
+
+# --- tasks ------------------------------------------------------------------------------------
+
+def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: not for errors a retry cannot fix (bad settings, an archive or file
+    that does not exist); yes for the rest (network, a busy or briefly unreachable warehouse)."""
+    from iq_etl.errors import SettingsError, SourceError
+
+    exc = getattr(state, "data", None)
+    if isinstance(exc, SettingsError):
+        return False
+    if isinstance(exc, SourceError) and "not found" in str(exc):
+        return False
+    return True
+
+
+@task(name="ingest", retries=2, retry_delay_seconds=10, retry_condition_fn=_worth_retrying, cache_policy=NO_CACHE)
+def ingest_task(settings: Settings, *, slot_spec: str | None = None, ranges: Sequence[tuple[int, int]] | None = None,
+                source: str = "car", car_url: str | None = None, rpc_url: str | None = None,
+                session_pdas: Sequence[str] | None = None, slot_padding: int = 200, max_signature_pages: int = 25,
+                threads: int | None = None, resume: bool = True, extra_program_ids: Sequence[str] = (),
+                progress: bool = False) -> dict[str, Any]:
+    """Idempotent: batches carry content dedup tokens and `resume` skips sub-ranges already done."""
+    from iq_etl.ingest.run import run_ingest
+    from iq_etl.solana.slots import SlotRange
+
+    summary = run_ingest(
+        settings, slot_spec=slot_spec, ranges=[SlotRange(a, b) for a, b in ranges] if ranges else None,
+        source=source, car_url=car_url, rpc_url=rpc_url, session_pdas=list(session_pdas) if session_pdas else None,
+        slot_padding=slot_padding, max_signature_pages=max_signature_pages, threads=threads, resume=resume,
+        run_id=_run_id().replace("-", "")[:12] or None, progress=progress, extra_program_ids=tuple(extra_program_ids),
+    )
+    result = _as_dict(summary)
+    _logger().info("ingest: %s transactions seen, %s IQ matches, %s rows written, %s undecoded in %.1fs",
+                   result.get("transactions_seen"), result.get("matches"), result.get("rows_written"),
+                   result.get("undecoded"), result.get("seconds") or 0.0)
+    if result.get("incomplete"):
+        _logger().warning("ingest: some sub-ranges did not finish; the next run resumes them")
+    return result
+
+
+@task(name="transform", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def transform_task(settings: Settings, select: str | None = None, full_refresh: bool = False) -> dict[str, Any]:
+    """`dbt build`; idempotent (tables are rebuilt or merged incrementally on their keys)."""
+    from iq_etl.transform.runner import run_dbt
+
+    result = run_dbt(settings, select=select, full_refresh=full_refresh, quiet=True)
+    out = _as_dict(result)
+    _logger().info("transform: %s", {k: v for k, v in out.items() if not isinstance(v, (list, dict))})
+    return out
+
+
+@task(name="export", retries=2, retry_delay_seconds=10, retry_condition_fn=_worth_retrying, cache_policy=NO_CACHE)
+def export_task(settings: Settings, target: str | None, dry_run: bool = False, concurrency: int | None = None,
+                limit: int | None = None) -> dict[str, Any]:
+    """Idempotent: only uploads without a delivered row for the target are sent, with a stable
+    Idempotency-Key, so a retried task never delivers twice."""
+    from iq_etl.export.runner import export_ready
+    from iq_etl.warehouse.client import get_client
+
+    kwargs: dict[str, Any] = {"target": target, "dry_run": dry_run, "limit": limit}
+    if concurrency:
+        kwargs["concurrency"] = concurrency
+    summary = export_ready(settings, get_client(settings), **kwargs)
+    out = _as_dict(summary)
+    _logger().info("export to %s: %s", out.get("target", target), {k: v for k, v in out.items()
+                                                                   if isinstance(v, (int, float))})
+    return out
+
+
+@task(name="publish-status", retries=1, cache_policy=NO_CACHE)
+def status_artifact_task(settings: Settings, title: str, extra_markdown: str = "") -> dict[str, Any]:
+    """Publish the `iq-etl status` table as a markdown artifact; returns the report."""
+    from iq_etl.status import status_markdown, status_report
+    from iq_etl.warehouse.client import get_client
+
+    report = status_report(get_client(settings))
+    markdown = f"# {title}\n\n{extra_markdown}\n\n{status_markdown(report)}" if extra_markdown else \
+        f"# {title}\n\n{status_markdown(report)}"
+    create_markdown_artifact(markdown=markdown, key=STATUS_ARTIFACT_KEY, description=f"iq-etl status after {title}")
+    return report
+
+
+# --- stage bodies shared by the flows ---------------------------------------------------------
+
+def _targets(targets: Sequence[str] | None) -> list[str | None]:
+    """Export targets: the given URLs, or the configured reader backend (None → the runner's default)."""
+    return list(dict.fromkeys(targets)) if targets else [None]
+
+
+def _export_all(settings: Settings, targets: Sequence[str] | None, dry_run: bool, concurrency: int | None,
+                limit: int | None) -> list[dict[str, Any]]:
+    return [export_task(settings, target, dry_run=dry_run, concurrency=concurrency, limit=limit)
+            for target in _targets(targets)]
+
+
+def _settings() -> Settings:
+    """Settings of the process running the flow (environment over `.env`); never flow parameters.
+    `extra_program_ids` parameters are added to IQ_PROGRAM_ID by the ingest stage itself."""
+    return load_settings()
+
+
+# --- flows ------------------------------------------------------------------------------------
+
+@flow(name="ingest_flow", log_prints=True)
+def ingest_flow(slot_spec: str | None = None, source: str = "car", car_url: str | None = None,
+                rpc_url: str | None = None, session_pdas: list[str] | None = None, slot_padding: int = 200,
+                max_signature_pages: int = 25, threads: int | None = None, resume: bool = True,
+                extra_program_ids: list[str] | None = None, lock_timeout_s: float = DEFAULT_TIMEOUT_S,
+                publish_status: bool = True, progress: bool = False) -> dict[str, Any]:
+    """Ingest a slot range (`S:E`, epoch `N`, epochs `A-B`) or the window discovered for session PDAs."""
+    settings = _settings()
+    with warehouse_session(settings, "ingest_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
+        result = ingest_task(settings, slot_spec=slot_spec, source=source, car_url=car_url, rpc_url=rpc_url,
+                             session_pdas=session_pdas, slot_padding=slot_padding,
+                             max_signature_pages=max_signature_pages, threads=threads, resume=resume,
+                             extra_program_ids=extra_program_ids or (), progress=progress)
+        if publish_status:
+            status_artifact_task(settings, "ingest_flow")
+    return result
+
+
+@flow(name="transform_flow", log_prints=True)
+def transform_flow(select: str | None = None, full_refresh: bool = False,
+                   lock_timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+    """`dbt build` (optionally `--select`, `--full-refresh`) and publish the status artifact."""
+    settings = _settings()
+    with warehouse_session(settings, "transform_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
+        result = transform_task(settings, select=select, full_refresh=full_refresh)
+        status_artifact_task(settings, "transform_flow")
+    return result
+
+
+@flow(name="export_flow", log_prints=True)
+def export_flow(targets: list[str] | None = None, dry_run: bool = False, concurrency: int | None = None,
+                limit: int | None = None, lock_timeout_s: float = DEFAULT_TIMEOUT_S) -> list[dict[str, Any]]:
+    """Export complete uploads not yet delivered to each target (default: the configured reader backend)."""
+    settings = _settings()
+    with warehouse_session(settings, "export_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
+        results = _export_all(settings, targets, dry_run, concurrency, limit)
+        status_artifact_task(settings, "export_flow")
+    return results
+
+
+def _nothing_to_ingest(settings: Settings, slot_spec: str | None, session_pdas: Sequence[str] | None,
+                       source: str = "car") -> bool:
+    """A scheduled pipeline without a slot spec and without session PDAs only transforms and exports
+    (ingest may be done elsewhere, e.g. by workers each ingesting a slot range) -- unless its source
+    is rpc-signatures, which then tails every IQ program from the cursors in iq.cursors."""
+    if source == "rpc-signatures":
+        return False
+    return not slot_spec and not session_pdas and not settings.session_pdas
+
+
+@flow(name="pipeline_flow", log_prints=True)
+def pipeline_flow(slot_spec: str | None = None, source: str = "car", car_url: str | None = None,
+                  rpc_url: str | None = None, session_pdas: list[str] | None = None, slot_padding: int = 200,
+                  max_signature_pages: int = 25, threads: int | None = None, resume: bool = True,
+                  extra_program_ids: list[str] | None = None, targets: list[str] | None = None,
+                  export_concurrency: int | None = None, dry_run: bool = False, full_refresh: bool = False,
+                  lock_timeout_s: float = DEFAULT_TIMEOUT_S, progress: bool = False) -> dict[str, Any]:
+    """Ingest → transform → export in one run, then publish the status artifact.
+
+    Without `slot_spec` the window is discovered for `session_pdas` (or IQ_SESSION_PDA_LIST); with
+    neither, source rpc-signatures tails the IQ programs (live tail from stored cursors) and any
+    other source skips ingest: the run transforms and exports what the warehouse holds."""
+    settings = _settings()
+    with warehouse_session(settings, "pipeline_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
+        if _nothing_to_ingest(settings, slot_spec, session_pdas, source):
+            _logger().info("ingest skipped: no slot spec and no session PDAs")
+            ingested = None
+        else:
+            ingested = ingest_task(settings, slot_spec=slot_spec, source=source, car_url=car_url, rpc_url=rpc_url,
+                                   session_pdas=session_pdas or list(settings.session_pdas) or None,
+                                   slot_padding=slot_padding, max_signature_pages=max_signature_pages,
+                                   threads=threads, resume=resume, extra_program_ids=extra_program_ids or (),
+                                   progress=progress)
+        transformed = transform_task(settings, full_refresh=full_refresh)
+        exported = _export_all(settings, targets, dry_run, export_concurrency, None)
+        report = status_artifact_task(settings, "pipeline_flow")
+    return {"ingest": ingested, "transform": transformed, "export": exported, "status": report}
+
+
+# --- reconcile --------------------------------------------------------------------------------
+
+def _car_epoch_available(car_url: str):
+    """epoch → whether its CAR archive exists at `car_url` (asked once per epoch)."""
+    from functools import lru_cache
+
+    from iq_etl.ingest.sources.car.reader import CarSource
+
+    source = CarSource(car_url)
+
+    @lru_cache(maxsize=None)
+    def available(epoch: int) -> bool:
+        try:
+            return bool(source.car_file(epoch if source.is_template else None).source.exists())
+        except Exception as exc:  # noqa: BLE001 - an unreachable archive is reported, then skipped
+            _logger().warning("reconcile: cannot check the CAR archive of epoch %d: %s", epoch, exc)
+            return False
+
+    return available
+
+
+@task(name="plan-reconcile", retries=1, cache_policy=NO_CACHE)
+def plan_reconcile_task(settings: Settings, policy: Any, use_rpc: bool, window_source: str,
+                        car_url: str | None = None) -> Any:
+    from iq_etl.warehouse.client import get_client
+
+    from iq_etl.reconcile import plan as rc
+    client = get_client(settings)
+    available = _car_epoch_available(car_url or settings.car_url) if window_source == "car" else None
+    plan = rc.plan_reconcile(rc.read_incomplete(client), rc.read_states(client),
+                             rc.covered_ranges(client, window_source), policy, use_rpc=use_rpc,
+                             epoch_available=available)
+    _logger().info("reconcile plan: %d upload(s) to search (%d over budget, %d not searchable); slot ranges %s; "
+                   "%d session(s) over RPC", len(plan.uploads), len(plan.deferred), len(plan.skipped),
+                   plan.scan_ranges or "none", len(plan.session_pdas))
+    return plan
+
+
+@flow(name="reconcile_flow", log_prints=True)
+def reconcile_flow(discovery: str = "auto", window_source: str = "car", car_url: str | None = None,
+                   rpc_url: str | None = None, initial_padding: int = 2_000, growth: int = 4,
+                   max_padding: int = 432_000, max_scan_slots: int = 2_000_000, max_uploads: int = 1_000,
+                   max_signature_pages: int = 25, extra_program_ids: list[str] | None = None,
+                   targets: list[str] | None = None, export_concurrency: int | None = None,
+                   lock_timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+    """Search again for the chunks of incomplete uploads, re-transform, export what became complete
+    and retry failed exports; returns (and publishes) a summary of what changed.
+
+    discovery: `auto` (RPC discovery on session accounts when an RPC URL is configured, widening
+    slot windows otherwise), `rpc` or `window`. See flows/reconcile.py for the window rules."""
+    from iq_etl.errors import IQEtlError
+
+    from iq_etl.reconcile import plan as rc
+    if discovery not in ("auto", "rpc", "window"):
+        raise IQEtlError(f"reconcile discovery {discovery!r}: use auto, rpc or window")
+    if window_source not in ("car", "rpc-blocks"):
+        raise IQEtlError(f"reconcile window_source {window_source!r}: use car or rpc-blocks")
+    try:
+        policy = rc.Policy(initial_padding=initial_padding, growth=growth, max_padding=max_padding,
+                           max_scan_slots=max_scan_slots, max_uploads=max_uploads)
+    except ValueError as exc:
+        raise IQEtlError(str(exc)) from None
+    settings = _settings()
+    use_rpc = discovery == "rpc" or (discovery == "auto" and bool(rpc_url or settings.rpc_url_configured))
+    run_id = _run_id() or "reconcile"
+    with warehouse_session(settings, "reconcile_flow", lock_timeout_s, GLOBAL_LIMIT_NAME) as client:
+        if not rc.table_exists(client, rc.COMPLETENESS):
+            transform_task(settings)
+        before = rc.read_statuses(client)
+        plan = plan_reconcile_task(settings, policy, use_rpc, window_source, car_url)
+        rows_written, unreadable, partly_read = 0, [], False
+        # One ingest per search, so that one unreadable range (an archive that ends early, an RPC
+        # error) is reported and the others still count. Rows read before a failure are kept.
+        searches: list[tuple[str, dict[str, Any]]] = []
+        if plan.session_pdas:
+            searches.append((f"RPC discovery of {len(plan.session_pdas)} session(s)",
+                             dict(source="rpc-signatures", rpc_url=rpc_url, session_pdas=plan.session_pdas,
+                                  max_signature_pages=max_signature_pages, slot_padding=0)))
+        for first, last in plan.scan_ranges:
+            searches.append((f"slots {first}-{last}", dict(ranges=[(first, last)], source=window_source,
+                                                           car_url=car_url, rpc_url=rpc_url)))
+        for what, kwargs in searches:
+            try:
+                found = ingest_task(settings, extra_program_ids=extra_program_ids or (), **kwargs)
+            except IQEtlError as exc:
+                _logger().warning("reconcile: %s could not be read completely: %s", what, exc)
+                unreadable.append({"search": what, "error": str(exc)[:500]})
+                partly_read = True   # rows read before the failure were written: rebuild the models
+                continue
+            rows_written += int(found.get("rows_written") or 0)
+        rc.write_states(client, plan, run_id)
+        if rows_written or partly_read:
+            transform_task(settings)
+        exports = _export_all(settings, targets, False, export_concurrency, None)
+        after = rc.read_statuses(client)
+        summary = rc.summarise(before, after, plan, rows_written,
+                               rc.delivered_in_runs(client, [e["run_id"] for e in exports if e.get("run_id")]),
+                               sum(int(e.get("failed") or 0) + int(e.get("refused") or 0) for e in exports),
+                               unreadable)
+        status_artifact_task(settings, "reconcile_flow", extra_markdown=summary.markdown())
+    _logger().info("reconcile: %d newly complete, %d exported, %d still incomplete", len(summary.newly_complete),
+                   len(summary.exported), len(summary.still_missing))
+    return {"summary": summary.to_json(), "plan": plan.to_json(), "export": exports}

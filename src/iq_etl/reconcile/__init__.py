@@ -1,0 +1,1 @@
+"""Reconciliation: plan wider scans for incomplete uploads and remember what was tried."""

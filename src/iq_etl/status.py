@@ -1,0 +1,201 @@
+"""What the warehouse knows, for people: uploads by status and generation, the incomplete uploads
+with their missing chunk ranges, and the holes in scan coverage.
+
+`status_report(client)` reads the dbt marts (iq.session_completeness, iq.scan_coverage) and the
+raw ledgers, and returns a plain dict (JSON-ready). `status_markdown(report)` renders it as
+markdown (Prefect flows publish it as an artifact); `print_status(report)` prints terminal tables.
+Before the first `iq-etl transform` the marts do not exist: the report says so instead of failing.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any, Sequence
+
+STATUSES = ("complete", "missing_chunks", "awaiting_finalize", "conflicting_chunks", "total_mismatch")
+DEFAULT_INCOMPLETE_LIMIT = 20
+DEFAULT_GAP_LIMIT = 20
+
+
+def _exists(client: Any, table: str) -> bool:
+    return bool(client.query(
+        "SELECT count() FROM system.tables WHERE database = 'iq' AND name = {name:String}",
+        parameters={"name": table}).result_rows[0][0])
+
+
+def _rows(client: Any, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    result = client.query(sql, parameters=parameters)
+    return [dict(zip(result.column_names, row)) for row in result.result_rows]
+
+
+def status_report(client: Any, *, incomplete_limit: int = DEFAULT_INCOMPLETE_LIMIT,
+                  gap_limit: int = DEFAULT_GAP_LIMIT) -> dict[str, Any]:
+    """A snapshot of upload completeness and scan coverage (plain JSON-ready values)."""
+    report: dict[str, Any] = {
+        "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "models_built": _exists(client, "session_completeness"),
+        "raw_instructions": int(client.query("SELECT count() FROM iq.raw_instructions").result_rows[0][0]),
+        "undecoded_instructions": int(client.query("SELECT count() FROM iq.undecoded_instructions").result_rows[0][0]),
+    }
+    if not report["models_built"]:
+        report.update(totals={}, by_status_generation=[], incomplete=[], scan={"scanned": [], "gaps": []},
+                      ready_to_export=0)
+        return report
+
+    by_group = _rows(client, """
+        SELECT status, toString(generation) AS generation, count() AS uploads,
+               sum(chunks_present) AS chunks_present, sum(chunks_missing) AS chunks_missing
+        FROM iq.session_completeness
+        GROUP BY status, generation
+        ORDER BY status, generation""")
+    totals = {status: 0 for status in STATUSES}
+    for row in by_group:
+        totals[row["status"]] = totals.get(row["status"], 0) + int(row["uploads"])
+    totals["uploads"] = sum(int(r["uploads"]) for r in by_group)
+    report["totals"] = totals
+    report["by_status_generation"] = [
+        {**r, "uploads": int(r["uploads"]), "chunks_present": int(r["chunks_present"]),
+         "chunks_missing": int(r["chunks_missing"])} for r in by_group]
+
+    report["incomplete"] = [
+        {**r, "chunks_present": int(r["chunks_present"]),
+         "chunks_expected": None if r["chunks_expected"] is None else int(r["chunks_expected"]),
+         "chunks_missing": int(r["chunks_missing"]),
+         "missing_window_first_slot": None if r["missing_window_first_slot"] is None else int(r["missing_window_first_slot"]),
+         "missing_window_last_slot": None if r["missing_window_last_slot"] is None else int(r["missing_window_last_slot"]),
+         "first_slot": int(r["first_slot"]), "last_slot": int(r["last_slot"])}
+        for r in _rows(client, """
+            SELECT upload_key, toString(generation) AS generation, status, status_reason,
+                   chunks_present, chunks_expected, chunks_missing, missing_ranges_text,
+                   missing_window_first_slot, missing_window_last_slot, first_slot, last_slot
+            FROM iq.session_completeness
+            WHERE status != 'complete'
+            ORDER BY status = 'awaiting_finalize', chunks_missing DESC, last_slot DESC, upload_key
+            LIMIT {limit:UInt32}""", {"limit": incomplete_limit})]
+
+    scan: dict[str, Any] = {"scanned": [], "gaps": []}
+    if _exists(client, "scan_coverage"):
+        for row in _rows(client, """
+                SELECT kind, first_slot, last_slot, slots, sources FROM iq.scan_coverage
+                ORDER BY first_slot"""):
+            item = {"first_slot": int(row["first_slot"]), "last_slot": int(row["last_slot"]),
+                    "slots": int(row["slots"])}
+            if row["kind"] == "scanned":
+                scan["scanned"].append({**item, "sources": list(row["sources"])})
+            else:
+                scan["gaps"].append(item)
+        scan["gaps_total"] = len(scan["gaps"])
+        scan["gaps"] = scan["gaps"][:gap_limit]
+    report["scan"] = scan
+    report["ready_to_export"] = int(client.query(
+        "SELECT count() FROM iq.session_completeness WHERE status = 'complete'").result_rows[0][0]) \
+        if not _exists(client, "sessions_ready_to_export") else int(client.query(
+            "SELECT countIf(empty(delivered_targets)) FROM iq.sessions_ready_to_export").result_rows[0][0])
+    return report
+
+
+def _window(row: dict[str, Any]) -> str:
+    first, last = row.get("missing_window_first_slot"), row.get("missing_window_last_slot")
+    if first is None and last is None:
+        return ""
+    if first is None:
+        return f"before {last}"
+    return f"{first}-{last}"
+
+
+def _short(key: str, width: int = 48) -> str:
+    return key if len(key) <= width else key[: width - 1] + "…"
+
+
+def _tables(report: dict[str, Any], terminal: bool = False) -> list[tuple[str, list[str], list[list[Any]]]]:
+    """(title, columns, rows) for each section; shared by the markdown and terminal renderers.
+    The terminal version shortens keys and leaves out the reason column (the JSON has it all)."""
+    if not report.get("models_built"):
+        return []
+    key_width, ranges_width = (24, 32) if terminal else (96, 400)
+    incomplete_columns = ["upload", "generation", "status", "present/expected", "missing", "rescan slots"]
+    if not terminal:
+        incomplete_columns.append("why")
+    incomplete_rows = []
+    for r in report["incomplete"]:
+        row = [_short(r["upload_key"], key_width), r["generation"], r["status"],
+               f"{r['chunks_present']}/{'?' if r['chunks_expected'] is None else r['chunks_expected']}",
+               _short(r["missing_ranges_text"], ranges_width), _window(r)]
+        if not terminal:
+            row.append(r["status_reason"])
+        incomplete_rows.append(row)
+    scan = report.get("scan") or {}
+    return [(
+        "Uploads by status and generation",
+        ["status", "generation", "uploads", "chunks present", "chunks missing"],
+        [[r["status"], r["generation"], r["uploads"], r["chunks_present"], r["chunks_missing"]]
+         for r in report["by_status_generation"]],
+    ), (
+        "Incomplete uploads (top)", incomplete_columns, incomplete_rows,
+    ), (
+        "Scan coverage gaps",
+        ["first slot", "last slot", "slots"],
+        [[g["first_slot"], g["last_slot"], g["slots"]] for g in scan.get("gaps", [])],
+    )]
+
+
+def _summary_line(report: dict[str, Any]) -> str:
+    if not report.get("models_built"):
+        return (f"{report['raw_instructions']} raw instructions, {report['undecoded_instructions']} undecoded; "
+                "the models are not built yet: run `iq-etl transform`")
+    t = report["totals"]
+    scan = report.get("scan") or {}
+    scanned = sum(r["slots"] for r in scan.get("scanned", []))
+    return (f"{t.get('uploads', 0)} uploads: {t.get('complete', 0)} complete, {t.get('missing_chunks', 0)} missing "
+            f"chunks, {t.get('awaiting_finalize', 0)} awaiting finalize, {t.get('conflicting_chunks', 0)} "
+            f"conflicting, {t.get('total_mismatch', 0)} total mismatch; {report.get('ready_to_export', 0)} complete "
+            f"and never delivered; {scanned} slots scanned, {scan.get('gaps_total', 0)} gap(s); "
+            f"{report['undecoded_instructions']} undecoded instructions")
+
+
+def _md_cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def status_markdown(report: dict[str, Any]) -> str:
+    """The report as markdown: a summary line and one table per section."""
+    lines = ["## Upload status", "", _summary_line(report), ""]
+    for title, columns, rows in _tables(report):
+        lines += [f"### {title}", ""]
+        if not rows:
+            lines += ["(none)", ""]
+            continue
+        lines.append("| " + " | ".join(columns) + " |")
+        lines.append("|" + "---|" * len(columns))
+        lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def print_status(report: dict[str, Any], file=None) -> None:
+    """Terminal tables (rich)."""
+    from iq_etl.cli.output import print_rows
+
+    import sys
+
+    out = file or sys.stdout
+    print(_summary_line(report), file=out)
+    for title, columns, rows in _tables(report, terminal=True):
+        if rows:
+            print_rows(columns, rows, "table", title=title, file=out)
+        else:
+            print(f"{title}: none", file=out)
+
+
+def render_status(report: dict[str, Any], fmt: str = "markdown") -> str:
+    """The report as 'markdown' or 'json' text."""
+    if fmt == "json":
+        import json
+
+        from iq_etl.cli.output import jsonable
+
+        return json.dumps(jsonable(report), indent=2)
+    return status_markdown(report)
+
+
+__all__: Sequence[str] = ("status_report", "status_markdown", "print_status", "render_status")

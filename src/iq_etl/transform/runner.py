@@ -1,0 +1,235 @@
+"""Run the dbt project (dbt_project/) in-process against the configured warehouse.
+
+`run_dbt(settings)` runs `dbt build` through `dbt.cli.main.dbtRunner`:
+- embedded (`chdb://`): target `embedded`, through the process's shared chDB engine
+  (flows/dbt_chdb.py), one thread;
+- remote (`http(s)://`): target `remote`; the DSN is split into IQ_DBT_HOST/PORT/USER/PASSWORD/
+  SECURE for profiles.yml for the duration of the run (in this process's environment only, never
+  logged).
+dbt's target/ and logs go under the iq-etl home (`<home>/dbt`), never into the repo. A failed run
+raises `TransformError` with dbt's own message for each failing node.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+from urllib.parse import urlsplit
+
+from iq_etl.errors import IQEtlError
+from iq_etl.settings import Settings
+
+
+
+def find_dbt_project() -> Path:
+    """The dbt project: a checkout's `dbt_project/` first (what a developer edits), else the copy built
+    into the package (`pip install` of a wheel carries it as package data; see setup.py)."""
+    checkout = Path(__file__).resolve().parents[3] / "dbt_project"
+    if (checkout / "dbt_project.yml").is_file():
+        return checkout
+    packaged = Path(__file__).resolve().parent / "dbt_project"
+    if (packaged / "dbt_project.yml").is_file():
+        return packaged
+    raise IQEtlError(f"dbt project not found: neither {checkout} nor {packaged} holds dbt_project.yml")
+
+
+DBT_PROJECT_DIR = find_dbt_project()
+COMMANDS = ("build", "run", "test", "compile", "parse", "ls", "debug")
+
+_run_lock = threading.Lock()  # dbtRunner is not re-entrant: one invocation per process at a time
+
+
+class TransformError(IQEtlError):
+    """dbt failed: a model, test or the project itself. The message carries dbt's own words."""
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    name: str
+    resource_type: str  # model | test | unit_test | ...
+    status: str  # success | error | fail | warn | pass | skipped | ...
+    message: str
+    seconds: float
+    failures: int | None = None
+
+
+@dataclass
+class DbtResult:
+    success: bool
+    command: str
+    target: str
+    elapsed_s: float
+    nodes: list[NodeResult] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """Node count by status, e.g. {'success': 12, 'pass': 30, 'warn': 1}."""
+        out: dict[str, int] = {}
+        for node in self.nodes:
+            out[node.status] = out.get(node.status, 0) + 1
+        return out
+
+    def problems(self) -> list[NodeResult]:
+        return [n for n in self.nodes if n.status in ("error", "fail", "runtime error")]
+
+    def warnings(self) -> list[NodeResult]:
+        return [n for n in self.nodes if n.status == "warn"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "success": self.success,
+            "command": self.command,
+            "target": self.target,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "counts": self.counts(),
+            "nodes": [n.__dict__ for n in self.nodes],
+        }
+
+
+def dbt_home(settings: Settings) -> Path:
+    """Where dbt's target/ and logs/ go: `<iq-etl home>/dbt` (IQ_DBT_HOME overrides)."""
+    override = os.environ.get("IQ_DBT_HOME", "").strip()
+    return Path(override).expanduser().resolve() if override else (Path(settings.home) / "dbt").resolve()
+
+
+def remote_target_env(dsn: str, cluster: str | None = None) -> dict[str, str]:
+    """profiles.yml `remote` variables from an http(s):// DSN. Holds the password: never log it."""
+    parts = urlsplit(dsn)
+    secure = parts.scheme in ("https", "clickhouses")
+    return {
+        "IQ_DBT_TARGET": "remote",
+        "IQ_DBT_HOST": parts.hostname or "localhost",
+        "IQ_DBT_PORT": str(parts.port or (8443 if secure else 8123)),
+        "IQ_DBT_USER": parts.username or "default",
+        "IQ_DBT_PASSWORD": parts.password or "",
+        "IQ_DBT_SECURE": "true" if secure else "false",
+        "IQ_DBT_CLUSTER": cluster or "",
+    }
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def dbt_args(settings: Settings, command: str, select: Sequence[str] | str | None, full_refresh: bool,
+             vars: Mapping[str, Any] | None, exclude: Sequence[str] | str | None) -> list[str]:
+    home = dbt_home(settings)
+    args = [
+        command,
+        "--project-dir", str(DBT_PROJECT_DIR),
+        "--profiles-dir", str(DBT_PROJECT_DIR),
+        "--target-path", str(home / "target"),
+        "--log-path", str(home / "logs"),
+        "--target", "embedded" if settings.embedded else "remote",
+    ]
+    for flag, values in (("--select", select), ("--exclude", exclude)):
+        if values:
+            items = [values] if isinstance(values, str) else list(values)
+            args += [flag, *[part for item in items for part in item.split()]]
+    if full_refresh:
+        if command not in ("build", "run"):
+            raise TransformError(f"--full-refresh applies to build or run, not {command}")
+        args.append("--full-refresh")
+    if vars:
+        import json
+
+        args += ["--vars", json.dumps(dict(vars))]
+    return args
+
+
+def _node_results(run_result: Any) -> list[NodeResult]:
+    nodes: list[NodeResult] = []
+    results = getattr(run_result, "results", None) or []
+    for item in results:
+        node = getattr(item, "node", None)
+        status = getattr(item, "status", "")
+        nodes.append(NodeResult(
+            name=getattr(node, "name", "?") if node is not None else "?",
+            resource_type=str(getattr(node, "resource_type", "")) if node is not None else "",
+            status=str(getattr(status, "value", status)),
+            message=(getattr(item, "message", None) or "").strip(),
+            seconds=float(getattr(item, "execution_time", 0.0) or 0.0),
+            failures=getattr(item, "failures", None),
+        ))
+    return nodes
+
+
+def run_dbt(settings: Settings, select: Sequence[str] | str | None = None, full_refresh: bool = False,
+            command: str = "build", *, vars: Mapping[str, Any] | None = None,
+            exclude: Sequence[str] | str | None = None, unit_tests: bool = False,
+            quiet: bool = False) -> DbtResult:
+    """Run one dbt command in-process and summarise it; raise TransformError when dbt fails.
+
+    Unit tests (fixed fixtures, no warehouse data) are left out unless `unit_tests` is set: they
+    prove the SQL, not the data, so the test suite runs them and production runs skip their cost."""
+    if command not in COMMANDS:
+        raise TransformError(f"unsupported dbt command {command!r}; use one of {', '.join(COMMANDS)}")
+    from dbt.cli.main import dbtRunner
+
+    # Embedded: one process holds the chDB folder and every ingest has finished before a transform
+    # starts, so no insert can still be in flight: incremental models need no look-back window.
+    run_vars = {"iq_lookback_seconds": 0} if settings.embedded else {}
+    run_vars.update(vars or {})
+    args = dbt_args(settings, command, select, full_refresh, run_vars, exclude)
+    if command in ("build", "test") and not unit_tests:
+        args += ["--exclude-resource-type", "unit_test"]
+    if quiet:
+        args.insert(1, "--quiet")
+    env = {"DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DBT_PARTIAL_PARSE": "true"}
+    if settings.embedded:
+        env["IQ_DBT_TARGET"] = "embedded"
+    else:
+        env.update(remote_target_env(settings.clickhouse_dsn, settings.clickhouse_cluster))
+    home = dbt_home(settings)
+    home.mkdir(parents=True, exist_ok=True)
+
+    if not _run_lock.acquire(blocking=False):
+        raise TransformError("a dbt run is already in progress in this process")
+    started = time.monotonic()
+    try:
+        with _environment(env):
+            if settings.embedded:
+                from iq_etl.transform.chdb_seam import embedded_engine
+
+                with embedded_engine(settings):
+                    outcome = dbtRunner().invoke(args)
+            else:
+                outcome = dbtRunner().invoke(args)
+    finally:
+        _run_lock.release()
+    elapsed = time.monotonic() - started
+
+    result = DbtResult(success=bool(outcome.success), command=command,
+                       target="embedded" if settings.embedded else "remote", elapsed_s=elapsed,
+                       nodes=_node_results(outcome.result))
+    if not result.success:
+        raise TransformError(_failure_message(result, outcome, settings))
+    return result
+
+
+def _failure_message(result: DbtResult, outcome: Any, settings: Settings) -> str:
+    lines: list[str] = []
+    if outcome.exception is not None:
+        lines.append(f"dbt {result.command} could not run: {str(outcome.exception).strip()}")
+    for node in result.problems():
+        lines.append(f"{node.resource_type} {node.name} {node.status}: {node.message}")
+    if not lines:
+        lines.append(f"dbt {result.command} failed (see {dbt_home(settings) / 'logs' / 'dbt.log'})")
+    text = "; ".join(line.replace("\n", " ") for line in lines)
+    password = urlsplit(settings.clickhouse_dsn).password if not settings.embedded else None
+    if password:
+        text = text.replace(password, "***")
+    return text[:4000]

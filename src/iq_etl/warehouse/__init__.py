@@ -1,0 +1,1 @@
+"""Stage 2: the ClickHouse warehouse (embedded chDB or remote): client, migrations, row writer, scan ledger, cursors, shared SQL."""
