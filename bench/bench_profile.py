@@ -187,7 +187,7 @@ def summarize(stats: pstats.Stats, top: int) -> dict:
 # --- child functions ----------------------------------------------------------------------------
 
 def profile_scan(chain: dict, top: int = TOP) -> dict:
-    from iq_etl.ingest.sources.car.reader import CarSource
+    from iq_etl.ingest.sources.car.source import CarSource
 
     c = Chain.from_json(chain)
     source = CarSource(c.template, wanted_keys=c.wanted_keys())

@@ -65,13 +65,15 @@ def scan(chain: dict, wanted: bool = True, without_v0_check: bool = False) -> di
     without_v0_check (diagnostic, not a product mode): the reader's check of v0 transactions'
     loaded addresses (decompressing their metadata) answers "no", to measure what that check
     costs. It misses IQ calls made through lookup tables; its figures only explain the others."""
+    from iq_etl.ingest.sources.car import prefilter as prefilter_module
     from iq_etl.ingest.sources.car import reader as car_module
-    from iq_etl.ingest.sources.car.reader import CarSource
+    from iq_etl.ingest.sources.car.source import CarSource
 
     if without_v0_check:
         if not hasattr(car_module, "_meta_verdict"):
             return {"unavailable": True}
-        car_module._meta_verdict = lambda *args, **kwargs: 0
+        # the walk calls it directly and through _quick_verdict: answer "no" in both modules
+        car_module._meta_verdict = prefilter_module._meta_verdict = lambda *args, **kwargs: 0
     c = Chain.from_json(chain)
     source = CarSource(c.template, wanted_keys=c.wanted_keys() if wanted else None)
 

@@ -8,7 +8,8 @@ import libipld
 import pytest
 
 from iq_etl.errors import SourceError
-from iq_etl.ingest.sources.car.reader import CarFile, CarSource, IncompleteRange
+from iq_etl.ingest.sources.car.reader import CarFile, IncompleteRange
+from iq_etl.ingest.sources.car.source import CarSource
 
 NAME = "epoch-0-1.car"
 

@@ -9,7 +9,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from iq_etl.errors import SourceError
-from iq_etl.ingest.sources.car.reader import CarSource
+from iq_etl.ingest.sources.car.source import CarSource
 from iq_etl.devchain.car_writer import CarWriter
 from iq_etl.solana.model import TX_OK, TxMeta
 from tests.test_car_synth import (PROGRAM_KEY, _tx, _ix, build_synthetic_car, legacy_transfer, v0_with_lookups)

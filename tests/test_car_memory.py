@@ -12,7 +12,7 @@ from tests.test_car_synth import PROGRAM_KEY, build_synthetic_car
 
 _PROBE = r"""
 import json, resource, sys
-from iq_etl.ingest.sources.car.reader import CarSource
+from iq_etl.ingest.sources.car.source import CarSource
 path, first, last, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 keys = None if mode == "all" else [bytes.fromhex(mode)]
 src = CarSource(path, wanted_keys=keys, read_size=1 << 20)

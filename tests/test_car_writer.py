@@ -9,7 +9,9 @@ import libipld
 import pytest
 
 from iq_etl.errors import SourceError
-from iq_etl.ingest.sources.car.reader import CarFile, CarSource, IncompleteRange, build_slot_ranges, summarize
+from iq_etl.ingest.sources.car.reader import CarFile, IncompleteRange
+from iq_etl.ingest.sources.car.source import CarSource
+from iq_etl.ingest.sources.car.inspect import build_slot_ranges, summarize
 from iq_etl.ingest.sources.car.format import (SLOT_RANGE_RECORD, crc64_iso, crc_to_cbor_int, parse_slot_ranges,
                                        slot_ranges_name)
 from iq_etl.devchain.car_writer import CarWriter, Link, encode_dag_cbor

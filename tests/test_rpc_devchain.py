@@ -10,7 +10,7 @@ from iq_etl.devchain.build import build_chain
 from iq_etl.devchain.servers.rpc import Faults, serve_rpc
 from iq_etl.ingest.decode import RAW_COLUMNS, UNDECODED_COLUMNS, Extracted, InstructionFilter, extract
 from iq_etl.settings import DEFAULT_PROGRAM_IDS, G3_PROGRAM_ID
-from iq_etl.ingest.sources.car.reader import CarSource
+from iq_etl.ingest.sources.car.source import CarSource
 from iq_etl.warehouse.cursors import CursorStore
 from iq_etl.ingest.sources.rpc.client import RpcClient
 from iq_etl.ingest.sources.rpc.blocks import RpcBlockSource, RpcSignatureSource, discover_program, discover_windows

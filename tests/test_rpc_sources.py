@@ -5,7 +5,7 @@ import pytest
 
 from iq_etl.devchain.servers.rpc import RpcChain, serve_rpc
 from iq_etl.errors import SourceError
-from iq_etl.ingest.sources.car.reader import CarSource
+from iq_etl.ingest.sources.car.source import CarSource
 from iq_etl.warehouse.cursors import Cursor, CursorStore
 from iq_etl.ingest.sources.rpc.client import RpcClient
 from iq_etl.ingest.sources.rpc.blocks import (RpcBlockSource, RpcSignatureSource, cursor_name, discover_program,

@@ -39,7 +39,7 @@ def iter_chain(chain_dir, first_slot: int | None = None, last_slot: int | None =
                wanted_keys=None) -> Iterator[ChainBlock]:
     """Blocks of the chain in slot order (skipped slots included as `skipped` blocks when the reader
     reports them), streamed from the CAR files."""
-    from iq_etl.ingest.sources.car.reader import CarSource
+    from iq_etl.ingest.sources.car.source import CarSource
 
     manifest = load_manifest(chain_dir)
     first = manifest.first_slot if first_slot is None else first_slot

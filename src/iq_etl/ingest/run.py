@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import datetime as dt
-import hashlib
 import logging
 import multiprocessing
 import time
@@ -29,42 +28,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from iq_etl.errors import IQEtlError, SourceError
-from iq_etl.ingest.decode import RAW_COLUMNS, UNDECODED_COLUMNS, Extracted, InstructionFilter, extract
+from iq_etl.ingest.decode import Extracted, InstructionFilter, extract
+from iq_etl.ingest.progress import _Progress
+from iq_etl.ingest.sources.base import SOURCES, SourceSpec, open_source
 from iq_etl.settings import Settings
-from iq_etl.solana.slots import SlotRange, parse_slot_spec
-from iq_etl.warehouse.client import content_token, get_client, migrate
+from iq_etl.solana.slots import SlotRange, covered, merge_ranges, parse_slot_spec, split_range
+from iq_etl.warehouse.client import get_client, migrate
+from iq_etl.warehouse.scan_ledger import RangeStats, done_ranges, record_range
+from iq_etl.warehouse.writer import RowWriter
 
 log = logging.getLogger(__name__)
-
-SOURCES = ("car", "rpc-blocks", "rpc-signatures")
-SCAN_COLUMNS = ["source", "first_slot", "last_slot", "run_id", "status", "transactions_seen", "iq_matches",
-                "undecoded", "skipped_slots", "last_slot_seen", "error", "started_at"]
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """Everything a worker needs to open the source itself (picklable)."""
-
-    kind: str
-    car_url: str | None = None
-    rpc_url: str | None = None
-    rpc_options: tuple[tuple[str, Any], ...] = ()
-    signatures: tuple[tuple[str, int], ...] = ()   # (signature, slot) pairs for rpc-signatures
-
-
-@dataclass
-class RangeStats:
-    first_slot: int
-    last_slot: int
-    transactions_seen: int = 0
-    iq_matches: int = 0
-    rows: int = 0
-    undecoded: int = 0
-    skipped_slots: list[int] = field(default_factory=list)
-    last_slot_seen: int | None = None
-    read_s: float = 0.0
-    extract_s: float = 0.0
-    slots_done: int = 0
 
 
 @dataclass
@@ -91,22 +64,6 @@ class IngestSummary:
 
 
 # --- sources ----------------------------------------------------------------------------------
-
-def open_source(spec: SourceSpec, wanted_keys: frozenset[bytes] | None) -> Any:
-    """An object with `iter_blocks(first, last)` for the spec. Imported lazily: workers only load
-    what their source needs."""
-    if spec.kind == "car":
-        from iq_etl.ingest.sources.car.reader import CarSource
-
-        return CarSource(spec.car_url, wanted_keys=wanted_keys)
-    from iq_etl.ingest.sources.rpc.client import RpcClient
-    from iq_etl.ingest.sources.rpc import blocks as rpc_sources
-    client = RpcClient(spec.rpc_url, **dict(spec.rpc_options))
-    if spec.kind == "rpc-blocks":
-        return rpc_sources.RpcBlockSource(client, wanted_keys=wanted_keys)
-    if spec.kind == "rpc-signatures":
-        return rpc_sources.RpcSignatureSource(client, list(spec.signatures))  # (sig, slot) pairs: no lookups
-    raise IQEtlError(f"unknown source {spec.kind!r}; use one of {', '.join(SOURCES)}")
 
 
 def scan_range(source: Any, rng: SlotRange, filt: InstructionFilter, source_name: str, run_id: str,
@@ -156,97 +113,6 @@ def _scan_in_worker(spec: SourceSpec, wanted: frozenset[bytes], rng: SlotRange, 
 
     stats = scan_range(source, rng, filt, spec.kind, run_id, keep, batch_rows=1 << 62)
     return collected, stats
-
-
-# --- writing ----------------------------------------------------------------------------------
-
-_RAW_DATA = RAW_COLUMNS.index("data")
-_UNDECODED_DATA = UNDECODED_COLUMNS.index("data")
-
-
-def _row_key(row: Sequence[Any], data_index: int) -> bytes:
-    # slot, signature, ix_index, inner_index + a digest of the raw data: the instruction's content.
-    return f"{row[0]}|{row[2]}|{row[4]}|{row[5]}|".encode() + hashlib.sha256(row[data_index]).digest()
-
-
-class RowWriter:
-    """Batches rows for the warehouse; a batch's dedup token is derived from its content."""
-
-    def __init__(self, client: Any, batch_rows: int = 5000, flush_interval_s: float = 5.0):
-        self.client = client
-        self.batch_rows = batch_rows
-        self.flush_interval_s = flush_interval_s
-        self.rows: list[list[Any]] = []
-        self.undecoded: list[list[Any]] = []
-        self.last_flush = time.monotonic()
-        self.insert_s = 0.0
-        self.rows_written = 0
-        self.undecoded_written = 0
-
-    def add(self, out: Extracted) -> None:
-        self.rows.extend(out.rows)
-        self.undecoded.extend(out.undecoded)
-        if (len(self.rows) + len(self.undecoded) >= self.batch_rows
-                or time.monotonic() - self.last_flush >= self.flush_interval_s):
-            self.flush()
-
-    def flush(self) -> None:
-        started = time.perf_counter()
-        for table, columns, rows, data_index in (
-                ("iq.raw_instructions", RAW_COLUMNS, self.rows, _RAW_DATA),
-                ("iq.undecoded_instructions", UNDECODED_COLUMNS, self.undecoded, _UNDECODED_DATA)):
-            for i in range(0, len(rows), self.batch_rows):
-                batch = rows[i:i + self.batch_rows]
-                token = content_token([table.encode()] + [_row_key(r, data_index) for r in batch])
-                self.client.insert(table, batch, column_names=columns,
-                                   settings={"insert_deduplication_token": token})
-        self.rows_written += len(self.rows)
-        self.undecoded_written += len(self.undecoded)
-        self.rows, self.undecoded = [], []
-        self.last_flush = time.monotonic()
-        self.insert_s += time.perf_counter() - started
-
-
-def record_range(client: Any, source: str, run_id: str, stats: RangeStats, status: str, started_at: dt.datetime,
-                 error: str = "") -> None:
-    client.insert("iq.scan_ranges", [[
-        source, stats.first_slot, stats.last_slot, run_id, status, stats.transactions_seen, stats.iq_matches,
-        stats.undecoded, stats.skipped_slots, stats.last_slot_seen, error[:2000], started_at,
-    ]], column_names=SCAN_COLUMNS)
-
-
-def done_ranges(client: Any, source: str) -> list[tuple[int, int]]:
-    rows = client.query(
-        "SELECT first_slot, last_slot FROM iq.scan_ranges FINAL WHERE source = {source:String} AND status = 'done' "
-        "ORDER BY first_slot", parameters={"source": source}).result_rows
-    return [(int(a), int(b)) for a, b in rows]
-
-
-def covered(rng: SlotRange, done: Sequence[tuple[int, int]]) -> bool:
-    """True when the union of `done` ranges covers every slot of `rng`."""
-    need = rng.first_slot
-    for first, last in done:  # sorted by first
-        if first > need:
-            break
-        if last >= need:
-            need = last + 1
-            if need > rng.last_slot:
-                return True
-    return need > rng.last_slot
-
-
-def split_range(rng: SlotRange, size: int) -> list[SlotRange]:
-    return [SlotRange(s, min(s + size - 1, rng.last_slot)) for s in range(rng.first_slot, rng.last_slot + 1, size)]
-
-
-def merge_ranges(ranges: Iterable[SlotRange]) -> list[SlotRange]:
-    merged: list[SlotRange] = []
-    for r in sorted(ranges):
-        if merged and r.first_slot <= merged[-1].last_slot + 1:
-            merged[-1] = SlotRange(merged[-1].first_slot, max(merged[-1].last_slot, r.last_slot))
-        else:
-            merged.append(r)
-    return merged
 
 
 # --- the stage --------------------------------------------------------------------------------
@@ -432,8 +298,8 @@ def _with_session_pdas(settings: Settings, pdas: Sequence[str]) -> Settings:
 
 def _discover(rpc_url: str, pdas: Sequence[str], max_pages: int, padding: int,
               rpc_options: dict[str, Any] | None) -> Any:
-    from iq_etl.ingest.sources.rpc.client import RpcClient
     from iq_etl.ingest.sources.rpc.blocks import discover_windows
+    from iq_etl.ingest.sources.rpc.client import RpcClient
 
     found = discover_windows(RpcClient(rpc_url, **(rpc_options or {})), list(pdas), max_pages=max_pages,
                              padding=padding)
@@ -446,50 +312,10 @@ def _discover(rpc_url: str, pdas: Sequence[str], max_pages: int, padding: int,
 
 def _discover_tail(rpc_url: str, program_ids: Iterable[str], warehouse: Any, max_pages: int,
                    rpc_options: dict[str, Any] | None) -> list[Any]:
-    from iq_etl.warehouse.cursors import CursorStore
-    from iq_etl.ingest.sources.rpc.client import RpcClient
     from iq_etl.ingest.sources.rpc.blocks import discover_program
+    from iq_etl.ingest.sources.rpc.client import RpcClient
+    from iq_etl.warehouse.cursors import CursorStore
 
     rpc = RpcClient(rpc_url, **(rpc_options or {}))
     store = CursorStore(warehouse)
     return [discover_program(rpc, pid, store, first_run_max_pages=max_pages) for pid in sorted(program_ids)]
-
-
-class _Progress:
-    """A rich progress bar (slots/s, tx/s, IQ matches, ETA) when enabled; a no-op otherwise."""
-
-    def __init__(self, enabled: bool, total_slots: int):
-        self.enabled = enabled
-        self.total = total_slots
-        self.txs = 0
-        self.matches = 0
-        self.started = time.monotonic()
-
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._p = Progress(TextColumn("[bold]ingest"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} slots"),
-                               TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=False)
-            self._p.__enter__()
-            self._task = self._p.add_task("ingest", total=self.total, rate="")
-        return self
-
-    def advance(self, slots: int, stats: RangeStats) -> None:
-        """Move by `slots`; `stats` is the running total of the current sub-range."""
-        if not self.enabled:
-            return
-        key = (stats.first_slot, stats.last_slot)
-        if key != getattr(self, "_range", None):  # a new sub-range: fold the previous one in
-            self._range, self._base_txs, self._base_matches = key, self.txs, self.matches
-        self.txs = self._base_txs + stats.transactions_seen
-        self.matches = self._base_matches + stats.iq_matches
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        self.slots = getattr(self, "slots", 0) + max(slots, 0)
-        self._p.update(self._task, advance=max(slots, 0),
-                       rate=f"{self.slots / elapsed:,.0f} slots/s  {self.txs / elapsed:,.0f} tx/s  "
-                            f"{self.matches:,} IQ matches")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self._p.__exit__(*exc)

@@ -261,7 +261,7 @@ def _car_epoch_available(car_url: str):
     """epoch → whether its CAR archive exists at `car_url` (asked once per epoch)."""
     from functools import lru_cache
 
-    from iq_etl.ingest.sources.car.reader import CarSource
+    from iq_etl.ingest.sources.car.source import CarSource
 
     source = CarSource(car_url)
 

@@ -50,7 +50,7 @@ def configure(iq_home: Path, environ: MutableMapping[str, str] | None = None) ->
     return applied
 
 
-OWN_LOGGERS = ("ingest", "flows", "__main__")
+OWN_LOGGERS = ("iq_etl", "__main__")
 
 
 class OwnInfoOnly(logging.Filter):

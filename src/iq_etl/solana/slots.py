@@ -3,7 +3,7 @@ inclusive epoch range. An epoch is 432,000 slots; epoch of a slot = slot // 4320
 from __future__ import annotations
 
 import re
-from typing import Iterator, NamedTuple
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 from iq_etl.errors import SettingsError
 
@@ -66,3 +66,33 @@ def parse_slot_spec(spec: str) -> SlotRange:
     if m := _EPOCH.match(text):
         return epoch_bounds(int(m.group(1)))
     raise SettingsError(f"slot spec {spec!r}: expected S:E (slots), N (an epoch) or A-B (epochs)")
+
+
+# --- range arithmetic ------------------------------------------------------------------------
+
+
+def covered(rng: SlotRange, done: Sequence[tuple[int, int]]) -> bool:
+    """True when the union of `done` ranges covers every slot of `rng`."""
+    need = rng.first_slot
+    for first, last in done:  # sorted by first
+        if first > need:
+            break
+        if last >= need:
+            need = last + 1
+            if need > rng.last_slot:
+                return True
+    return need > rng.last_slot
+
+
+def split_range(rng: SlotRange, size: int) -> list[SlotRange]:
+    return [SlotRange(s, min(s + size - 1, rng.last_slot)) for s in range(rng.first_slot, rng.last_slot + 1, size)]
+
+
+def merge_ranges(ranges: Iterable[SlotRange]) -> list[SlotRange]:
+    merged: list[SlotRange] = []
+    for r in sorted(ranges):
+        if merged and r.first_slot <= merged[-1].last_slot + 1:
+            merged[-1] = SlotRange(merged[-1].first_slot, max(merged[-1].last_slot, r.last_slot))
+        else:
+            merged.append(r)
+    return merged

@@ -59,7 +59,8 @@ def _progress_for(size: int | None, label: str):
 
 
 def run_inspect(args) -> int:
-    from iq_etl.ingest.sources.car.reader import CarFile, summarize
+    from iq_etl.ingest.sources.car.reader import CarFile
+    from iq_etl.ingest.sources.car.inspect import summarize
     from iq_etl.solana.slots import parse_slot_spec
 
     car = CarFile(args.location)
@@ -101,7 +102,8 @@ def run_inspect(args) -> int:
 
 
 def run_index(args) -> int:
-    from iq_etl.ingest.sources.car.reader import CarFile, build_slot_ranges
+    from iq_etl.ingest.sources.car.reader import CarFile
+    from iq_etl.ingest.sources.car.inspect import build_slot_ranges
     from iq_etl.ingest.sources.car.format import slot_ranges_name, write_slot_ranges
 
     if not args.path.is_file():
@@ -123,7 +125,8 @@ def run_index(args) -> int:
 def run_scan(args) -> int:
     from solders.pubkey import Pubkey
 
-    from iq_etl.ingest.sources.car.reader import CarSource, IncompleteRange
+    from iq_etl.ingest.sources.car.source import CarSource
+    from iq_etl.ingest.sources.car.reader import IncompleteRange
     from iq_etl.solana.slots import parse_slot_spec
 
     first, last = parse_slot_spec(args.slots)

@@ -13,7 +13,8 @@ import json
 import sys
 
 from iq_etl.errors import IQEtlError
-from iq_etl.ingest.run import SOURCES, IngestSummary, run_ingest
+from iq_etl.ingest.sources.base import SOURCES
+from iq_etl.ingest.run import IngestSummary, run_ingest
 from iq_etl.settings import load_settings
 from iq_etl.warehouse.client import close_client
 

@@ -114,7 +114,7 @@ class RpcChain:
     @classmethod
     def from_dir(cls, chain_dir: str | Path) -> "RpcChain":
         """Load a development chain folder through the CAR reader."""
-        from iq_etl.ingest.sources.car.reader import CarSource
+        from iq_etl.ingest.sources.car.source import CarSource
 
         root = Path(chain_dir)
         manifest_path = root / "manifest.json"

@@ -25,46 +25,50 @@ import base64
 import hashlib
 import logging
 import re
-import threading
 from dataclasses import dataclass
 from typing import Collection, Iterator, NamedTuple
 
 import libipld
-import zstandard
-from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from iq_etl.errors import SourceError
 from iq_etl.ingest.sources.car.byte_range import READ_SIZE, ByteSource, RangeStream, open_source, sibling
-from iq_etl.ingest.sources.car.format import (CID_LEN, CID_PREFIX, KIND_BLOCK, KIND_DATAFRAME, KIND_ENTRY, KIND_EPOCH,
-                                       KIND_NAMES, KIND_REWARDS, KIND_SUBSET, KIND_TRANSACTION, MAX_SECTION_BYTES,
-                                       SLOT_RANGE_RECORD, crc64_iso, parse_slot_ranges, slot_ranges_name)
-from iq_etl.ingest.sources.car.tx_meta import MetaError, decode_meta, decompress, loaded_keys
+from iq_etl.ingest.sources.car.format import (
+    CID_LEN,
+    CID_PREFIX,
+    KIND_BLOCK,
+    KIND_DATAFRAME,
+    KIND_ENTRY,
+    KIND_EPOCH,
+    KIND_REWARDS,
+    KIND_SUBSET,
+    KIND_TRANSACTION,
+    MAX_SECTION_BYTES,
+    SLOT_RANGE_RECORD,
+    crc64_iso,
+    parse_slot_ranges,
+    slot_ranges_name,
+)
+from iq_etl.ingest.sources.car.prefilter import (
+    _TX_FRAME_1B,
+    _TX_FRAME_2B,
+    _find_all,
+    _mentions,
+    _meta_verdict,
+    _quick_verdict,
+)
+from iq_etl.ingest.sources.car.tx_meta import MetaError, decode_meta
 from iq_etl.solana.model import ChainBlock, ChainTransaction
-from iq_etl.solana.slots import SLOTS_PER_EPOCH, SlotRange, epoch_bounds, epoch_of
+from iq_etl.solana.slots import epoch_bounds, epoch_of
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LOCATION = "https://files.old-faithful.net/{epoch}/epoch-{epoch}.car"
 _FEW_KEYS = 16  # up to this many keys: search chunks with bytes.find; more: look keys up in a set
 _MASK64 = (1 << 64) - 1
 _EPOCH_IN_NAME = re.compile(r"epoch-(\d+)\.car$")
 _MAX_HEADER = 1 << 20
-# A single-frame DataFrame in a Transaction node: [6, null, null, null, bytes(len 2 or 1 bytes)...
-_TX_FRAME_2B = b"\x86\x06\xf6\xf6\xf6\x59"
-_TX_FRAME_1B = b"\x86\x06\xf6\xf6\xf6\x58"
 _TXN_2B = b"\x85\x00" + _TX_FRAME_2B  # Transaction node [0, that frame, ...] with 5 fields
 _TXN_1B = b"\x85\x00" + _TX_FRAME_1B
-# zstandard's (de)compressor objects are not thread-safe (concurrent use can crash the process):
-# one per thread, since ingest scans sub-ranges in a thread pool.
-_zstd_local = threading.local()
-
-
-def _zstd() -> zstandard.ZstdDecompressor:
-    dctx = getattr(_zstd_local, "dctx", None)
-    if dctx is None:
-        dctx = _zstd_local.dctx = zstandard.ZstdDecompressor()
-    return dctx
 
 
 class IncompleteRange(SourceError):
@@ -666,317 +670,7 @@ def _payload(frame, frames: dict[bytes, bytes]) -> bytes:
     return joined
 
 
-def _find_all(buf: bytes | bytearray, keys: tuple[bytes, ...], n: int) -> list[int]:
-    """Sorted positions in buf[:n] where any key starts."""
-    found: list[int] = []
-    for key in keys:
-        i = buf.find(key, 0, n)
-        while i != -1:
-            found.append(i)
-            i = buf.find(key, i + 1, n)
-    found.sort()
-    return found
-
-
-def _quick_verdict(buf: bytes, d: int, e: int, wanted: tuple[bytes, ...], keyset: frozenset | None) -> int:
-    """For a Transaction section whose bytes do not contain a wanted key (few-keys mode) or
-    whose keys still need checking (many-keys mode): 0 = reject, 1 = candidate, 2 = candidate that
-    needs full decoding to tell (multi-frame or unusual layout).
-
-    Reads the common layout in place: `[0, [6, null, null, null, bytes tx, null|[]], [6, null,
-    null, null, bytes meta, ...], slot, index]`. Anything else is left to the full decoder."""
-    if e - d < 16:
-        return 2
-    # data DataFrame: 0x86 0x06 then hash, index, total all null for a single frame
-    if buf[d + 2] != 0x86 or buf[d + 3] != 0x06 or buf[d + 4] != 0xF6 or buf[d + 5] != 0xF6 or buf[d + 6] != 0xF6:
-        return 2
-    q = d + 7
-    h = buf[q]
-    if h == 0x59:
-        s = q + 3
-        ln = buf[q + 1] << 8 | buf[q + 2]
-    elif h == 0x58:
-        s = q + 2
-        ln = buf[q + 1]
-    elif 0x40 <= h <= 0x57:
-        s = q + 1
-        ln = h - 0x40
-    else:
-        return 2
-    te = s + ln
-    if te + 8 > e:
-        return 2
-    nxt = buf[te]
-    if nxt != 0xF6 and nxt != 0x80:
-        return 2  # linked continuation frames
-    nsig = buf[s]
-    if nsig >= 0x80:
-        return 2
-    m = s + 1 + 64 * nsig
-    if m >= te:
-        return 2
-    version = buf[m]
-    if keyset is not None:
-        # many keys: look the static account keys up in the set
-        h0 = m + 1 if version & 0x80 else m
-        nkeys = buf[h0 + 3]
-        k = h0 + 4
-        if nkeys >= 0x80:
-            nkeys = (nkeys & 0x7F) | (buf[h0 + 4] << 7)
-            k += 1
-        if k + 32 * nkeys > te:
-            return 2
-        for i in range(nkeys):
-            if bytes(buf[k + 32 * i:k + 32 * i + 32]) in keyset:
-                return 1
-    if not version & 0x80:
-        return 0  # legacy message: every key is static, none matched
-    # v0: keys may come from address lookup tables; they are in the metadata's loaded addresses
-    return _meta_verdict(buf, te, e, wanted, keyset)
-
-
-def _meta_verdict(buf, te: int, e: int, wanted: tuple[bytes, ...], keyset: frozenset | None = None) -> int:
-    """Check a v0 transaction's metadata for wanted loaded keys; buf[te] is the byte after the
-    transaction data (its DataFrame's `next`), the metadata DataFrame follows.
-    0 = none, 1 = found, 2 = cannot tell without full decoding."""
-    if buf[te] != 0xF6 and buf[te] != 0x80:
-        return 2  # the transaction data continues in linked frames
-    mq = te + 1
-    if buf.startswith(_TX_FRAME_1B, mq):
-        s = mq + 7
-        me = s + buf[mq + 6]
-    elif buf.startswith(_TX_FRAME_2B, mq):
-        s = mq + 8
-        me = s + (buf[mq + 6] << 8 | buf[mq + 7])
-    else:
-        return 2  # empty, tiny, huge or multi-frame metadata: leave it to the full decoder
-    if me >= e or (buf[me] != 0xF6 and buf[me] != 0x80):
-        return 2
-    try:
-        plain = _zstd().decompress(buf[s:me])
-    except zstandard.ZstdError:
-        try:
-            plain = decompress(buf[s:me])  # frames without a content size in their header
-        except MetaError:
-            return 2  # let the full decoder report it if the slot is wanted
-    if keyset is None:
-        for key in wanted:
-            if key in plain:
-                return 1
-        return 0
-    try:
-        return 1 if not keyset.isdisjoint(loaded_keys(plain)) else 0
-    except MetaError:
-        return 2
-
-
-def _mentions(ctx: ChainTransaction, wanted: tuple[bytes, ...]) -> bool:
-    """The authoritative filter: a wanted key is one of the transaction's account keys."""
-    keys = {bytes(k) for k in ctx.transaction.message.account_keys}
-    for key in wanted:
-        if key in keys:
-            return True
-    if ctx.meta.loaded_writable or ctx.meta.loaded_readonly:
-        loaded = {bytes(Pubkey.from_string(k)) for k in (*ctx.meta.loaded_writable, *ctx.meta.loaded_readonly)}
-        return any(key in loaded for key in wanted)
-    return False
-
-
 # --- whole-file summaries: inspect and index ---------------------------------------------------------
 
-@dataclass
-class CarSummary:
-    kinds: dict[str, int]
-    first_slot: int | None
-    last_slot: int | None
-    transactions_per_slot: dict[int, int]
-    first_signatures: list[str]
-    bytes_read: int
 
-    def as_json(self) -> dict:
-        return {"kinds": self.kinds, "first_slot": self.first_slot, "last_slot": self.last_slot,
-                "transactions_per_slot": {str(k): v for k, v in self.transactions_per_slot.items()},
-                "first_signatures": self.first_signatures}
-
-
-def _first_signature(car: CarFile, section: Section, frames: dict[bytes, bytes], slot: int) -> str:
-    from solders.signature import Signature
-
-    try:
-        node = libipld.decode_dag_cbor(section.data)
-        data = _payload(node[1], frames)
-        if not data or data[0] == 0 or data[0] >= 0x80 or len(data) < 65:
-            raise ValueError("transaction has no signature")
-        return str(Signature.from_bytes(data[1:65]))
-    except (_FrameError, ValueError, IndexError, TypeError) as exc:
-        raise car._error(f"transaction {_cid_text(section.cid)}: {exc}", section.offset, f"slot {slot}") from None
-    except Exception as exc:
-        raise car._error(f"corrupt Transaction node ({exc})", section.offset, f"slot {slot}") from None
-
-
-def summarize(car: CarFile, first_slot: int | None = None, last_slot: int | None = None, *,
-              progress=None) -> CarSummary:
-    """Node counts by kind, slots, transactions per slot and the first 3 signatures (file order).
-
-    With a slot range only nodes of those slots count (Subset and Epoch nodes met on the way too);
-    with a slot-ranges index the walk seeks straight to the range. `progress(offset)` is called now
-    and then with the current byte offset."""
-    start = end = None
-    if first_slot is not None and last_slot is not None:
-        ranges = car.slot_ranges(first_slot, last_slot)
-        if ranges is not None:
-            present = [(off, ln) for _, off, ln in ranges if ln]
-            if not present:
-                return CarSummary({k: 0 for k in KIND_NAMES}, None, None, {}, [], 0)
-            start = min(off for off, _ in present)
-            end = max(off + ln for off, ln in present)
-    lo = first_slot if first_slot is not None else -1
-    hi = last_slot if last_slot is not None else 2**63
-    kinds = dict.fromkeys(KIND_NAMES, 0)
-    pending = dict.fromkeys(KIND_NAMES, 0)
-    per_slot: dict[int, int] = {}
-    signatures: list[str] = []
-    sig_sections: list[Section] = []
-    frames: dict[bytes, bytes] = {}
-    seen_slots: list[int] = []
-    prev_slot = None
-    count = 0
-    offset = start or 0
-    for section in car.iter_sections(start, end):
-        count += 1
-        offset = section.offset
-        if progress is not None and count % 4096 == 0:
-            progress(offset)
-        kind = section.kind
-        if not 0 <= kind < len(KIND_NAMES):
-            raise car._error(f"unexpected node kind {kind}", section.offset, car._slot_hint(prev_slot))
-        if kind in (KIND_SUBSET, KIND_EPOCH):
-            kinds[KIND_NAMES[kind]] += 1
-            continue
-        pending[KIND_NAMES[kind]] += 1
-        if kind == KIND_TRANSACTION and len(signatures) + len(sig_sections) < 3:
-            sig_sections.append(section)
-        elif kind == KIND_DATAFRAME and len(signatures) < 3:
-            frames[section.cid] = section.data  # may continue one of the first transactions
-        if kind != KIND_BLOCK:
-            continue
-        try:
-            slot = libipld.decode_dag_cbor(section.data)[1]
-        except Exception as exc:
-            raise car._error(f"corrupt Block node ({exc})", section.offset, car._slot_hint(prev_slot)) from None
-        if not isinstance(slot, int):
-            raise car._error("corrupt Block node (slot is not an integer)", section.offset, car._slot_hint(prev_slot))
-        if slot > hi:
-            break
-        if slot >= lo:
-            for name in KIND_NAMES:
-                kinds[name] += pending[name]
-            per_slot[slot] = pending["transaction"]
-            seen_slots.append(slot)
-            for tx_section in sig_sections:
-                signatures.append(_first_signature(car, tx_section, frames, slot))
-        prev_slot = slot
-        pending = dict.fromkeys(KIND_NAMES, 0)
-        sig_sections = []
-        frames = {}
-    if progress is not None:
-        progress(offset)
-    return CarSummary(kinds, min(seen_slots) if seen_slots else None, max(seen_slots) if seen_slots else None,
-                      per_slot, signatures[:3], offset - (start or 0))
-
-
-def build_slot_ranges(car: CarFile, progress=None) -> tuple[int, dict[int, tuple[int, int]]]:
-    """(epoch, {slot: (offset, length)}) for a CAR without an index: each slot's range runs from its
-    first node after the previous Block node to the end of its own Block node."""
-    ranges: dict[int, tuple[int, int]] = {}
-    slot_start = None
-    epoch = None
-    prev_slot = None
-    count = 0
-    for section in car.iter_sections():
-        count += 1
-        if progress is not None and count % 4096 == 0:
-            progress(section.offset)
-        if section.kind in (KIND_SUBSET, KIND_EPOCH) and slot_start is None:
-            continue  # between slots: not part of any slot's range
-        if slot_start is None:
-            slot_start = section.offset
-        if section.kind != KIND_BLOCK:
-            continue
-        try:
-            slot = libipld.decode_dag_cbor(section.data)[1]
-        except Exception as exc:
-            raise car._error(f"corrupt Block node ({exc})", section.offset, car._slot_hint(prev_slot)) from None
-        if prev_slot is not None and slot <= prev_slot:
-            raise car._error(f"block for slot {slot} after slot {prev_slot} (out of order)", section.offset,
-                             f"slot {slot}")
-        if epoch is None:
-            epoch = epoch_of(slot)
-        elif epoch_of(slot) != epoch:
-            raise car._error(f"slot {slot} is not in epoch {epoch} like the slots before it", section.offset,
-                             f"slot {slot}")
-        end = section.offset + len(section.data) + len(section.cid) + _uvarint_len(len(section.data) + len(section.cid))
-        ranges[slot] = (slot_start, end - slot_start)
-        slot_start = None
-        prev_slot = slot
-    if slot_start is not None:
-        raise car._error("file ends inside a slot (no Block node after its nodes)", slot_start,
-                         car._slot_hint(prev_slot))
-    if epoch is None:
-        raise SourceError(f"{car.name}: no Block nodes, so no epoch to index")
-    return epoch, ranges
-
-
-def _uvarint_len(n: int) -> int:
-    size = 1
-    while n >= 0x80:
-        n >>= 7
-        size += 1
-    return size
-
-
-# --- CarSource ------------------------------------------------------------------------------------------
-
-class CarSource:
-    """Blocks from Old Faithful CARs. `location` is a path, an http(s) URL, or a template containing
-    `{epoch}` (e.g. `/data/{epoch}/epoch-{epoch}.car`, default the public Old Faithful bucket)."""
-
-    def __init__(self, location: str = DEFAULT_LOCATION, *, wanted_keys: Collection[bytes] | None = None,
-                 use_index: bool = True, read_size: int = READ_SIZE, verify_cids: bool = False,
-                 http_options: dict | None = None):
-        """http_options: passed to HttpSource for URLs (retries, backoff, timeout, session)."""
-        self.location = str(location)
-        self.http_options = http_options
-        self.wanted_keys = wanted_keys
-        self.use_index = use_index
-        self.read_size = read_size
-        self.verify_cids = verify_cids
-        self.is_template = "{epoch}" in self.location
-
-    def location_for(self, epoch: int) -> str:
-        return self.location.replace("{epoch}", str(epoch)) if self.is_template else self.location
-
-    def car_file(self, epoch: int | None = None) -> CarFile:
-        if self.is_template and epoch is None:
-            raise ValueError(f"{self.location}: a template needs an epoch")
-        loc = self.location_for(epoch) if epoch is not None else self.location
-        return CarFile(loc, wanted_keys=self.wanted_keys, read_size=self.read_size, verify_cids=self.verify_cids,
-                       epoch=epoch if self.is_template else None, http_options=self.http_options)
-
-    def iter_blocks(self, first_slot: int, last_slot: int) -> Iterator[ChainBlock]:
-        if first_slot > last_slot:
-            raise ValueError(f"first slot {first_slot} is after last slot {last_slot}")
-        if not self.is_template:
-            yield from self.car_file().iter_slots(first_slot, last_slot, use_index=self.use_index)
-            return
-        for epoch, part in SlotRange(first_slot, last_slot).split_by_epoch():
-            car = self.car_file(epoch)
-            if not car.source.exists():
-                raise IncompleteRange(f"{car.name}: not found (epoch {epoch}, slots {part})",
-                                      part.first_slot - 1)
-            yield from car.iter_slots(part.first_slot, part.last_slot, use_index=self.use_index)
-
-
-__all__ = ["CarSource", "CarFile", "CarHeader", "Section", "IncompleteRange", "DEFAULT_LOCATION", "CarSummary",
-           "summarize", "build_slot_ranges",
-           "KIND_NAMES", "SLOTS_PER_EPOCH"]
+__all__ = ["CarFile", "CarHeader", "Section", "IncompleteRange"]

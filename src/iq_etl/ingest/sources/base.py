@@ -1,0 +1,38 @@
+"""What every chain source is: a picklable SourceSpec (worker processes rebuild the source from it), the
+Source protocol (blocks of a slot range, in slot order) and `open_source`, the one factory."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from iq_etl.errors import IQEtlError
+
+SOURCES = ("car", "rpc-blocks", "rpc-signatures")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Everything a worker needs to open the source itself (picklable)."""
+
+    kind: str
+    car_url: str | None = None
+    rpc_url: str | None = None
+    rpc_options: tuple[tuple[str, Any], ...] = ()
+    signatures: tuple[tuple[str, int], ...] = ()   # (signature, slot) pairs for rpc-signatures
+
+
+def open_source(spec: SourceSpec, wanted_keys: frozenset[bytes] | None) -> Any:
+    """An object with `iter_blocks(first, last)` for the spec. Imported lazily: workers only load
+    what their source needs."""
+    if spec.kind == "car":
+        from iq_etl.ingest.sources.car.source import CarSource
+
+        return CarSource(spec.car_url, wanted_keys=wanted_keys)
+    from iq_etl.ingest.sources.rpc import blocks as rpc_sources
+    from iq_etl.ingest.sources.rpc.client import RpcClient
+    client = RpcClient(spec.rpc_url, **dict(spec.rpc_options))
+    if spec.kind == "rpc-blocks":
+        return rpc_sources.RpcBlockSource(client, wanted_keys=wanted_keys)
+    if spec.kind == "rpc-signatures":
+        return rpc_sources.RpcSignatureSource(client, list(spec.signatures))  # (sig, slot) pairs: no lookups
+    raise IQEtlError(f"unknown source {spec.kind!r}; use one of {', '.join(SOURCES)}")

@@ -1,0 +1,52 @@
+"""The CAR chain source: routes a slot range to the epoch archives that hold it (path, folder template
+with `{epoch}`, or HTTP) and yields its blocks through the reader."""
+from __future__ import annotations
+
+from typing import Collection, Iterator
+
+from iq_etl.ingest.sources.car.byte_range import READ_SIZE
+from iq_etl.ingest.sources.car.reader import CarFile, IncompleteRange
+from iq_etl.solana.model import ChainBlock
+from iq_etl.solana.slots import SlotRange
+
+DEFAULT_LOCATION = "https://files.old-faithful.net/{epoch}/epoch-{epoch}.car"
+
+
+class CarSource:
+    """Blocks from Old Faithful CARs. `location` is a path, an http(s) URL, or a template containing
+    `{epoch}` (e.g. `/data/{epoch}/epoch-{epoch}.car`, default the public Old Faithful bucket)."""
+
+    def __init__(self, location: str = DEFAULT_LOCATION, *, wanted_keys: Collection[bytes] | None = None,
+                 use_index: bool = True, read_size: int = READ_SIZE, verify_cids: bool = False,
+                 http_options: dict | None = None):
+        """http_options: passed to HttpSource for URLs (retries, backoff, timeout, session)."""
+        self.location = str(location)
+        self.http_options = http_options
+        self.wanted_keys = wanted_keys
+        self.use_index = use_index
+        self.read_size = read_size
+        self.verify_cids = verify_cids
+        self.is_template = "{epoch}" in self.location
+
+    def location_for(self, epoch: int) -> str:
+        return self.location.replace("{epoch}", str(epoch)) if self.is_template else self.location
+
+    def car_file(self, epoch: int | None = None) -> CarFile:
+        if self.is_template and epoch is None:
+            raise ValueError(f"{self.location}: a template needs an epoch")
+        loc = self.location_for(epoch) if epoch is not None else self.location
+        return CarFile(loc, wanted_keys=self.wanted_keys, read_size=self.read_size, verify_cids=self.verify_cids,
+                       epoch=epoch if self.is_template else None, http_options=self.http_options)
+
+    def iter_blocks(self, first_slot: int, last_slot: int) -> Iterator[ChainBlock]:
+        if first_slot > last_slot:
+            raise ValueError(f"first slot {first_slot} is after last slot {last_slot}")
+        if not self.is_template:
+            yield from self.car_file().iter_slots(first_slot, last_slot, use_index=self.use_index)
+            return
+        for epoch, part in SlotRange(first_slot, last_slot).split_by_epoch():
+            car = self.car_file(epoch)
+            if not car.source.exists():
+                raise IncompleteRange(f"{car.name}: not found (epoch {epoch}, slots {part})",
+                                      part.first_slot - 1)
+            yield from car.iter_slots(part.first_slot, part.last_slot, use_index=self.use_index)
