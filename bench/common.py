@@ -299,7 +299,8 @@ def fresh_warehouse(prefix: str = "iq-bench-") -> Iterator[Any]:
     """Settings for an embedded chDB warehouse in a new temporary folder (removed afterwards),
     with the client opened and migrated before anything is timed."""
     from iq_etl.settings import load_settings
-    from iq_etl.warehouse.client import close_client, get_client, migrate
+    from iq_etl.warehouse.client import close_client, get_client
+    from iq_etl.warehouse.migrations import migrate
 
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from iq_etl.warehouse import client as wh
+from iq_etl.warehouse.migrations import migrate
 from iq_etl.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,7 +38,7 @@ def warehouse(settings):
     """A migrated client on a real chDB folder; closed (folder released) after the test."""
     wh.close_client()
     client = wh.get_client(settings)
-    wh.migrate(client)
+    migrate(client)
     try:
         yield client
     finally:

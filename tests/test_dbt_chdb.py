@@ -10,6 +10,7 @@ from dbt.adapters.clickhouse.httpclient import ChHttpClient
 
 from iq_etl.transform.chdb_seam import EMBEDDED_HOST, embedded_engine
 from iq_etl.warehouse import client as wh
+from iq_etl.warehouse.migrations import migrate
 from iq_etl.settings import load_settings
 
 
@@ -58,7 +59,7 @@ def test_folder_is_free_after_a_dbt_run(tmp_path, settings):
 
     wh.close_client()
     client = wh.get_client(settings)
-    wh.migrate(client)
+    migrate(client)
     result = run_dbt(settings, command="run", select="stg_instructions", quiet=True)
     assert [n.name for n in result.nodes] == ["stg_instructions"] and result.success
     wh.close_client()

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from iq_etl.warehouse import client as wh
+from iq_etl.warehouse.migrations import migrate
 from iq_etl.settings import load_settings
 
 from tests.test_dbt_models import Chain, account, build_scenarios, insert_rows, metadata, sig, split
@@ -115,7 +116,7 @@ def incremental(tmp_path_factory):
                              dotenv=tmp / "no.env")
     wh.close_client()
     client = wh.get_client(settings)
-    wh.migrate(client)
+    migrate(client)
     chain = build_scenarios()
     insert_rows(client, [row for upload in chain.uploads.values() for row in upload.rows] + unindexed_list(chain))
     no_lookback = {"iq_lookback_seconds": 0}  # only rows newer than the previous build: the real increment

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from iq_etl.warehouse import client as wh
+from iq_etl.warehouse.migrations import migrate
 from iq_etl.settings import G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID, load_settings
 
 RAW_COLUMNS = (
@@ -304,7 +305,7 @@ def built(tmp_path_factory) -> Built:
                              dotenv=tmp / "no.env")
     wh.close_client()
     client = wh.get_client(settings)
-    wh.migrate(client)
+    migrate(client)
     chain = build_scenarios()
     insert_rows(client, [row for upload in chain.uploads.values() for row in upload.rows])
     client.insert("iq.scan_ranges", scan_range_rows(), column_names=SCAN_COLUMNS)

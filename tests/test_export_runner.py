@@ -13,7 +13,6 @@ import logging
 import pytest
 
 from iq_etl.export import ExportOptions, RetryPolicy, export_ready
-from iq_etl.export.ledger import attempts_for
 from iq_etl.devchain.servers.reader_backend import Faults, serve_reader_backend
 from iq_etl.errors import IQEtlError
 

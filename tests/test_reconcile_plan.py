@@ -4,9 +4,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from iq_etl.reconcile.plan import (
-    IncompleteUpload, Policy, UploadState, merge, plan_reconcile, subtract, widen,
-)
+from iq_etl.reconcile.plan import IncompleteUpload, Policy, UploadState, plan_reconcile, widen
+from iq_etl.solana.slots import merge_ranges as merge, subtract
 
 PDA = "4jB7tZybufNfgs8HRj9DiSCMYfEqb8jWkxKcnZnA1vBt"
 

@@ -13,7 +13,9 @@ from iq_etl.settings import DEFAULT_PROGRAM_IDS, G3_PROGRAM_ID
 from iq_etl.ingest.sources.car.source import CarSource
 from iq_etl.warehouse.cursors import CursorStore
 from iq_etl.ingest.sources.rpc.client import RpcClient
-from iq_etl.ingest.sources.rpc.blocks import RpcBlockSource, RpcSignatureSource, discover_program, discover_windows
+from iq_etl.ingest.sources.rpc.blocks import RpcBlockSource
+from iq_etl.ingest.sources.rpc.signatures import RpcSignatureSource
+from iq_etl.ingest.sources.rpc.discovery import discover_program, discover_windows
 
 FAST = dict(rps=None, method_rps=None, backoff_base=0.01, backoff_max=0.05, max_retries=10)
 

@@ -11,6 +11,8 @@ import time
 import pytest
 
 from iq_etl.warehouse import client as wh
+from iq_etl.warehouse.writer import content_token
+from iq_etl.warehouse.migrations import migrate, migration_files
 from iq_etl.errors import WarehouseBusy, WarehouseError
 from iq_etl.settings import load_settings
 
@@ -24,16 +26,16 @@ def iq_tables(client):
 def test_migrations_are_idempotent(warehouse):
     assert set(TABLES) <= set(iq_tables(warehouse))
     before = warehouse.query("SELECT count() FROM iq.schema_migrations FINAL").result_rows[0][0]
-    assert wh.migrate(warehouse) == []
+    assert migrate(warehouse) == []
     after = warehouse.query("SELECT count() FROM iq.schema_migrations FINAL").result_rows[0][0]
-    assert before == after == len(wh.migration_files())
+    assert before == after == len(migration_files())
 
 
 def test_insert_final_and_dedup_token(warehouse):
     cols = ["slot", "signature", "tx_index", "ix_index", "inner_index", "program_id", "generation", "kind",
             "instruction", "payload", "data", "tx_status", "source", "run_id"]
     row = [10, "sig1", 0, 1, -1, "P", "g3", "chunk", "post_chunk", b"\x00\xffpayload", b"\x01", "ok", "car", "r1"]
-    token = wh.content_token([b"sig1", b"1"])
+    token = content_token([b"sig1", b"1"])
     warehouse.insert("iq.raw_instructions", [row], column_names=cols, settings={"insert_deduplication_token": token})
     # The same batch retried with the same token is dropped by the server.
     warehouse.insert("iq.raw_instructions", [row], column_names=cols, settings={"insert_deduplication_token": token})
@@ -48,9 +50,11 @@ def test_insert_final_and_dedup_token(warehouse):
 LOCK_HOLDER = textwrap.dedent("""
     import sys, time
     from iq_etl.warehouse import client as wh
+    from iq_etl.warehouse.writer import content_token
+    from iq_etl.warehouse.migrations import migrate, migration_files
     from iq_etl.settings import load_settings
     s = load_settings({"IQ_CLICKHOUSE_DSN": sys.argv[1]})
-    wh.migrate(wh.get_client(s))
+    migrate(wh.get_client(s))
     print("locked", flush=True)
     time.sleep(float(sys.argv[2]))
     wh.close_client()
@@ -124,7 +128,7 @@ def test_remote_server_migrate_and_query(tmp_path):
     s = load_settings({"IQ_CLICKHOUSE_DSN": os.environ["IQ_TEST_CLICKHOUSE_DSN"]}, dotenv=tmp_path / "none")
     try:
         client = wh.get_client(s)
-        wh.migrate(client)
+        migrate(client)
         assert set(TABLES) <= set(iq_tables(client))
     finally:
         wh.close_client()

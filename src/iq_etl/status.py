@@ -10,21 +10,11 @@ from __future__ import annotations
 
 import datetime as _dt
 from typing import Any, Sequence
+from iq_etl.warehouse.catalog import rows_as_dicts, table_exists
 
 STATUSES = ("complete", "missing_chunks", "awaiting_finalize", "conflicting_chunks", "total_mismatch")
 DEFAULT_INCOMPLETE_LIMIT = 20
 DEFAULT_GAP_LIMIT = 20
-
-
-def _exists(client: Any, table: str) -> bool:
-    return bool(client.query(
-        "SELECT count() FROM system.tables WHERE database = 'iq' AND name = {name:String}",
-        parameters={"name": table}).result_rows[0][0])
-
-
-def _rows(client: Any, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    result = client.query(sql, parameters=parameters)
-    return [dict(zip(result.column_names, row)) for row in result.result_rows]
 
 
 def status_report(client: Any, *, incomplete_limit: int = DEFAULT_INCOMPLETE_LIMIT,
@@ -32,7 +22,7 @@ def status_report(client: Any, *, incomplete_limit: int = DEFAULT_INCOMPLETE_LIM
     """A snapshot of upload completeness and scan coverage (plain JSON-ready values)."""
     report: dict[str, Any] = {
         "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "models_built": _exists(client, "session_completeness"),
+        "models_built": table_exists(client, "session_completeness"),
         "raw_instructions": int(client.query("SELECT count() FROM iq.raw_instructions").result_rows[0][0]),
         "undecoded_instructions": int(client.query("SELECT count() FROM iq.undecoded_instructions").result_rows[0][0]),
     }
@@ -41,7 +31,7 @@ def status_report(client: Any, *, incomplete_limit: int = DEFAULT_INCOMPLETE_LIM
                       ready_to_export=0)
         return report
 
-    by_group = _rows(client, """
+    by_group = rows_as_dicts(client, """
         SELECT status, toString(generation) AS generation, count() AS uploads,
                sum(chunks_present) AS chunks_present, sum(chunks_missing) AS chunks_missing
         FROM iq.session_completeness
@@ -63,7 +53,7 @@ def status_report(client: Any, *, incomplete_limit: int = DEFAULT_INCOMPLETE_LIM
          "missing_window_first_slot": None if r["missing_window_first_slot"] is None else int(r["missing_window_first_slot"]),
          "missing_window_last_slot": None if r["missing_window_last_slot"] is None else int(r["missing_window_last_slot"]),
          "first_slot": int(r["first_slot"]), "last_slot": int(r["last_slot"])}
-        for r in _rows(client, """
+        for r in rows_as_dicts(client, """
             SELECT upload_key, toString(generation) AS generation, status, status_reason,
                    chunks_present, chunks_expected, chunks_missing, missing_ranges_text,
                    missing_window_first_slot, missing_window_last_slot, first_slot, last_slot
@@ -73,8 +63,8 @@ def status_report(client: Any, *, incomplete_limit: int = DEFAULT_INCOMPLETE_LIM
             LIMIT {limit:UInt32}""", {"limit": incomplete_limit})]
 
     scan: dict[str, Any] = {"scanned": [], "gaps": []}
-    if _exists(client, "scan_coverage"):
-        for row in _rows(client, """
+    if table_exists(client, "scan_coverage"):
+        for row in rows_as_dicts(client, """
                 SELECT kind, first_slot, last_slot, slots, sources FROM iq.scan_coverage
                 ORDER BY first_slot"""):
             item = {"first_slot": int(row["first_slot"]), "last_slot": int(row["last_slot"]),
@@ -88,7 +78,7 @@ def status_report(client: Any, *, incomplete_limit: int = DEFAULT_INCOMPLETE_LIM
     report["scan"] = scan
     report["ready_to_export"] = int(client.query(
         "SELECT count() FROM iq.session_completeness WHERE status = 'complete'").result_rows[0][0]) \
-        if not _exists(client, "sessions_ready_to_export") else int(client.query(
+        if not table_exists(client, "sessions_ready_to_export") else int(client.query(
             "SELECT countIf(empty(delivered_targets)) FROM iq.sessions_ready_to_export").result_rows[0][0])
     return report
 

@@ -11,7 +11,7 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 # The columns this module reads from the mart (the export contract in the helpers' preamble).
 UPLOAD_COLUMNS: tuple[str, ...] = (

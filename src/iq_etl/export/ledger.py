@@ -14,6 +14,7 @@ from typing import Any, Iterable, Sequence
 from iq_etl.errors import WarehouseError
 
 from iq_etl.export.body import TEXT_FROM_CHAIN, UPLOAD_COLUMNS, ReadyUpload
+from iq_etl.warehouse.catalog import table_exists
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class Candidate:
 
 
 def mart_exists(client: Any) -> bool:
-    return bool(client.command("EXISTS TABLE iq.sessions_ready_to_export"))
+    return table_exists(client, MART)
 
 
 def pending_uploads(client: Any, target: str, limit: int | None = None) -> list[Candidate]:

@@ -33,9 +33,11 @@ from iq_etl.ingest.progress import _Progress
 from iq_etl.ingest.sources.base import SOURCES, SourceSpec, open_source
 from iq_etl.settings import Settings
 from iq_etl.solana.slots import SlotRange, covered, merge_ranges, parse_slot_spec, split_range
-from iq_etl.warehouse.client import get_client, migrate
+from iq_etl.warehouse.client import get_client
+from iq_etl.warehouse.migrations import migrate
 from iq_etl.warehouse.scan_ledger import RangeStats, done_ranges, record_range
 from iq_etl.warehouse.writer import RowWriter
+from iq_etl.warehouse.catalog import count_by_kind
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +196,7 @@ def run_ingest(settings: Settings, *, slot_spec: str | None = None, ranges: Sequ
             _run_parallel(spec, wanted, todo, filt, run_id, client, writer, summary, bar, threads, worker_kind)
     summary.rows_written = writer.rows_written
     summary.insert_s = writer.insert_s
-    summary.by_kind = _count_by_kind(client, run_id)
+    summary.by_kind = count_by_kind(client, run_id)
     summary.seconds = time.perf_counter() - started
     summary.incomplete = any(r["status"] != "done" for r in summary.ranges)
     if tails and not summary.incomplete:
@@ -278,13 +280,6 @@ def _add(summary: IngestSummary, stats: RangeStats, status: str, error: str = ""
     summary.extract_s += stats.extract_s
 
 
-def _count_by_kind(client: Any, run_id: str) -> dict[str, int]:
-    rows = client.query(
-        "SELECT concat(generation, '/', kind) AS k, count() FROM iq.raw_instructions WHERE run_id = {run:String} "
-        "GROUP BY k ORDER BY k", parameters={"run": run_id}).result_rows
-    return {k: int(n) for k, n in rows}
-
-
 def _with_session_pdas(settings: Settings, pdas: Sequence[str]) -> Settings:
     import dataclasses
 
@@ -298,7 +293,7 @@ def _with_session_pdas(settings: Settings, pdas: Sequence[str]) -> Settings:
 
 def _discover(rpc_url: str, pdas: Sequence[str], max_pages: int, padding: int,
               rpc_options: dict[str, Any] | None) -> Any:
-    from iq_etl.ingest.sources.rpc.blocks import discover_windows
+    from iq_etl.ingest.sources.rpc.discovery import discover_windows
     from iq_etl.ingest.sources.rpc.client import RpcClient
 
     found = discover_windows(RpcClient(rpc_url, **(rpc_options or {})), list(pdas), max_pages=max_pages,
@@ -312,7 +307,7 @@ def _discover(rpc_url: str, pdas: Sequence[str], max_pages: int, padding: int,
 
 def _discover_tail(rpc_url: str, program_ids: Iterable[str], warehouse: Any, max_pages: int,
                    rpc_options: dict[str, Any] | None) -> list[Any]:
-    from iq_etl.ingest.sources.rpc.blocks import discover_program
+    from iq_etl.ingest.sources.rpc.discovery import discover_program
     from iq_etl.ingest.sources.rpc.client import RpcClient
     from iq_etl.warehouse.cursors import CursorStore
 

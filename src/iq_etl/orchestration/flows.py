@@ -282,10 +282,12 @@ def plan_reconcile_task(settings: Settings, policy: Any, use_rpc: bool, window_s
     from iq_etl.warehouse.client import get_client
 
     from iq_etl.reconcile import plan as rc
+    from iq_etl.reconcile import store
+    from iq_etl.warehouse.scan_ledger import covered_ranges
     client = get_client(settings)
     available = _car_epoch_available(car_url or settings.car_url) if window_source == "car" else None
-    plan = rc.plan_reconcile(rc.read_incomplete(client), rc.read_states(client),
-                             rc.covered_ranges(client, window_source), policy, use_rpc=use_rpc,
+    plan = rc.plan_reconcile(store.read_incomplete(client), store.read_states(client),
+                             covered_ranges(client, window_source), policy, use_rpc=use_rpc,
                              epoch_available=available)
     _logger().info("reconcile plan: %d upload(s) to search (%d over budget, %d not searchable); slot ranges %s; "
                    "%d session(s) over RPC", len(plan.uploads), len(plan.deferred), len(plan.skipped),
@@ -308,6 +310,8 @@ def reconcile_flow(discovery: str = "auto", window_source: str = "car", car_url:
     from iq_etl.errors import IQEtlError
 
     from iq_etl.reconcile import plan as rc
+    from iq_etl.reconcile import store
+    from iq_etl.warehouse.catalog import table_exists
     if discovery not in ("auto", "rpc", "window"):
         raise IQEtlError(f"reconcile discovery {discovery!r}: use auto, rpc or window")
     if window_source not in ("car", "rpc-blocks"):
@@ -321,9 +325,9 @@ def reconcile_flow(discovery: str = "auto", window_source: str = "car", car_url:
     use_rpc = discovery == "rpc" or (discovery == "auto" and bool(rpc_url or settings.rpc_url_configured))
     run_id = _run_id() or "reconcile"
     with warehouse_session(settings, "reconcile_flow", lock_timeout_s, GLOBAL_LIMIT_NAME) as client:
-        if not rc.table_exists(client, rc.COMPLETENESS):
+        if not table_exists(client, store.COMPLETENESS):
             transform_task(settings)
-        before = rc.read_statuses(client)
+        before = store.read_statuses(client)
         plan = plan_reconcile_task(settings, policy, use_rpc, window_source, car_url)
         rows_written, unreadable, partly_read = 0, [], False
         # One ingest per search, so that one unreadable range (an archive that ends early, an RPC
@@ -345,13 +349,13 @@ def reconcile_flow(discovery: str = "auto", window_source: str = "car", car_url:
                 partly_read = True   # rows read before the failure were written: rebuild the models
                 continue
             rows_written += int(found.get("rows_written") or 0)
-        rc.write_states(client, plan, run_id)
+        store.write_states(client, plan, run_id)
         if rows_written or partly_read:
             transform_task(settings)
         exports = _export_all(settings, targets, False, export_concurrency, None)
-        after = rc.read_statuses(client)
+        after = store.read_statuses(client)
         summary = rc.summarise(before, after, plan, rows_written,
-                               rc.delivered_in_runs(client, [e["run_id"] for e in exports if e.get("run_id")]),
+                               store.delivered_in_runs(client, [e["run_id"] for e in exports if e.get("run_id")]),
                                sum(int(e.get("failed") or 0) + int(e.get("refused") or 0) for e in exports),
                                unreadable)
         status_artifact_task(settings, "reconcile_flow", extra_markdown=summary.markdown())

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from iq_etl.warehouse import client as wh
+from iq_etl.warehouse.migrations import migrate
 from iq_etl.errors import WarehouseBusy
 from iq_etl.settings import Settings
 
@@ -151,5 +152,5 @@ def warehouse_session(settings: Settings, holder: str, timeout_s: float = DEFAUL
         # Warehouse() closes the client on exit only if this run opened it (a caller that already
         # holds it, like a test fixture, keeps it).
         with wh.Warehouse(opening) as client:
-            wh.migrate(client, settings.clickhouse_cluster)
+            migrate(client, settings.clickhouse_cluster)
             yield client

@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
+
+from iq_etl.solana.slots import available_parts, merge_ranges, subtract
 
 log = logging.getLogger(__name__)
 
 COMPLETE = "complete"
-SLOTS_PER_EPOCH = 432_000
 SEARCHED_STATUSES = ("missing_chunks", "awaiting_finalize", "total_mismatch")
-STATE_COLUMNS = ["upload_key", "attempts", "method", "padding", "window_first", "window_last", "status_before",
-                 "run_id"]
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ class ReconcilePlan:
 
     @property
     def scan_ranges(self) -> list[tuple[int, int]]:
-        return merge([r for u in self.uploads if u.method == "window" for r in u.new_ranges])
+        return merge_ranges([r for u in self.uploads if u.method == "window" for r in u.new_ranges])
 
     @property
     def session_pdas(self) -> list[str]:
@@ -106,55 +105,6 @@ class ReconcilePlan:
     def to_json(self) -> dict[str, Any]:
         return {"uploads": [asdict(u) | {"new_slots": u.new_slots} for u in self.uploads],
                 "scan_ranges": self.scan_ranges, "deferred": self.deferred, "skipped": self.skipped}
-
-
-# --- interval arithmetic ----------------------------------------------------------------------
-
-def merge(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sorted, non-overlapping, non-adjacent inclusive ranges."""
-    out: list[tuple[int, int]] = []
-    for a, b in sorted(ranges):
-        if out and a <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
-
-
-def subtract(wanted: Iterable[tuple[int, int]], covered: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The parts of `wanted` not inside any `covered` range (all inclusive)."""
-    cov = merge(covered)
-    out: list[tuple[int, int]] = []
-    for a, b in merge(wanted):
-        start = a
-        for c, d in cov:
-            if d < start:
-                continue
-            if c > b:
-                break
-            if c > start:
-                out.append((start, c - 1))
-            start = max(start, d + 1)
-            if start > b:
-                break
-        if start <= b:
-            out.append((start, b))
-    return out
-
-
-def available_parts(ranges: Iterable[tuple[int, int]], epoch_available: Callable[[int], bool]) -> list[tuple[int, int]]:
-    """The parts of `ranges` in epochs whose archive exists (the current epoch's CAR file, or epochs
-    before a development chain's first, do not)."""
-    out: list[tuple[int, int]] = []
-    for a, b in merge(ranges):
-        start = a
-        while start <= b:
-            epoch = start // SLOTS_PER_EPOCH
-            end = min(b, (epoch + 1) * SLOTS_PER_EPOCH - 1)
-            if epoch_available(epoch):
-                out.append((start, end))
-            start = end + 1
-    return merge(out)
 
 
 # --- planning ---------------------------------------------------------------------------------
@@ -213,79 +163,12 @@ def plan_reconcile(incomplete: Sequence[IncompleteUpload], states: dict[str, Upl
                 plan.deferred.append(item.upload_key)
                 continue
             budget -= cost
-            planned_ranges = merge([*planned_ranges, *extra])
+            planned_ranges = merge_ranges([*planned_ranges, *extra])
         plan.uploads.append(item)
     return plan
 
 
 # --- warehouse reads and writes ---------------------------------------------------------------
-
-def read_states(client: Any) -> dict[str, UploadState]:
-    rows = client.query(
-        "SELECT upload_key, attempts, method, padding, window_first, window_last FROM iq.reconcile_state FINAL"
-    ).result_rows
-    return {r[0]: UploadState(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), int(r[5])) for r in rows}
-
-
-def write_states(client: Any, plan: ReconcilePlan, run_id: str) -> None:
-    rows = [[u.upload_key, u.attempt, u.method, u.padding, u.window_first, u.window_last, u.status, run_id]
-            for u in plan.uploads]
-    if rows:
-        client.insert("iq.reconcile_state", rows, column_names=STATE_COLUMNS)
-
-
-def covered_ranges(client: Any, source: str) -> list[tuple[int, int]]:
-    rows = client.query(
-        "SELECT first_slot, last_slot FROM iq.scan_ranges FINAL WHERE source = {source:String} AND status = 'done'",
-        parameters={"source": source}).result_rows
-    return merge((int(a), int(b)) for a, b in rows)
-
-
-# The mart's column names, in one place (dbt_project/models/marts/session_completeness.sql).
-COMPLETENESS = "iq.session_completeness"
-
-
-def table_exists(client: Any, name: str) -> bool:
-    db, table = name.split(".", 1)
-    return bool(client.query("SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-                             parameters={"db": db, "t": table}).result_rows[0][0])
-
-
-def read_statuses(client: Any) -> dict[str, str]:
-    """upload_key → completeness status, for every upload the models know."""
-    rows = client.query(f"SELECT upload_key, status FROM {COMPLETENESS}").result_rows
-    return {str(k): str(s) for k, s in rows}
-
-
-def read_incomplete(client: Any) -> list[IncompleteUpload]:
-    """Uploads that are not complete, with the slot window where their missing chunks most likely sit."""
-    rows = client.query(
-        f"SELECT upload_key, status, generation, session_account, "
-        f"       missing_window_first_slot, missing_window_last_slot, first_slot, last_slot "
-        f"FROM {COMPLETENESS} WHERE status != {{complete:String}} ORDER BY upload_key",
-        parameters={"complete": COMPLETE}).result_rows
-    out = []
-    for key, status, generation, account, wf, wl, first, last in rows:
-        # The mart's window where it has one (gaps between present chunks; for a broken linked list
-        # only its upper end, the lowest piece found); otherwise the upload's own slot span (an
-        # upload awaiting its finalize: the finalize comes after its last chunk).
-        ends = [int(v) for v in (wf, wl, first, last) if v is not None]
-        if not ends:
-            continue  # the models know no slot of it at all: nothing to search around
-        hi = int(wl) if wl is not None else (int(last) if last is not None else max(ends))
-        lo = int(wf) if wf is not None else min(int(first) if first is not None else hi, hi)
-        out.append(IncompleteUpload(str(key), str(status), str(generation), str(account or ""), lo, max(lo, hi)))
-    return out
-
-
-def delivered_in_runs(client: Any, run_ids: Sequence[str]) -> list[tuple[str, str]]:
-    """(upload_key, target) delivered by the given export runs."""
-    if not run_ids:
-        return []
-    rows = client.query(
-        "SELECT DISTINCT session_key, target FROM iq.exports WHERE run_id IN {runs:Array(String)} "
-        "AND status = 'delivered' ORDER BY session_key, target", parameters={"runs": list(run_ids)}).result_rows
-    return [(str(k), str(t)) for k, t in rows]
 
 
 @dataclass

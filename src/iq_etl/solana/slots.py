@@ -3,7 +3,7 @@ inclusive epoch range. An epoch is 432,000 slots; epoch of a slot = slot // 4320
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator, NamedTuple, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 from iq_etl.errors import SettingsError
 
@@ -88,11 +88,48 @@ def split_range(rng: SlotRange, size: int) -> list[SlotRange]:
     return [SlotRange(s, min(s + size - 1, rng.last_slot)) for s in range(rng.first_slot, rng.last_slot + 1, size)]
 
 
-def merge_ranges(ranges: Iterable[SlotRange]) -> list[SlotRange]:
+def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[SlotRange]:
+    """Sorted, non-overlapping, non-adjacent inclusive ranges (any `(first, last)` pairs in)."""
     merged: list[SlotRange] = []
-    for r in sorted(ranges):
-        if merged and r.first_slot <= merged[-1].last_slot + 1:
-            merged[-1] = SlotRange(merged[-1].first_slot, max(merged[-1].last_slot, r.last_slot))
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1].last_slot + 1:
+            merged[-1] = SlotRange(merged[-1].first_slot, max(merged[-1].last_slot, last))
         else:
-            merged.append(r)
+            merged.append(SlotRange(first, last))
     return merged
+
+
+def subtract(wanted: Iterable[tuple[int, int]], covered: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of `wanted` not inside any `covered` range (all inclusive)."""
+    cov = merge_ranges(covered)
+    out: list[tuple[int, int]] = []
+    for a, b in merge_ranges(wanted):
+        start = a
+        for c, d in cov:
+            if d < start:
+                continue
+            if c > b:
+                break
+            if c > start:
+                out.append((start, c - 1))
+            start = max(start, d + 1)
+            if start > b:
+                break
+        if start <= b:
+            out.append((start, b))
+    return out
+
+
+def available_parts(ranges: Iterable[tuple[int, int]], epoch_available: Callable[[int], bool]) -> list[tuple[int, int]]:
+    """The parts of `ranges` in epochs whose archive exists (the current epoch's CAR file, or epochs
+    before a development chain's first, do not)."""
+    out: list[tuple[int, int]] = []
+    for a, b in merge_ranges(ranges):
+        start = a
+        while start <= b:
+            epoch = start // SLOTS_PER_EPOCH
+            end = min(b, (epoch + 1) * SLOTS_PER_EPOCH - 1)
+            if epoch_available(epoch):
+                out.append((start, end))
+            start = end + 1
+    return merge_ranges(out)

@@ -7,13 +7,11 @@ branches on embedded vs remote.
 """
 from __future__ import annotations
 
-import hashlib
-import re
 import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from iq_etl.errors import WarehouseBusy, WarehouseError
@@ -21,7 +19,6 @@ from iq_etl.settings import Settings, redact_dsn
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"  # package data
 
 _lock = threading.RLock()
 _client: Any = None
@@ -132,62 +129,4 @@ class Warehouse:
 
 # --- migrations -------------------------------------------------------------------------------
 
-def _render(sql: str, cluster: str | None) -> str:
-    # Only identifiers validated by settings (cluster name) are substituted here; never user data.
-    return (
-        sql.replace("{on_cluster}", f"ON CLUSTER {cluster}" if cluster else "")
-        .replace("{replacing}", "ReplicatedReplacingMergeTree" if cluster else "ReplacingMergeTree")
-        .replace("{merge_tree}", "ReplicatedMergeTree" if cluster else "MergeTree")
-    )
 
-
-def migration_files() -> list[Path]:
-    return sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9]_*.sql"))
-
-
-def migrate(client: Any, cluster: str | None = None) -> list[str]:
-    """Apply numbered SQL files in order, once each; return the names applied by this call."""
-    on_cluster = f"ON CLUSTER {cluster}" if cluster else ""
-    client.command(f"CREATE DATABASE IF NOT EXISTS iq {on_cluster}")
-    client.command(
-        f"""CREATE TABLE IF NOT EXISTS iq.schema_migrations {on_cluster} (
-            version UInt32, name String, checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
-        ) ENGINE = {'ReplicatedReplacingMergeTree' if cluster else 'ReplacingMergeTree'}(applied_at) ORDER BY version"""
-    )
-    done = {row[0] for row in client.query("SELECT version FROM iq.schema_migrations FINAL").result_rows}
-    applied: list[str] = []
-    for path in migration_files():
-        version = int(path.name[:3])
-        if version in done:
-            continue
-        text = path.read_text(encoding="utf-8")
-        for statement in _statements(_render(text, cluster)):
-            try:
-                client.command(statement)
-            except Exception as exc:  # noqa: BLE001 - report which migration failed, in one line
-                raise WarehouseError(f"migration {path.name} failed: {str(exc).strip().splitlines()[0][:300]}") from None
-        client.insert(
-            "iq.schema_migrations",
-            [[version, path.name, hashlib.sha256(text.encode()).hexdigest()]],
-            column_names=["version", "name", "checksum"],
-        )
-        applied.append(path.name)
-        log.debug("applied migration %s", path.name)
-    return applied
-
-
-def _statements(sql: str) -> Iterable[str]:
-    # Comments are dropped first: they may hold ';'. The DDL here has no '--' inside strings.
-    lines = [re.sub(r"--.*$", "", line) for line in sql.splitlines()]
-    for part in "\n".join(lines).split(";"):
-        if part.strip():
-            yield part.strip()
-
-
-def content_token(parts: Sequence[bytes | str]) -> str:
-    """A deterministic insert_deduplication_token for a batch: sha256 over its rows' keys."""
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part if isinstance(part, bytes) else part.encode())
-        h.update(b"\x1f")
-    return h.hexdigest()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
+from iq_etl.solana.slots import SlotRange, merge_ranges
 
 SCAN_COLUMNS = ["source", "first_slot", "last_slot", "run_id", "status", "transactions_seen", "iq_matches",
                 "undecoded", "skipped_slots", "last_slot_seen", "error", "started_at"]
@@ -38,3 +39,8 @@ def done_ranges(client: Any, source: str) -> list[tuple[int, int]]:
         "SELECT first_slot, last_slot FROM iq.scan_ranges FINAL WHERE source = {source:String} AND status = 'done' "
         "ORDER BY first_slot", parameters={"source": source}).result_rows
     return [(int(a), int(b)) for a, b in rows]
+
+
+def covered_ranges(client: Any, source: str) -> list[SlotRange]:
+    """The slots `source` has finished, as merged ranges."""
+    return merge_ranges(SlotRange(a, b) for a, b in done_ranges(client, source))

@@ -7,7 +7,6 @@ import time
 from typing import Any, Sequence
 
 from iq_etl.ingest.decode import RAW_COLUMNS, UNDECODED_COLUMNS, Extracted
-from iq_etl.warehouse.client import content_token
 
 _RAW_DATA = RAW_COLUMNS.index("data")
 
@@ -56,3 +55,12 @@ class RowWriter:
         self.rows, self.undecoded = [], []
         self.last_flush = time.monotonic()
         self.insert_s += time.perf_counter() - started
+
+
+def content_token(parts: Sequence[bytes | str]) -> str:
+    """A deterministic insert_deduplication_token for a batch: sha256 over its rows' keys."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else part.encode())
+        h.update(b"\x1f")
+    return h.hexdigest()

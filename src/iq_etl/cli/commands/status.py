@@ -3,7 +3,8 @@ chunk ranges and where to rescan, and scan coverage gaps (from the dbt marts).""
 from __future__ import annotations
 
 from iq_etl.settings import load_settings
-from iq_etl.warehouse.client import Warehouse, migrate
+from iq_etl.warehouse.client import Warehouse
+from iq_etl.warehouse.migrations import migrate
 
 
 def register(sub) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from iq_etl.settings import load_settings
-from iq_etl.warehouse.client import Warehouse, migrate
+from iq_etl.warehouse.client import Warehouse
+from iq_etl.warehouse.migrations import migrate
 
 
 def register(sub) -> None:

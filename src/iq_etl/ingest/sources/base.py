@@ -28,11 +28,12 @@ def open_source(spec: SourceSpec, wanted_keys: frozenset[bytes] | None) -> Any:
         from iq_etl.ingest.sources.car.source import CarSource
 
         return CarSource(spec.car_url, wanted_keys=wanted_keys)
-    from iq_etl.ingest.sources.rpc import blocks as rpc_sources
+    from iq_etl.ingest.sources.rpc.blocks import RpcBlockSource
     from iq_etl.ingest.sources.rpc.client import RpcClient
+    from iq_etl.ingest.sources.rpc.signatures import RpcSignatureSource
     client = RpcClient(spec.rpc_url, **dict(spec.rpc_options))
     if spec.kind == "rpc-blocks":
-        return rpc_sources.RpcBlockSource(client, wanted_keys=wanted_keys)
+        return RpcBlockSource(client, wanted_keys=wanted_keys)
     if spec.kind == "rpc-signatures":
-        return rpc_sources.RpcSignatureSource(client, list(spec.signatures))  # (sig, slot) pairs: no lookups
+        return RpcSignatureSource(client, list(spec.signatures))  # (sig, slot) pairs: no lookups
     raise IQEtlError(f"unknown source {spec.kind!r}; use one of {', '.join(SOURCES)}")

@@ -31,20 +31,21 @@ import itertools
 import json
 import logging
 import random
-import re
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterable, Iterator, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from iq_etl.errors import SourceError
+from iq_etl.ingest.sources.rpc.limits import RpcStats, _limits_for
+from iq_etl.ingest.sources.rpc.redact import _SCRUB, _secrets_of, redact_url
 from iq_etl.settings import DEFAULT_RPC_URL, Settings
 
 log = logging.getLogger(__name__)
@@ -93,65 +94,7 @@ def _short(params: Any, limit: int = 200) -> str:
 
 # --- credentials --------------------------------------------------------------------------------
 
-_SECRETISH = re.compile(r"^[A-Za-z0-9_\-]{16,}$")
 
-
-def redact_url(url: str) -> str:
-    """The URL safe to print: no userinfo, every query value hidden, long token-like path parts hidden.
-
-    Providers put API keys in the query (`?api-key=`), in the path (`/v2/<key>`, `/<token>/`) or in
-    userinfo; all three are removed. Host and port stay, so the message still says where."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-    except ValueError:
-        return "<unparseable URL>"
-    path = "/".join("***" if _SECRETISH.match(seg) else seg for seg in parts.path.split("/"))
-    query = "&".join(
-        (kv.split("=", 1)[0] + "=***") if "=" in kv else "***" for kv in parts.query.split("&") if kv
-    )
-    return urlunsplit((parts.scheme, host, path, query, ""))
-
-
-def _secrets_of(url: str) -> list[str]:
-    """Every part of `url` that could be a credential, longest first (for scrubbing messages):
-    userinfo, query values and the whole query, token-like path segments. Host and port are not."""
-    parts = urlsplit(url)
-    found = [parts.username or "", parts.password or "", parts.query]
-    if "@" in parts.netloc:
-        found.append(parts.netloc.rsplit("@", 1)[0])
-    found += [kv.split("=", 1)[-1] for kv in parts.query.split("&") if kv]
-    found += [seg for seg in parts.path.split("/") if _SECRETISH.match(seg)]
-    return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
-
-
-class _ScrubSecrets(logging.Filter):
-    """Removes registered URL secrets from records of the HTTP library's own loggers: urllib3 logs
-    every request line ("POST /v2/<key>?api-key=... HTTP/1.1") at DEBUG."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: list[str] = []
-        self._lock = threading.Lock()
-
-    def add(self, secrets: Iterable[str]) -> None:
-        with self._lock:
-            self.secrets = sorted(set(self.secrets) | set(secrets), key=len, reverse=True)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        secrets = self.secrets
-        if secrets:
-            text = record.getMessage()
-            if any(s in text for s in secrets):
-                for s in secrets:
-                    text = text.replace(s, "***")
-                record.msg, record.args = text, ()
-        return True
-
-
-_SCRUB = _ScrubSecrets()
 for _name in ("urllib3.connectionpool", "urllib3.connection", "requests"):
     logging.getLogger(_name).addFilter(_SCRUB)
 
@@ -163,132 +106,6 @@ def resolve_rpc_url(flag: str | None, settings: Settings | None = None) -> str:
     if settings is not None and settings.rpc_url:
         return settings.rpc_url
     return DEFAULT_RPC_URL
-
-
-# --- rate limiting ------------------------------------------------------------------------------
-
-class TokenBucket:
-    """Thread-safe token bucket. Capacity 1 means no bursts: at most 1 + rate·T requests in T seconds.
-
-    A request for n > capacity tokens is let through once the bucket is full and leaves it in debt,
-    so a batch of n items still costs n/rate seconds of budget."""
-
-    def __init__(self, rate: float, capacity: float = 1.0, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        self.rate = float(rate)
-        self.capacity = float(capacity)
-        self._clock = clock
-        self._sleep = sleep
-        self._tokens = self.capacity
-        self._stamp = clock()
-        self._lock = threading.Lock()
-
-    def acquire(self, n: float = 1.0) -> float:
-        """Block until n tokens are taken; return the seconds waited."""
-        waited = 0.0
-        need = min(float(n), self.capacity)
-        while True:
-            with self._lock:
-                now = self._clock()
-                self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
-                self._stamp = now
-                if self._tokens >= need:
-                    self._tokens -= n
-                    return waited
-                delay = (need - self._tokens) / self.rate
-            self._sleep(delay)
-            waited += delay
-
-
-class _Limits:
-    """Budget shared by every RpcClient of the process that talks to the same URL with the same
-    settings: the ingest stage opens one client per sub-range (in threads), and together they must
-    still stay under the provider's per-IP limits. Holds the overall and per-method token buckets,
-    the in-flight semaphore and the pause a 429's Retry-After imposes on everyone."""
-
-    def __init__(self, rps: float | None, method_rps: float | None, concurrency: int):
-        self.bucket = TokenBucket(rps) if rps else None
-        self.method_rps = method_rps
-        self.method_buckets: dict[str, TokenBucket] = {}
-        self.in_flight = threading.BoundedSemaphore(concurrency)
-        self.pause_until = 0.0
-        self.lock = threading.Lock()
-
-    def pause_all(self, seconds: float) -> None:
-        with self.lock:
-            self.pause_until = max(self.pause_until, time.monotonic() + seconds)
-
-    def wait_for_budget(self, calls: "list[Call]") -> float:
-        """Sleep out any 429 pause, then take one token per call from both buckets; seconds waited."""
-        waited = 0.0
-        with self.lock:
-            pause = self.pause_until - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)
-        if self.bucket is not None:
-            waited += self.bucket.acquire(len(calls))
-        if self.method_rps:
-            by_method: dict[str, int] = {}
-            for c in calls:
-                by_method[c.method] = by_method.get(c.method, 0) + 1
-            for method, n in by_method.items():
-                with self.lock:
-                    bucket = self.method_buckets.get(method)
-                    if bucket is None:
-                        bucket = self.method_buckets[method] = TokenBucket(self.method_rps)
-                waited += bucket.acquire(n)
-        return waited
-
-
-_LIMITS: dict[tuple, _Limits] = {}
-_LIMITS_LOCK = threading.Lock()
-
-
-def _limits_for(url: str, rps: float | None, method_rps: float | None, concurrency: int) -> _Limits:
-    key = (url, rps or None, method_rps or None, concurrency)
-    with _LIMITS_LOCK:
-        limits = _LIMITS.get(key)
-        if limits is None:
-            limits = _LIMITS[key] = _Limits(rps, method_rps, concurrency)
-        return limits
-
-
-# --- counters -----------------------------------------------------------------------------------
-
-@dataclass
-class RpcStats:
-    """Counters for progress reports. Read `snapshot()` for a consistent copy."""
-    requests: int = 0              # JSON-RPC calls answered (batch items count one each)
-    http_posts: int = 0            # HTTP exchanges attempted
-    retries: int = 0               # calls sent again after a retryable failure
-    http_429: int = 0
-    http_5xx: int = 0
-    timeouts: int = 0
-    dropped: int = 0               # connections closed or reset without a complete answer
-    retryable_rpc_errors: int = 0  # -32004 / -32005 / -32014 answers
-    skipped_slots: int = 0
-    signatures_paged: int = 0      # getSignaturesForAddress entries received (sources add these)
-    transactions_fetched: int = 0  # transactions parsed from getTransaction / getBlock (sources add these)
-    blocks_fetched: int = 0
-    bytes_received: int = 0
-    waited_rate_limit_s: float = 0.0
-    started: float = field(default_factory=time.monotonic)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, **deltas: float) -> None:
-        with self._lock:
-            for name, delta in deltas.items():
-                setattr(self, name, getattr(self, name) + delta)
-
-    def snapshot(self) -> dict[str, float]:
-        with self._lock:
-            out = {k: v for k, v in self.__dict__.items() if not k.startswith("_") and k != "started"}
-            elapsed = max(time.monotonic() - self.started, 1e-9)
-        out["elapsed_s"] = elapsed
-        out["requests_per_s"] = out["requests"] / elapsed
-        return out
 
 
 # --- the client ---------------------------------------------------------------------------------
@@ -647,3 +464,8 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def history_commitment(client: RpcClient) -> str:
+    # getBlock / getTransaction / getSignaturesForAddress refuse "processed".
+    return "confirmed" if client.commitment == "processed" else client.commitment

@@ -33,7 +33,15 @@ from solders.transaction_status import (
 )
 
 from iq_etl.errors import SourceError
-from iq_etl.solana.model import TX_FAILED, TX_OK, TX_UNKNOWN, ChainTransaction, InnerInstruction, InnerInstructions, TxMeta
+from iq_etl.solana.model import (
+    TX_FAILED,
+    TX_OK,
+    TX_UNKNOWN,
+    ChainTransaction,
+    InnerInstruction,
+    InnerInstructions,
+    TxMeta,
+)
 
 # --- base58 ---------------------------------------------------------------------------------------
 

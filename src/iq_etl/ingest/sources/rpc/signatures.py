@@ -1,0 +1,129 @@
+"""`RpcSignatureSource` (sparse): `getTransaction` for known signatures, grouped into blocks per slot in
+slot order. `getTransaction` does not say where in its block a transaction sits, so one
+`getBlock(slot, transactionDetails="signatures")` per slot supplies the index (rows then carry the same
+tx_index as the CAR source). Signatures given without a slot are located with `getSignatureStatuses`
+(256 a call)."""
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterable, Iterator, Mapping
+
+from iq_etl.errors import SourceError
+from iq_etl.ingest.sources.rpc.client import RpcClient, SkippedSlot, history_commitment
+from iq_etl.ingest.sources.rpc.convert import transaction_from_rpc
+from iq_etl.solana.model import ChainBlock, ChainTransaction
+
+STATUSES_PER_CALL = 256
+
+
+# signature -> slot, learnt from getSignatureStatuses. A finalized transaction never moves, so the
+# cache is shared by every source in the process (the ingest stage opens one source per sub-range).
+_SLOT_CACHE: dict[str, int] = {}
+
+
+_SLOT_CACHE_MAX = 500_000
+
+
+_SLOT_CACHE_LOCK = threading.Lock()
+
+
+def locate_signatures(client: RpcClient, signatures: Iterable[str]) -> dict[str, int]:
+    """signature -> slot via getSignatureStatuses(searchTransactionHistory). Unknown ones raise."""
+    wanted = list(dict.fromkeys(signatures))
+    with _SLOT_CACHE_LOCK:
+        found = {s: _SLOT_CACHE[s] for s in wanted if s in _SLOT_CACHE}
+    todo = [s for s in wanted if s not in found]
+    chunks = [todo[i:i + STATUSES_PER_CALL] for i in range(0, len(todo), STATUSES_PER_CALL)]
+    params = ([chunk, {"searchTransactionHistory": True}] for chunk in chunks)
+    for chunk, result in zip(chunks, client.imap("getSignatureStatuses", params, batch_size=1)):
+        values = result.get("value") if isinstance(result, dict) else None
+        if not isinstance(values, list) or len(values) != len(chunk):
+            raise SourceError(f"getSignatureStatuses at {client.url_redacted}: expected {len(chunk)} statuses")
+        missing = [sig for sig, status in zip(chunk, values) if not status]
+        if missing:
+            raise SourceError(f"getSignatureStatuses at {client.url_redacted}: {len(missing)} signature(s) not found, "
+                              f"e.g. {missing[0]}")
+        for sig, status in zip(chunk, values):
+            found[sig] = int(status["slot"])
+    with _SLOT_CACHE_LOCK:
+        if len(_SLOT_CACHE) + len(todo) > _SLOT_CACHE_MAX:
+            _SLOT_CACHE.clear()
+        _SLOT_CACHE.update((s, found[s]) for s in todo)
+    return found
+
+
+class RpcSignatureSource:
+    """Known signatures via getTransaction, as blocks per slot in slot order.
+
+    `signatures`: signatures (their slots are looked up), or a mapping signature -> slot, or
+    (signature, slot) pairs (what discovery returns; saves the lookup). `iter_blocks(first, last)`
+    yields one ChainBlock per slot of the range holding at least one of them; `transactions_seen`
+    is the number fetched for that slot (the rest of the block is never downloaded)."""
+
+    def __init__(self, client: RpcClient, signatures: Iterable[str] | Mapping[str, int] | Iterable[tuple[str, int]]):
+        self.client = client
+        self._slots: dict[str, int] = {}
+        self._unknown: list[str] = []
+        items = signatures.items() if isinstance(signatures, Mapping) else signatures
+        for item in items:
+            if isinstance(item, str):
+                self._unknown.append(item)
+            else:
+                sig, slot = item
+                self._slots[str(sig)] = int(slot)
+
+    def _all_slots(self) -> dict[str, int]:
+        if self._unknown:
+            self._slots.update(locate_signatures(self.client, self._unknown))
+            self._unknown = []
+        return self._slots
+
+    def iter_blocks(self, first_slot: int, last_slot: int) -> Iterator[ChainBlock]:
+        if first_slot > last_slot:
+            raise SourceError(f"slot range {first_slot}:{last_slot} is empty")
+        picked = sorted((slot, sig) for sig, slot in self._all_slots().items() if first_slot <= slot <= last_slot)
+        if not picked:
+            return
+        commitment = history_commitment(self.client)
+        slots = list(dict.fromkeys(slot for slot, _ in picked))
+        tx_params = ([sig, {"encoding": "base64", "maxSupportedTransactionVersion": 0, "commitment": commitment}]
+                     for _, sig in picked)
+        block_params = ([slot, {"transactionDetails": "signatures", "rewards": False,
+                                "maxSupportedTransactionVersion": 0, "commitment": commitment}] for slot in slots)
+        tx_results = self.client.imap("getTransaction", tx_params)
+        block_results = self.client.imap("getBlock", block_params)
+        pos = 0
+        for slot, block_result in zip(slots, block_results):
+            if isinstance(block_result, SkippedSlot) or not isinstance(block_result, dict):
+                raise SourceError(f"getBlock({slot}) at {self.client.url_redacted}: no block for a slot that holds "
+                                  f"transaction {picked[pos][1]}")
+            order = {sig: i for i, sig in enumerate(block_result.get("signatures") or [])}
+            block = ChainBlock(slot=slot, parent_slot=block_result.get("parentSlot"),
+                               block_time=block_result.get("blockTime"), block_height=block_result.get("blockHeight"))
+            while pos < len(picked) and picked[pos][0] == slot:
+                sig = picked[pos][1]
+                result = next(tx_results)
+                pos += 1
+                block.transactions.append(self._transaction(sig, slot, result, order))
+            block.transactions.sort(key=lambda t: t.index)
+            block.transactions_seen = len(block.transactions)
+            yield block
+
+    def _transaction(self, sig: str, slot: int, result: Any, order: Mapping[str, int]) -> ChainTransaction:
+        where = f"getTransaction({sig})"
+        if result is None or isinstance(result, SkippedSlot):
+            raise SourceError(f"{where} at {self.client.url_redacted}: not found at commitment "
+                              f"{history_commitment(self.client)}")
+        if result.get("slot") != slot:
+            raise SourceError(f"{where}: the node says slot {result.get('slot')}, discovery said {slot}")
+        index = order.get(sig)
+        if index is None:
+            raise SourceError(f"{where}: not among the signatures of block {slot}")
+        stated = result.get("transactionIndex")  # newer nodes state it; it must agree with the block
+        if isinstance(stated, int) and stated != index:
+            raise SourceError(f"{where}: transactionIndex {stated} but position {index} in block {slot}")
+        tx = transaction_from_rpc(result, slot=slot, index=index, block_time=result.get("blockTime"), where=where)
+        if tx.signature != sig:
+            raise SourceError(f"{where}: the node returned transaction {tx.signature}")
+        self.client.stats.add(transactions_fetched=1)
+        return tx
