@@ -16,6 +16,16 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "old-faithful"  # vendored real Old Faithful samples
 
 
+E2E = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_collection_modifyitems(items):
+    # `make test` (-m "not slow") keeps its meaning without per-file markers: the folder says it.
+    for item in items:
+        if E2E in item.path.parents:
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_configure(config):
     # Keep Prefect and dbt state out of the user's home and the repo.
     os.environ.setdefault("PREFECT_HOME", str(REPO / ".iq-etl" / "test-prefect-home"))
@@ -49,3 +59,9 @@ def warehouse(settings):
 def fixtures_dir() -> Path:
     assert FIXTURES.is_dir(), f"vendored fixtures missing at {FIXTURES}"
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def bench_env(tmp_path_factory):
+    """Environment for `--quick` benchmark runs: their chain cache in a temporary folder."""
+    return {**os.environ, "IQ_BENCH_CACHE": str(tmp_path_factory.mktemp("bench-cache"))}

@@ -1,0 +1,1 @@
+"""Builders shared by tests (and benches): no test module imports another."""
