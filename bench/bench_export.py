@@ -58,12 +58,13 @@ def export(chain: dict, repeats: int, latency_s: float = LATENCY_S) -> dict:
     from iq_etl.export.runner import DEFAULT_CONCURRENCY, ExportOptions, export_ready
     from iq_etl.transform.runner import run_dbt
     from iq_etl.ingest.run import run_ingest
+    from iq_etl.ingest.request import IngestRequest
 
     c = Chain.from_json(chain)
     runs: list[dict] = []
     with common.fresh_warehouse() as (settings, client):
-        run_ingest(settings, slot_spec=f"{c.first_slot}:{c.last_slot}", source="car", car_url=c.template,
-                   extra_program_ids=c.extra_program_ids, resume=False, client=client)
+        run_ingest(settings, IngestRequest(slot_spec=f"{c.first_slot}:{c.last_slot}", source="car", car_url=c.template,
+                   extra_program_ids=c.extra_program_ids, resume=False), client=client)
         run_dbt(settings, quiet=True)
         ready = client.query("SELECT count() FROM iq.sessions_ready_to_export").result_rows[0][0]
         if not ready:

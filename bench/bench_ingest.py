@@ -30,6 +30,7 @@ def ingest(chain: dict, threads: int = 1, first_slot: int | None = None, last_sl
     import iq_etl.protocol  # noqa: F401
     import iq_etl.ingest.sources.car.reader  # noqa: F401
     from iq_etl.ingest.run import run_ingest
+    from iq_etl.ingest.request import IngestRequest
 
     c = Chain.from_json(chain)
     options = {"worker_kind": worker_kind} if worker_kind else {}
@@ -37,8 +38,8 @@ def ingest(chain: dict, threads: int = 1, first_slot: int | None = None, last_sl
     last = c.last_slot if last_slot is None else last_slot
     with common.fresh_warehouse() as (settings, client):
         summary, wall, cpu = timed(lambda: run_ingest(
-            settings, slot_spec=f"{first}:{last}", source="car", car_url=c.template, threads=threads,
-            extra_program_ids=c.extra_program_ids, resume=False, client=client, **options))
+            settings, IngestRequest(slot_spec=f"{first}:{last}", source="car", car_url=c.template, threads=threads,
+            extra_program_ids=c.extra_program_ids, resume=False, client=client, **options)))
         stored = client.query("SELECT count() FROM iq.raw_instructions FINAL").result_rows[0][0]
     if summary.incomplete or stored != summary.rows_written or not summary.rows_written:
         raise AssertionError(f"ingest wrote {summary.rows_written} rows, the table holds {stored} "

@@ -206,14 +206,15 @@ def profile_transform(chain: dict, top: int = TOP) -> dict:
     after the last ~1% of slots."""
     from iq_etl.transform.runner import run_dbt
     from iq_etl.ingest.run import run_ingest
+    from iq_etl.ingest.request import IngestRequest
 
     c = Chain.from_json(chain)
     cut = c.last_slot - max(1, round(c.slots * 0.01))
     out = {}
     with common.fresh_warehouse() as (settings, client):
         def ingest(first: int, last: int) -> None:
-            run_ingest(settings, slot_spec=f"{first}:{last}", source="car", car_url=c.template,
-                       extra_program_ids=c.extra_program_ids, resume=False, client=client)
+            run_ingest(settings, IngestRequest(slot_spec=f"{first}:{last}", source="car", car_url=c.template,
+                       extra_program_ids=c.extra_program_ids, resume=False), client=client)
 
         ingest(c.first_slot, cut)
         run_dbt(settings, command="parse", quiet=True)

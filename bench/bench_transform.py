@@ -31,9 +31,10 @@ MART_CHECKS = {
 
 def _ingest(settings, client, c: Chain, first: int, last: int):
     from iq_etl.ingest.run import run_ingest
+    from iq_etl.ingest.request import IngestRequest
 
-    return run_ingest(settings, slot_spec=f"{first}:{last}", source="car", car_url=c.template,
-                      extra_program_ids=c.extra_program_ids, resume=False, client=client)
+    return run_ingest(settings, IngestRequest(slot_spec=f"{first}:{last}", source="car", car_url=c.template,
+                      extra_program_ids=c.extra_program_ids, resume=False), client=client)
 
 
 def _node_seconds(result) -> dict[str, float]:

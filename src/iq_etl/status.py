@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as _dt
 from typing import Any, Sequence
+from clickhouse_connect.driver import Client
+
 from iq_etl.warehouse.catalog import rows_as_dicts, table_exists
 
 STATUSES = ("complete", "missing_chunks", "awaiting_finalize", "conflicting_chunks", "total_mismatch")
@@ -17,7 +19,7 @@ DEFAULT_INCOMPLETE_LIMIT = 20
 DEFAULT_GAP_LIMIT = 20
 
 
-def status_report(client: Any, *, incomplete_limit: int = DEFAULT_INCOMPLETE_LIMIT,
+def status_report(client: Client, *, incomplete_limit: int = DEFAULT_INCOMPLETE_LIMIT,
                   gap_limit: int = DEFAULT_GAP_LIMIT) -> dict[str, Any]:
     """A snapshot of upload completeness and scan coverage (plain JSON-ready values)."""
     report: dict[str, Any] = {

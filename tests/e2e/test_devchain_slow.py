@@ -2,7 +2,6 @@
 through the streaming CAR reader with the IQ key pre-filter."""
 from __future__ import annotations
 
-import pytest
 from solders.pubkey import Pubkey
 
 from iq_etl.devchain.build import SLOTS_PER_EPOCH, build_chain

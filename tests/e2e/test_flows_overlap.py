@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from tests.support.prefect import build_devchain, prefect_api, subprocess_env  # noqa: F401 - fixture
 

@@ -3,7 +3,6 @@ slot ranges, transform_flow, export_flow (a dry run first, then for real). Each 
 status artifact, and the warehouse is free (closed) after every run."""
 from __future__ import annotations
 
-import pytest
 
 from tests.support.prefect import artifacts_of, build_devchain, delivered_rows, flow_env, prefect_api  # noqa: F401
 

@@ -16,6 +16,7 @@ def devchain_marts(tmp_path_factory):
     from iq_etl.devchain.build import CATALOGUE_UPLOADS, build_chain
     from iq_etl.devchain.chain import car_template
     from iq_etl.ingest.run import run_ingest
+    from iq_etl.ingest.request import IngestRequest
 
     tmp = tmp_path_factory.mktemp("dbt_devchain")
     manifest = build_chain(tmp / "chain", seed=21, sessions=CATALOGUE_UPLOADS + 6, noise_tx_per_slot=1)
@@ -24,8 +25,8 @@ def devchain_marts(tmp_path_factory):
     wh.close_client()
     client = wh.get_client(settings)
     try:
-        run_ingest(settings, slot_spec=f"{manifest.first_slot}:{manifest.last_slot}", source="car",
-                   car_url=car_template(tmp / "chain"), extra_program_ids=tuple(manifest.extra_program_ids))
+        run_ingest(settings, IngestRequest(slot_spec=f"{manifest.first_slot}:{manifest.last_slot}", source="car",
+                   car_url=car_template(tmp / "chain"), extra_program_ids=tuple(manifest.extra_program_ids)))
         result = run_dbt(settings, quiet=True)
         yield manifest, client, result
     finally:

@@ -17,7 +17,8 @@ import pytest
 from iq_etl.warehouse import client as wh
 from iq_etl.warehouse.migrations import migrate
 from iq_etl.settings import load_settings
-from tests.support.raw_rows import Chain, SCAN_COLUMNS, account, build_scenarios, insert_rows, query_dicts, scan_range_rows, sig
+from iq_etl.warehouse.scan_ledger import SCAN_COLUMNS
+from tests.support.raw_rows import Chain, account, build_scenarios, insert_rows, query_dicts, scan_range_rows, sig
 
 
 @dataclass

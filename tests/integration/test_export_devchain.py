@@ -21,10 +21,11 @@ def devchain_warehouse(settings, warehouse, tmp_path):
     from iq_etl.devchain.build import build_chain
     from iq_etl.devchain.chain import car_template
     from iq_etl.ingest.run import run_ingest
+    from iq_etl.ingest.request import IngestRequest
 
     manifest = build_chain(tmp_path / "chain", seed=11, sessions=39, noise_tx_per_slot=0)
-    run_ingest(settings, slot_spec=f"{manifest.first_slot}:{manifest.last_slot}", source="car",
-               car_url=car_template(tmp_path / "chain"), extra_program_ids=tuple(manifest.extra_program_ids))
+    run_ingest(settings, IngestRequest(slot_spec=f"{manifest.first_slot}:{manifest.last_slot}", source="car",
+               car_url=car_template(tmp_path / "chain"), extra_program_ids=tuple(manifest.extra_program_ids)))
     run_dbt(settings, quiet=True)
     return manifest, warehouse
 

@@ -6,7 +6,7 @@ import requests
 
 from iq_etl.devchain.servers.files import Faults, serve_files
 from iq_etl.errors import SourceError
-from iq_etl.ingest.sources.car.byte_range import HttpSource, open_source
+from iq_etl.ingest.sources.car.byte_range import HttpSource, open_byte_source
 
 FAST = {"backoff": 0.01, "retries": 3}
 
@@ -60,7 +60,7 @@ def test_drop_fault_cuts_the_body_once(files):
 
 def test_http_source_reads_and_sizes(server, files):
     _, data = files
-    src = open_source(f"{server.url}/7/epoch-7.car", **FAST)
+    src = open_byte_source(f"{server.url}/7/epoch-7.car", **FAST)
     assert isinstance(src, HttpSource)
     assert src.exists() and src.size() == len(data)
     assert src.read_range(100, 200) == data[100:200]
@@ -69,7 +69,7 @@ def test_http_source_reads_and_sizes(server, files):
     while chunk := stream.read(7_000):
         got += chunk
     assert bytes(got) == data[50_000:]
-    missing = open_source(f"{server.url}/7/nope.car", **FAST)
+    missing = open_byte_source(f"{server.url}/7/nope.car", **FAST)
     assert not missing.exists()
     with pytest.raises(SourceError, match="404"):
         missing.open(0).read(10)

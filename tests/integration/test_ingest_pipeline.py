@@ -13,6 +13,7 @@ from iq_etl.warehouse import client as wh
 from iq_etl.devchain.build import build_chain
 from iq_etl.devchain.chain import car_template, load_manifest
 from iq_etl.ingest.run import run_ingest
+from iq_etl.ingest.request import IngestRequest
 from iq_etl.settings import load_settings
 
 FAST_RPC = {"rps": 5000.0, "method_rps": 5000.0, "concurrency": 8, "backoff_base": 0.01}
@@ -55,7 +56,7 @@ def ingest_rows(tmp_path, manifest, name, **kwargs):
     wh.close_client()
     settings = load_settings(env_for(tmp_path / name, manifest), dotenv=tmp_path / "none")
     try:
-        summary = run_ingest(settings, rpc_options=FAST_RPC, **kwargs)
+        summary = run_ingest(settings, IngestRequest(rpc_options=FAST_RPC, **kwargs))
         client = wh.get_client(settings)
         rows = client.query(f"SELECT {KEY_COLUMNS} FROM iq.raw_instructions FINAL ORDER BY slot, signature, "
                             "ix_index, inner_index").result_rows
@@ -105,14 +106,14 @@ def test_rerun_changes_nothing(tmp_path, chain, manifest):
     wh.close_client()
     settings = load_settings(env_for(tmp_path, manifest), dotenv=tmp_path / "none")
     try:
-        first = run_ingest(settings, slot_spec=spec_of(manifest), car_url=car_template(chain), subrange_slots=500)
+        first = run_ingest(settings, IngestRequest(slot_spec=spec_of(manifest), car_url=car_template(chain), subrange_slots=500))
         client = wh.get_client(settings)
         count = "SELECT count() FROM iq.raw_instructions FINAL"
         before = client.query(count).result_rows[0][0]
-        again = run_ingest(settings, slot_spec=spec_of(manifest), car_url=car_template(chain), subrange_slots=500)
+        again = run_ingest(settings, IngestRequest(slot_spec=spec_of(manifest), car_url=car_template(chain), subrange_slots=500))
         assert again.skipped_ranges == len(first.ranges) and again.rows_written == 0  # resume skips all
-        forced = run_ingest(settings, slot_spec=spec_of(manifest), car_url=car_template(chain), subrange_slots=500,
-                            resume=False)
+        forced = run_ingest(settings, IngestRequest(slot_spec=spec_of(manifest), car_url=car_template(chain), subrange_slots=500,
+                            resume=False))
         assert forced.rows_written == first.rows_written
         assert client.query(count).result_rows[0][0] == before == first.rows_written
     finally:
@@ -166,9 +167,9 @@ def test_bad_slot_spec_and_missing_car_are_clear_errors(tmp_path, chain, manifes
     settings = load_settings(env_for(tmp_path, manifest), dotenv=tmp_path / "none")
     try:
         with pytest.raises(IQEtlError, match="slot spec"):
-            run_ingest(settings, slot_spec="12:x", car_url=car_template(chain))
+            run_ingest(settings, IngestRequest(slot_spec="12:x", car_url=car_template(chain)))
         with pytest.raises(SourceError, match="epoch-9.car"):
-            run_ingest(settings, slot_spec="3888000:3888010", car_url=str(chain / "{epoch}" / "epoch-{epoch}.car"))
+            run_ingest(settings, IngestRequest(slot_spec="3888000:3888010", car_url=str(chain / "{epoch}" / "epoch-{epoch}.car")))
         client = wh.get_client(settings)
         status = client.query("SELECT status, error FROM iq.scan_ranges FINAL").result_rows
         assert status and status[0][0] == "failed" and "epoch-9.car" in status[0][1]
@@ -187,17 +188,17 @@ def test_live_tail_ingests_only_new_signatures_across_runs(tmp_path, chain, mani
     wh.close_client()
     settings = load_settings(env_for(tmp_path, manifest), dotenv=tmp_path / "none")
     try:
-        first = run_ingest(settings, source="rpc-signatures", rpc_url=server.url, rpc_options=FAST_RPC)
+        first = run_ingest(settings, IngestRequest(source="rpc-signatures", rpc_url=server.url, rpc_options=FAST_RPC))
         client = wh.get_client(settings)
         cursors = client.query("SELECT name, last_slot FROM iq.cursors FINAL ORDER BY name").result_rows
         assert {name for name, _ in cursors} == {f"rpc-signatures:{p}" for p in manifest.all_program_ids()
                                                   if any(u.program_id == p for u in manifest.uploads)}
         assert all(slot <= middle for _, slot in cursors)
         rpc_chain.add_blocks(iter_chain(chain, middle + 1, manifest.last_slot))  # the chain moves on
-        second = run_ingest(settings, source="rpc-signatures", rpc_url=server.url, rpc_options=FAST_RPC)
+        second = run_ingest(settings, IngestRequest(source="rpc-signatures", rpc_url=server.url, rpc_options=FAST_RPC))
         tail_rows = client.query(f"SELECT {KEY_COLUMNS} FROM iq.raw_instructions FINAL ORDER BY slot, signature, "
                                  "ix_index, inner_index").result_rows
-        third = run_ingest(settings, source="rpc-signatures", rpc_url=server.url, rpc_options=FAST_RPC)
+        third = run_ingest(settings, IngestRequest(source="rpc-signatures", rpc_url=server.url, rpc_options=FAST_RPC))
     finally:
         wh.close_client()
         server.shutdown()

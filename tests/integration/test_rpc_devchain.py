@@ -8,7 +8,8 @@ from solders.pubkey import Pubkey
 
 from iq_etl.devchain.build import build_chain
 from iq_etl.devchain.servers.rpc import Faults, serve_rpc
-from iq_etl.ingest.decode import RAW_COLUMNS, UNDECODED_COLUMNS, Extracted, InstructionFilter, extract
+from iq_etl.ingest.decode import Extracted, InstructionFilter, extract
+from iq_etl.warehouse.rows import RAW_COLUMNS, UNDECODED_COLUMNS
 from iq_etl.settings import DEFAULT_PROGRAM_IDS, G3_PROGRAM_ID
 from iq_etl.ingest.sources.car.source import CarSource
 from iq_etl.warehouse.cursors import CursorStore

@@ -8,14 +8,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 from iq_etl.settings import G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID
-
-
-RAW_COLUMNS = (
-    "slot", "block_time", "signature", "tx_index", "ix_index", "inner_index", "stack_height", "program_id",
-    "generation", "kind", "instruction", "session_account", "session_id", "chunk_index", "total_chunks", "seq",
-    "method", "decode_break", "merkle_root", "payload", "on_chain_path", "metadata", "before_tx", "handle",
-    "tail_tx", "type_field", "offset", "accounts", "data", "tx_status", "tx_error", "source", "run_id",
-)
+from iq_etl.warehouse.rows import RAW_COLUMNS
 
 
 LEGACY_PROGRAM_ID = "Legacy1111111111111111111111111111111111111"
@@ -276,10 +269,6 @@ def scan_range_rows() -> list[list[Any]]:
     spans = [("car", 400_000_000, 400_000_049, "done"), ("rpc-blocks", 400_000_040, 400_000_080, "done"),
              ("car", 400_000_100, 400_000_150, "done"), ("car", 400_000_200, 400_000_260, "partial")]
     return [[source, first, last, "scan-run", status, 10, 1, 0, [], None, "", now] for source, first, last, status in spans]
-
-
-SCAN_COLUMNS = ["source", "first_slot", "last_slot", "run_id", "status", "transactions_seen", "iq_matches", "undecoded",
-                "skipped_slots", "last_slot_seen", "error", "started_at"]
 
 
 def query_dicts(client, sql: str, parameters: dict | None = None, **formats) -> list[dict[str, Any]]:

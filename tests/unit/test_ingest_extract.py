@@ -9,7 +9,8 @@ from solders.message import Message, MessageV0, MessageAddressTableLookup
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
-from iq_etl.ingest.decode import RAW_COLUMNS, UNDECODED_COLUMNS, Extracted, InstructionFilter, extract
+from iq_etl.ingest.decode import Extracted, InstructionFilter, extract
+from iq_etl.warehouse.rows import RAW_COLUMNS, UNDECODED_COLUMNS
 from iq_etl.protocol import IQRecord, encode
 from iq_etl.settings import G3_PROGRAM_ID
 from iq_etl.solana.model import TX_FAILED, TX_OK, ChainTransaction, InnerInstruction, InnerInstructions, TxMeta

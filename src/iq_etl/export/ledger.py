@@ -11,6 +11,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+from clickhouse_connect.driver import Client
+
 from iq_etl.errors import WarehouseError
 
 from iq_etl.export.body import TEXT_FROM_CHAIN, UPLOAD_COLUMNS, ReadyUpload
@@ -83,11 +85,11 @@ class Candidate:
     payload_length: int
 
 
-def mart_exists(client: Any) -> bool:
+def mart_exists(client: Client) -> bool:
     return table_exists(client, MART)
 
 
-def pending_uploads(client: Any, target: str, limit: int | None = None) -> list[Candidate]:
+def pending_uploads(client: Client, target: str, limit: int | None = None) -> list[Candidate]:
     """Complete uploads not yet delivered to `target`, oldest first.
 
     Besides the mart's `delivered_targets`, the ledger is consulted directly: the mart may be a
@@ -119,7 +121,7 @@ def pending_uploads(client: Any, target: str, limit: int | None = None) -> list[
     return out
 
 
-def load_uploads(client: Any, candidates: Sequence[Candidate]) -> dict[tuple[str, str], ReadyUpload]:
+def load_uploads(client: Client, candidates: Sequence[Candidate]) -> dict[tuple[str, str], ReadyUpload]:
     """The full mart rows (payloads included) for `candidates`, keyed by (upload_key, sha256)."""
     if not candidates:
         return {}
@@ -139,7 +141,7 @@ def load_uploads(client: Any, candidates: Sequence[Candidate]) -> dict[tuple[str
     return out
 
 
-def record_attempts(client: Any, records: Iterable[AttemptRecord]) -> int:
+def record_attempts(client: Client, records: Iterable[AttemptRecord]) -> int:
     """Append attempt rows to iq.exports; returns how many were written."""
     rows = [r.as_row() for r in records]
     if not rows:
@@ -151,7 +153,7 @@ def record_attempts(client: Any, records: Iterable[AttemptRecord]) -> int:
     return len(rows)
 
 
-def is_delivered(client: Any, upload_key: str, sha256: str, target: str) -> bool:
+def is_delivered(client: Client, upload_key: str, sha256: str, target: str) -> bool:
     return bool(client.query(
         "SELECT count() FROM iq.exports WHERE session_key = {k:String} AND sha256 = {s:String} "
         "AND target = {t:String} AND status = 'delivered'",
@@ -159,7 +161,7 @@ def is_delivered(client: Any, upload_key: str, sha256: str, target: str) -> bool
     ).result_rows[0][0])
 
 
-def attempts_for(client: Any, upload_key: str, target: str | None = None) -> list[dict[str, Any]]:
+def attempts_for(client: Client, upload_key: str, target: str | None = None) -> list[dict[str, Any]]:
     """Every ledger row of one upload (optionally one target), oldest first: for status and tests."""
     sql = f"SELECT {', '.join(_EXPORT_COLUMNS)} FROM iq.exports WHERE session_key = {{k:String}}"
     params: dict[str, Any] = {"k": upload_key}

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol
 from urllib.parse import urlsplit
 
+from clickhouse_connect.driver import Client
+
 from iq_etl.errors import IQEtlError, SettingsError
 from iq_etl.settings import Settings, read_dotenv
 
@@ -136,7 +138,7 @@ def open_target(spec: str, settings: Settings, options: ExportOptions, stop: thr
     raise SettingsError(f"export target: unsupported scheme {scheme!r}; use http(s):// or file://")
 
 
-def export_ready(settings: Settings, client: Any, target: str | None = None, dry_run: bool = False,
+def export_ready(settings: Settings, client: Client, target: str | None = None, dry_run: bool = False,
                  concurrency: int = DEFAULT_CONCURRENCY, limit: int | None = None, *,
                  options: ExportOptions | None = None) -> ExportSummary:
     """Deliver every complete upload not yet delivered to `target` (default: the reader backend
@@ -165,7 +167,7 @@ def export_ready(settings: Settings, client: Any, target: str | None = None, dry
 
 
 class _Run:
-    def __init__(self, client: Any, target: Target, summary: ExportSummary, options: ExportOptions,
+    def __init__(self, client: Client, target: Target, summary: ExportSummary, options: ExportOptions,
                  concurrency: int, stop: threading.Event):
         self.client = client
         self.target = target

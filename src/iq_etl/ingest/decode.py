@@ -11,17 +11,11 @@ from solders.pubkey import Pubkey
 from iq_etl.protocol import decode
 from iq_etl.protocol.records import IQRecord
 from iq_etl.solana.model import ChainTransaction
+from iq_etl.warehouse.rows import RawInstruction, UndecodedInstruction
 
-RAW_COLUMNS = [
-    "slot", "block_time", "signature", "tx_index", "ix_index", "inner_index", "stack_height", "program_id",
-    "generation", "kind", "instruction", "session_account", "session_id", "chunk_index", "total_chunks", "seq",
-    "method", "decode_break", "merkle_root", "payload", "on_chain_path", "metadata", "before_tx", "handle",
-    "tail_tx", "type_field", "offset", "accounts", "data", "tx_status", "tx_error", "source", "run_id",
-]
-UNDECODED_COLUMNS = [
-    "slot", "block_time", "signature", "tx_index", "ix_index", "inner_index", "program_id", "accounts", "data",
-    "reason", "tx_status", "tx_error", "source", "run_id",
-]
+_raw_row = RawInstruction._make  # from a list: the hot path keeps building lists
+_undecoded_row = UndecodedInstruction._make
+
 
 
 @dataclass(frozen=True)
@@ -45,8 +39,8 @@ class InstructionFilter:
 
 @dataclass
 class Extracted:
-    rows: list[list[Any]] = field(default_factory=list)
-    undecoded: list[list[Any]] = field(default_factory=list)
+    rows: list[RawInstruction] = field(default_factory=list)
+    undecoded: list[UndecodedInstruction] = field(default_factory=list)
 
 
 def _record_row(rec: IQRecord) -> list[Any]:
@@ -86,14 +80,16 @@ def extract(tx: ChainTransaction, filt: InstructionFilter, source: str, run_id: 
         head = [tx.slot, tx.block_time, tx.signature, tx_index, ix_index, inner_index]
         if bad:
             reason = f"account index {bad[0]} out of range ({nkeys} keys): metadata incomplete?"
-            out.undecoded.append(head + [program, accounts, data, reason, meta.status, tx_error, source, run_id])
+            out.undecoded.append(_undecoded_row(head + [program, accounts, data, reason, meta.status, tx_error, source,
+                                                        run_id]))
             return
         result = decode(program, accounts, data, mode=filt.mode, session_pdas=filt.session_pdas)
         if isinstance(result, IQRecord):
-            out.rows.append(head + [stack_height, program] + _record_row(result)
-                            + [accounts, data, meta.status, tx_error, source, run_id])
+            out.rows.append(_raw_row(head + [stack_height, program] + _record_row(result)
+                                     + [accounts, data, meta.status, tx_error, source, run_id]))
         else:
-            out.undecoded.append(head + [program, accounts, data, result.reason, meta.status, tx_error, source, run_id])
+            out.undecoded.append(_undecoded_row(head + [program, accounts, data, result.reason, meta.status, tx_error,
+                                                        source, run_id]))
 
     for ix_index, ix in enumerate(tx.transaction.message.instructions):
         handle(ix_index, -1, ix.program_id_index, bytes(ix.accounts), bytes(ix.data), None)

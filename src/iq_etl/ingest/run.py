@@ -27,10 +27,13 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from clickhouse_connect.driver import Client
+
 from iq_etl.errors import IQEtlError, SourceError
 from iq_etl.ingest.decode import Extracted, InstructionFilter, extract
 from iq_etl.ingest.progress import _Progress
-from iq_etl.ingest.sources.base import SOURCES, SourceSpec, open_source
+from iq_etl.ingest.request import IngestRequest
+from iq_etl.ingest.sources.base import SOURCES, Source, SourceSpec, open_source
 from iq_etl.settings import Settings
 from iq_etl.solana.slots import SlotRange, covered, merge_ranges, parse_slot_spec, split_range
 from iq_etl.warehouse.client import get_client
@@ -68,7 +71,7 @@ class IngestSummary:
 # --- sources ----------------------------------------------------------------------------------
 
 
-def scan_range(source: Any, rng: SlotRange, filt: InstructionFilter, source_name: str, run_id: str,
+def scan_range(source: Source, rng: SlotRange, filt: InstructionFilter, source_name: str, run_id: str,
                sink: Callable[[Extracted, RangeStats], None], batch_rows: int) -> RangeStats:
     """Scan one sub-range, handing rows to `sink` every `batch_rows` rows and at the end."""
     stats = RangeStats(rng.first_slot, rng.last_slot)
@@ -119,29 +122,25 @@ def _scan_in_worker(spec: SourceSpec, wanted: frozenset[bytes], rng: SlotRange, 
 
 # --- the stage --------------------------------------------------------------------------------
 
-def run_ingest(settings: Settings, *, slot_spec: str | None = None, ranges: Sequence[SlotRange] | None = None,
-               source: str = "car", car_url: str | None = None, rpc_url: str | None = None,
-               session_pdas: Sequence[str] | None = None, signatures: Sequence[str] | None = None,
-               slot_padding: int = 200, max_signature_pages: int = 25, threads: int | None = None,
-               resume: bool = True, run_id: str | None = None, progress: bool = False,
-               subrange_slots: int = 2000, batch_rows: int = 5000, flush_interval_s: float = 5.0,
-               extra_program_ids: Sequence[str] = (), rpc_options: dict[str, Any] | None = None,
-               worker_kind: str = "auto", client: Any = None) -> IngestSummary:
-    """Ingest the slot ranges of `slot_spec` (or explicit `ranges`, or the window discovered for
-    `session_pdas`) from `source` into the warehouse. Returns the run's summary."""
+def run_ingest(settings: Settings, request: IngestRequest, *, client: Client | None = None) -> IngestSummary:
+    """Ingest the slot ranges of the request's slot spec (or its explicit ranges, or the window discovered
+    for its session PDAs) from its source into the warehouse. Returns the run's summary."""
+    source, slot_spec, session_pdas = request.source, request.slot_spec, list(request.session_pdas) or None
+    slot_padding, max_signature_pages, resume = request.slot_padding, request.max_signature_pages, request.resume
+    subrange_slots, batch_rows, rpc_options = request.subrange_slots, request.batch_rows, request.rpc_options
     if source not in SOURCES:
         raise IQEtlError(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
     started = time.perf_counter()
-    run_id = run_id or uuid.uuid4().hex[:12]
-    threads = threads or settings.threads
-    rpc_url = rpc_url or settings.rpc_url
-    car_url = car_url or settings.car_url
+    run_id = request.run_id or uuid.uuid4().hex[:12]
+    threads = request.threads or settings.threads
+    rpc_url = request.rpc_url or settings.rpc_url
+    car_url = request.car_url or settings.car_url
     if session_pdas:
         settings = _with_session_pdas(settings, session_pdas)
-    filt = InstructionFilter.from_settings(settings, extra_program_ids)
+    filt = InstructionFilter.from_settings(settings, request.extra_program_ids)
     summary = IngestSummary(run_id=run_id, source=source)
 
-    wanted_ranges: list[SlotRange] = list(ranges or [])
+    wanted_ranges: list[SlotRange] = list(request.ranges)
     sig_slots: dict[str, int] = {}
     tails: list[Any] = []
     if slot_spec:
@@ -185,15 +184,15 @@ def run_ingest(settings: Settings, *, slot_spec: str | None = None, ranges: Sequ
     log.info("ingest run %s: %d sub-range(s), %d slots from %s (%d already done)", run_id, len(todo),
              total_slots, source, summary.skipped_ranges)
 
-    writer = RowWriter(client, batch_rows=batch_rows, flush_interval_s=flush_interval_s)
+    writer = RowWriter(client, batch_rows=batch_rows, flush_interval_s=request.flush_interval_s)
     wanted = filt.wanted_keys()
-    with _Progress(progress, total_slots) as bar:
+    with _Progress(request.progress, total_slots) as bar:
         if threads <= 1 or len(todo) <= 1:
             src = open_source(spec, wanted)
             for sub in todo:
                 _run_subrange_inline(src, sub, filt, spec, run_id, client, writer, summary, bar, batch_rows)
         else:
-            _run_parallel(spec, wanted, todo, filt, run_id, client, writer, summary, bar, threads, worker_kind)
+            _run_parallel(spec, wanted, todo, filt, run_id, client, writer, summary, bar, threads, request.worker_kind)
     summary.rows_written = writer.rows_written
     summary.insert_s = writer.insert_s
     summary.by_kind = count_by_kind(client, run_id)
@@ -213,7 +212,7 @@ def _run_subrange_inline(src, sub, filt, spec, run_id, client, writer, summary, 
     last_reported = [0]
 
     def sink(out: Extracted, stats: RangeStats) -> None:
-        writer.add(out)
+        writer.add(out.rows, out.undecoded)
         bar.advance(stats.slots_done - last_reported[0], stats)
         last_reported[0] = stats.slots_done
 
@@ -255,7 +254,7 @@ def _run_parallel(spec, wanted, todo, filt, run_id, client, writer, summary, bar
                     record_range(client, spec.kind, run_id, stats, "failed", started_at, str(exc))
                     _add(summary, stats, "failed", str(exc))
                     raise
-                writer.add(out)
+                writer.add(out.rows, out.undecoded)
                 writer.flush()
                 record_range(client, spec.kind, run_id, stats, "done", started_at)
                 log.debug("sub-range %s done: %d transactions, %d IQ matches", sub, stats.transactions_seen,
@@ -305,7 +304,7 @@ def _discover(rpc_url: str, pdas: Sequence[str], max_pages: int, padding: int,
     return found
 
 
-def _discover_tail(rpc_url: str, program_ids: Iterable[str], warehouse: Any, max_pages: int,
+def _discover_tail(rpc_url: str, program_ids: Iterable[str], warehouse: Client, max_pages: int,
                    rpc_options: dict[str, Any] | None) -> list[Any]:
     from iq_etl.ingest.sources.rpc.discovery import discover_program
     from iq_etl.ingest.sources.rpc.client import RpcClient

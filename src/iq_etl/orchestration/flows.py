@@ -32,6 +32,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 
+from iq_etl.ingest.request import DEFAULTS
 from iq_etl.settings import Settings, load_settings
 
 from iq_etl.orchestration.locking import DEFAULT_TIMEOUT_S, GLOBAL_LIMIT_NAME, warehouse_session
@@ -90,19 +91,21 @@ def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
 
 @task(name="ingest", retries=2, retry_delay_seconds=10, retry_condition_fn=_worth_retrying, cache_policy=NO_CACHE)
 def ingest_task(settings: Settings, *, slot_spec: str | None = None, ranges: Sequence[tuple[int, int]] | None = None,
-                source: str = "car", car_url: str | None = None, rpc_url: str | None = None,
-                session_pdas: Sequence[str] | None = None, slot_padding: int = 200, max_signature_pages: int = 25,
-                threads: int | None = None, resume: bool = True, extra_program_ids: Sequence[str] = (),
+                source: str = DEFAULTS.source, car_url: str | None = None, rpc_url: str | None = None,
+                session_pdas: Sequence[str] | None = None, slot_padding: int = DEFAULTS.slot_padding,
+                max_signature_pages: int = DEFAULTS.max_signature_pages, threads: int | None = None,
+                resume: bool = DEFAULTS.resume, extra_program_ids: Sequence[str] = (),
                 progress: bool = False) -> dict[str, Any]:
     """Idempotent: batches carry content dedup tokens and `resume` skips sub-ranges already done."""
     from iq_etl.ingest.run import run_ingest
+    from iq_etl.ingest.request import IngestRequest
     from iq_etl.solana.slots import SlotRange
 
     summary = run_ingest(
-        settings, slot_spec=slot_spec, ranges=[SlotRange(a, b) for a, b in ranges] if ranges else None,
+        settings, IngestRequest(slot_spec=slot_spec, ranges=[SlotRange(a, b) for a, b in ranges] if ranges else None,
         source=source, car_url=car_url, rpc_url=rpc_url, session_pdas=list(session_pdas) if session_pdas else None,
         slot_padding=slot_padding, max_signature_pages=max_signature_pages, threads=threads, resume=resume,
-        run_id=_run_id().replace("-", "")[:12] or None, progress=progress, extra_program_ids=tuple(extra_program_ids),
+        run_id=_run_id().replace("-", "")[:12] or None, progress=progress, extra_program_ids=tuple(extra_program_ids)),
     )
     result = _as_dict(summary)
     _logger().info("ingest: %s transactions seen, %s IQ matches, %s rows written, %s undecoded in %.1fs",
@@ -177,9 +180,10 @@ def _settings() -> Settings:
 # --- flows ------------------------------------------------------------------------------------
 
 @flow(name="ingest_flow", log_prints=True)
-def ingest_flow(slot_spec: str | None = None, source: str = "car", car_url: str | None = None,
-                rpc_url: str | None = None, session_pdas: list[str] | None = None, slot_padding: int = 200,
-                max_signature_pages: int = 25, threads: int | None = None, resume: bool = True,
+def ingest_flow(slot_spec: str | None = None, source: str = DEFAULTS.source, car_url: str | None = None,
+                rpc_url: str | None = None, session_pdas: list[str] | None = None,
+                slot_padding: int = DEFAULTS.slot_padding, max_signature_pages: int = DEFAULTS.max_signature_pages,
+                threads: int | None = None, resume: bool = DEFAULTS.resume,
                 extra_program_ids: list[str] | None = None, lock_timeout_s: float = DEFAULT_TIMEOUT_S,
                 publish_status: bool = True, progress: bool = False) -> dict[str, Any]:
     """Ingest a slot range (`S:E`, epoch `N`, epochs `A-B`) or the window discovered for session PDAs."""
@@ -227,9 +231,10 @@ def _nothing_to_ingest(settings: Settings, slot_spec: str | None, session_pdas: 
 
 
 @flow(name="pipeline_flow", log_prints=True)
-def pipeline_flow(slot_spec: str | None = None, source: str = "car", car_url: str | None = None,
-                  rpc_url: str | None = None, session_pdas: list[str] | None = None, slot_padding: int = 200,
-                  max_signature_pages: int = 25, threads: int | None = None, resume: bool = True,
+def pipeline_flow(slot_spec: str | None = None, source: str = DEFAULTS.source, car_url: str | None = None,
+                  rpc_url: str | None = None, session_pdas: list[str] | None = None,
+                  slot_padding: int = DEFAULTS.slot_padding, max_signature_pages: int = DEFAULTS.max_signature_pages,
+                  threads: int | None = None, resume: bool = DEFAULTS.resume,
                   extra_program_ids: list[str] | None = None, targets: list[str] | None = None,
                   export_concurrency: int | None = None, dry_run: bool = False, full_refresh: bool = False,
                   lock_timeout_s: float = DEFAULT_TIMEOUT_S, progress: bool = False) -> dict[str, Any]:
@@ -299,7 +304,7 @@ def plan_reconcile_task(settings: Settings, policy: Any, use_rpc: bool, window_s
 def reconcile_flow(discovery: str = "auto", window_source: str = "car", car_url: str | None = None,
                    rpc_url: str | None = None, initial_padding: int = 2_000, growth: int = 4,
                    max_padding: int = 432_000, max_scan_slots: int = 2_000_000, max_uploads: int = 1_000,
-                   max_signature_pages: int = 25, extra_program_ids: list[str] | None = None,
+                   max_signature_pages: int = DEFAULTS.max_signature_pages, extra_program_ids: list[str] | None = None,
                    targets: list[str] | None = None, export_concurrency: int | None = None,
                    lock_timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
     """Search again for the chunks of incomplete uploads, re-transform, export what became complete

@@ -2,7 +2,9 @@
 reconcile runs tried (`iq.reconcile_state`), and what was delivered in given export runs."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
+from clickhouse_connect.driver import Client
+
 from iq_etl.reconcile.plan import COMPLETE, IncompleteUpload, ReconcilePlan, UploadState
 
 
@@ -10,14 +12,14 @@ STATE_COLUMNS = ["upload_key", "attempts", "method", "padding", "window_first", 
                  "run_id"]
 
 
-def read_states(client: Any) -> dict[str, UploadState]:
+def read_states(client: Client) -> dict[str, UploadState]:
     rows = client.query(
         "SELECT upload_key, attempts, method, padding, window_first, window_last FROM iq.reconcile_state FINAL"
     ).result_rows
     return {r[0]: UploadState(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), int(r[5])) for r in rows}
 
 
-def write_states(client: Any, plan: ReconcilePlan, run_id: str) -> None:
+def write_states(client: Client, plan: ReconcilePlan, run_id: str) -> None:
     rows = [[u.upload_key, u.attempt, u.method, u.padding, u.window_first, u.window_last, u.status, run_id]
             for u in plan.uploads]
     if rows:
@@ -28,13 +30,13 @@ def write_states(client: Any, plan: ReconcilePlan, run_id: str) -> None:
 COMPLETENESS = "iq.session_completeness"
 
 
-def read_statuses(client: Any) -> dict[str, str]:
+def read_statuses(client: Client) -> dict[str, str]:
     """upload_key → completeness status, for every upload the models know."""
     rows = client.query(f"SELECT upload_key, status FROM {COMPLETENESS}").result_rows
     return {str(k): str(s) for k, s in rows}
 
 
-def read_incomplete(client: Any) -> list[IncompleteUpload]:
+def read_incomplete(client: Client) -> list[IncompleteUpload]:
     """Uploads that are not complete, with the slot window where their missing chunks most likely sit."""
     rows = client.query(
         f"SELECT upload_key, status, generation, session_account, "
@@ -55,7 +57,7 @@ def read_incomplete(client: Any) -> list[IncompleteUpload]:
     return out
 
 
-def delivered_in_runs(client: Any, run_ids: Sequence[str]) -> list[tuple[str, str]]:
+def delivered_in_runs(client: Client, run_ids: Sequence[str]) -> list[tuple[str, str]]:
     """(upload_key, target) delivered by the given export runs."""
     if not run_ids:
         return []

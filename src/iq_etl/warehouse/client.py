@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from clickhouse_connect.driver import Client
+
 from iq_etl.errors import WarehouseBusy, WarehouseError
 from iq_etl.settings import Settings, redact_dsn
 
@@ -21,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 _lock = threading.RLock()
-_client: Any = None
+_client: Client | None = None
 _client_dsn: str | None = None
 
 
@@ -32,7 +34,7 @@ def chdb_path(dsn: str) -> Path:
     return Path(rest).expanduser().resolve()
 
 
-def _open(dsn: str, lock_wait_s: float, connect_timeout: float) -> Any:
+def _open(dsn: str, lock_wait_s: float, connect_timeout: float) -> Client:
     import clickhouse_connect
     from clickhouse_connect.driver.exceptions import ClickHouseError
 
@@ -83,7 +85,7 @@ def _open(dsn: str, lock_wait_s: float, connect_timeout: float) -> Any:
         raise WarehouseError(f"cannot reach the warehouse at {redact_dsn(dsn)}: {reason}: {text.splitlines()[0][:200] if text else ''}") from None
 
 
-def get_client(settings: Settings, connect_timeout: float = 5.0) -> Any:
+def get_client(settings: Settings, connect_timeout: float = 5.0) -> Client:
     """The process's shared client for `settings.clickhouse_dsn` (opened on first use)."""
     global _client, _client_dsn
     with _lock:

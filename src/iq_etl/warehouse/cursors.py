@@ -7,7 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from dataclasses import dataclass
-from typing import Any
+
+from clickhouse_connect.driver import Client
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,7 @@ class Cursor:
 class CursorStore:
     """Tail cursors in iq.cursors (ReplacingMergeTree on name, latest updated_at wins)."""
 
-    def __init__(self, client: Any):
+    def __init__(self, client: Client):
         self.client = client
         self._last_stamp: dt.datetime | None = None
         self._lock = threading.Lock()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
+from clickhouse_connect.driver import Client
+
 from iq_etl.errors import WarehouseError
 from iq_etl.warehouse.client import log
 
@@ -26,7 +28,7 @@ def migration_files() -> list[Path]:
     return sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9]_*.sql"))
 
 
-def migrate(client: Any, cluster: str | None = None) -> list[str]:
+def migrate(client: Client, cluster: str | None = None) -> list[str]:
     """Apply numbered SQL files in order, once each; return the names applied by this call."""
     on_cluster = f"ON CLUSTER {cluster}" if cluster else ""
     client.command(f"CREATE DATABASE IF NOT EXISTS iq {on_cluster}")

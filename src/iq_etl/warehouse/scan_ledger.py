@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from clickhouse_connect.driver import Client
+
 from iq_etl.solana.slots import SlotRange, merge_ranges
 
 SCAN_COLUMNS = ["source", "first_slot", "last_slot", "run_id", "status", "transactions_seen", "iq_matches",
@@ -26,7 +27,7 @@ class RangeStats:
     slots_done: int = 0
 
 
-def record_range(client: Any, source: str, run_id: str, stats: RangeStats, status: str, started_at: dt.datetime,
+def record_range(client: Client, source: str, run_id: str, stats: RangeStats, status: str, started_at: dt.datetime,
                  error: str = "") -> None:
     client.insert("iq.scan_ranges", [[
         source, stats.first_slot, stats.last_slot, run_id, status, stats.transactions_seen, stats.iq_matches,
@@ -34,13 +35,13 @@ def record_range(client: Any, source: str, run_id: str, stats: RangeStats, statu
     ]], column_names=SCAN_COLUMNS)
 
 
-def done_ranges(client: Any, source: str) -> list[tuple[int, int]]:
+def done_ranges(client: Client, source: str) -> list[tuple[int, int]]:
     rows = client.query(
         "SELECT first_slot, last_slot FROM iq.scan_ranges FINAL WHERE source = {source:String} AND status = 'done' "
         "ORDER BY first_slot", parameters={"source": source}).result_rows
     return [(int(a), int(b)) for a, b in rows]
 
 
-def covered_ranges(client: Any, source: str) -> list[SlotRange]:
+def covered_ranges(client: Client, source: str) -> list[SlotRange]:
     """The slots `source` has finished, as merged ranges."""
     return merge_ranges(SlotRange(a, b) for a, b in done_ranges(client, source))

@@ -4,50 +4,41 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any, Sequence
+from typing import Iterable, Sequence
 
-from iq_etl.ingest.decode import RAW_COLUMNS, UNDECODED_COLUMNS, Extracted
+from clickhouse_connect.driver import Client
 
-_RAW_DATA = RAW_COLUMNS.index("data")
-
-
-_UNDECODED_DATA = UNDECODED_COLUMNS.index("data")
-
-
-def _row_key(row: Sequence[Any], data_index: int) -> bytes:
-    # slot, signature, ix_index, inner_index + a digest of the raw data: the instruction's content.
-    return f"{row[0]}|{row[2]}|{row[4]}|{row[5]}|".encode() + hashlib.sha256(row[data_index]).digest()
+from iq_etl.warehouse.rows import RAW_COLUMNS, UNDECODED_COLUMNS, RawInstruction, UndecodedInstruction, dedup_key
 
 
 class RowWriter:
     """Batches rows for the warehouse; a batch's dedup token is derived from its content."""
 
-    def __init__(self, client: Any, batch_rows: int = 5000, flush_interval_s: float = 5.0):
+    def __init__(self, client: Client, batch_rows: int = 5000, flush_interval_s: float = 5.0):
         self.client = client
         self.batch_rows = batch_rows
         self.flush_interval_s = flush_interval_s
-        self.rows: list[list[Any]] = []
-        self.undecoded: list[list[Any]] = []
+        self.rows: list[RawInstruction] = []
+        self.undecoded: list[UndecodedInstruction] = []
         self.last_flush = time.monotonic()
         self.insert_s = 0.0
         self.rows_written = 0
         self.undecoded_written = 0
 
-    def add(self, out: Extracted) -> None:
-        self.rows.extend(out.rows)
-        self.undecoded.extend(out.undecoded)
+    def add(self, rows: Iterable[RawInstruction], undecoded: Iterable[UndecodedInstruction]) -> None:
+        self.rows.extend(rows)
+        self.undecoded.extend(undecoded)
         if (len(self.rows) + len(self.undecoded) >= self.batch_rows
                 or time.monotonic() - self.last_flush >= self.flush_interval_s):
             self.flush()
 
     def flush(self) -> None:
         started = time.perf_counter()
-        for table, columns, rows, data_index in (
-                ("iq.raw_instructions", RAW_COLUMNS, self.rows, _RAW_DATA),
-                ("iq.undecoded_instructions", UNDECODED_COLUMNS, self.undecoded, _UNDECODED_DATA)):
+        for table, columns, rows in (("iq.raw_instructions", RAW_COLUMNS, self.rows),
+                                     ("iq.undecoded_instructions", UNDECODED_COLUMNS, self.undecoded)):
             for i in range(0, len(rows), self.batch_rows):
                 batch = rows[i:i + self.batch_rows]
-                token = content_token([table.encode()] + [_row_key(r, data_index) for r in batch])
+                token = content_token([table.encode()] + [dedup_key(r) for r in batch])
                 self.client.insert(table, batch, column_names=columns,
                                    settings={"insert_deduplication_token": token})
         self.rows_written += len(self.rows)

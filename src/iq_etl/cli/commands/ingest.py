@@ -13,8 +13,9 @@ import json
 import sys
 
 from iq_etl.errors import IQEtlError
-from iq_etl.ingest.sources.base import SOURCES
+from iq_etl.ingest.request import DEFAULTS, SOURCES
 from iq_etl.ingest.run import IngestSummary, run_ingest
+from iq_etl.ingest.request import IngestRequest
 from iq_etl.settings import load_settings
 from iq_etl.warehouse.client import close_client
 
@@ -25,21 +26,21 @@ def register(sub) -> None:
     p.add_argument("slot_spec", nargs="?", metavar="SLOT_SPEC",
                    help="S:E (inclusive slots), N (an epoch) or A-B (inclusive epochs); "
                         "omit with --session-pda to discover the window")
-    p.add_argument("--source", choices=SOURCES, default="car")
+    p.add_argument("--source", choices=SOURCES, default=DEFAULTS.source)
     p.add_argument("--car-url", metavar="TEMPLATE",
                    help="CAR path/URL, may contain {epoch} (default IQ_CAR_URL or the Old Faithful bucket)")
     p.add_argument("--rpc-url", help="Solana JSON-RPC URL (default IQ_RPC_URL / SOLANA_RPC_URL / mainnet)")
     p.add_argument("--session-pda", metavar="A,B", help="only these session accounts; without SLOT_SPEC "
                    "their slot window is discovered over RPC")
-    p.add_argument("--slot-padding", type=int, default=200, help="slots added on both sides of a discovered window")
-    p.add_argument("--max-signature-pages", type=int, default=25, help="getSignaturesForAddress pages per PDA (1000 each)")
+    p.add_argument("--slot-padding", type=int, default=DEFAULTS.slot_padding, help="slots added on both sides of a discovered window")
+    p.add_argument("--max-signature-pages", type=int, default=DEFAULTS.max_signature_pages, help="getSignaturesForAddress pages per PDA (1000 each)")
     p.add_argument("--threads", type=int, default=None, help="workers (default JETSTREAMER_THREADS or 1)")
     p.add_argument("--program-id", action="append", default=[], metavar="ID",
                    help="also ingest this program id (e.g. a development chain's extra programs); repeatable")
-    p.add_argument("--subrange-slots", type=int, default=2000, help="slots per resumable sub-range")
-    p.add_argument("--batch-rows", type=int, default=5000, help="rows per insert")
-    p.add_argument("--flush-interval", type=float, default=5.0, help="seconds between flushes at most")
-    p.add_argument("--resume", action=__import__("argparse").BooleanOptionalAction, default=True,
+    p.add_argument("--subrange-slots", type=int, default=DEFAULTS.subrange_slots, help="slots per resumable sub-range")
+    p.add_argument("--batch-rows", type=int, default=DEFAULTS.batch_rows, help="rows per insert")
+    p.add_argument("--flush-interval", type=float, default=DEFAULTS.flush_interval_s, help="seconds between flushes at most")
+    p.add_argument("--resume", action=__import__("argparse").BooleanOptionalAction, default=DEFAULTS.resume,
                    help="skip sub-ranges an earlier run completed (default on)")
     p.add_argument("--rpc-rps", type=float, default=None,
                    help="requests/s over all methods (default 9: under public mainnet RPC's 10/s per IP)")
@@ -60,11 +61,11 @@ def run(args) -> int:
         raise IQEtlError("--threads must be at least 1")
     try:
         summary = run_ingest(
-            settings, slot_spec=args.slot_spec, source=args.source, car_url=args.car_url, rpc_url=args.rpc_url,
+            settings, IngestRequest(slot_spec=args.slot_spec, source=args.source, car_url=args.car_url, rpc_url=args.rpc_url,
             session_pdas=pdas or None, slot_padding=args.slot_padding, max_signature_pages=args.max_signature_pages,
             threads=args.threads, resume=args.resume, progress=not args.json and sys.stderr.isatty(),
             subrange_slots=args.subrange_slots, batch_rows=args.batch_rows, flush_interval_s=args.flush_interval,
-            extra_program_ids=args.program_id, rpc_options=rpc_options(args),
+            extra_program_ids=args.program_id, rpc_options=rpc_options(args)),
         )
     finally:
         close_client()

@@ -15,6 +15,7 @@ import json
 import sys
 
 from iq_etl.errors import IQEtlError
+from iq_etl.ingest.request import DEFAULTS
 from iq_etl.settings import load_settings
 
 
@@ -32,7 +33,7 @@ def register(sub) -> None:
     p.add_argument("--max-padding", type=int, default=432_000, help="padding cap in slots (default one epoch)")
     p.add_argument("--max-scan-slots", type=int, default=2_000_000, help="slots re-scanned per run at most")
     p.add_argument("--max-uploads", type=int, default=1_000, help="uploads searched per run at most")
-    p.add_argument("--max-signature-pages", type=int, default=25, help="getSignaturesForAddress pages per session")
+    p.add_argument("--max-signature-pages", type=int, default=DEFAULTS.max_signature_pages, help="getSignaturesForAddress pages per session")
     p.add_argument("--program-id", action="append", default=[], metavar="ID",
                    help="also ingest this program id (e.g. a development chain's extra program); repeatable")
     p.add_argument("--target", action="append", default=[], metavar="URL",

@@ -3,11 +3,19 @@ Source protocol (blocks of a slot range, in slot order) and `open_source`, the o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator, Protocol
 
 from iq_etl.errors import IQEtlError
+from iq_etl.solana.model import ChainBlock
 
 SOURCES = ("car", "rpc-blocks", "rpc-signatures")
+
+
+class Source(Protocol):
+    """A chain source: the blocks of an inclusive slot range, in slot order (skipped slots as
+    `ChainBlock(skipped=True)`); transactions may be pre-filtered by `wanted_keys`."""
+
+    def iter_blocks(self, first_slot: int, last_slot: int) -> Iterator[ChainBlock]: ...
 
 
 @dataclass(frozen=True)
@@ -21,7 +29,7 @@ class SourceSpec:
     signatures: tuple[tuple[str, int], ...] = ()   # (signature, slot) pairs for rpc-signatures
 
 
-def open_source(spec: SourceSpec, wanted_keys: frozenset[bytes] | None) -> Any:
+def open_source(spec: SourceSpec, wanted_keys: frozenset[bytes] | None) -> Source:
     """An object with `iter_blocks(first, last)` for the spec. Imported lazily: workers only load
     what their source needs."""
     if spec.kind == "car":

@@ -56,7 +56,7 @@ def is_url(location: str) -> bool:
     return location.startswith(("http://", "https://"))
 
 
-def open_source(location: str | os.PathLike, **http_options) -> ByteSource:
+def open_byte_source(location: str | os.PathLike, **http_options) -> ByteSource:
     """A ByteSource for a path, file:// URL or http(s) URL (http_options go to HttpSource)."""
     text = str(location)
     if is_url(text):

@@ -32,7 +32,7 @@ import libipld
 from solders.transaction import VersionedTransaction
 
 from iq_etl.errors import SourceError
-from iq_etl.ingest.sources.car.byte_range import READ_SIZE, ByteSource, RangeStream, open_source, sibling
+from iq_etl.ingest.sources.car.byte_range import READ_SIZE, ByteSource, RangeStream, open_byte_source, sibling
 from iq_etl.ingest.sources.car.format import (
     CID_LEN,
     CID_PREFIX,
@@ -144,7 +144,7 @@ class CarFile:
                  epoch: int | None = None, http_options: dict | None = None):
         self.location = str(location)
         self.http_options = http_options or {}
-        self.source = source or open_source(self.location, **self.http_options)
+        self.source = source or open_byte_source(self.location, **self.http_options)
         self.name = self.source.name
         self.read_size = read_size
         self.verify_cids = verify_cids
@@ -200,7 +200,7 @@ class CarFile:
         first, last = max(first_slot, lo), min(last_slot, hi)
         if first > last:
             return []
-        index = open_source(sibling(self.location, slot_ranges_name(self.epoch)), **self.http_options)
+        index = open_byte_source(sibling(self.location, slot_ranges_name(self.epoch)), **self.http_options)
         try:
             if not index.exists():
                 return None
