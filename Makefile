@@ -4,12 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-all bench clean
+.PHONY: install demo test lint test-slow test-all bench lock clean
 
-$(STAMP): pyproject.toml
+# Pinned, hashed dependencies from requirements.lock (see `make lock`), then the package itself.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -17,17 +19,29 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/iq-etl demo
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
 
-test-all: $(STAMP)
+test-all: lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
+# Re-resolve requirements.lock from pyproject.toml (the dependencies and the test extra) with uv.
+# pip's --require-hashes wants an extra that a dependency asks for pinned with it: mashumaro[msgpack].
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 --generate-hashes \
+	    --custom-compile-command "make lock" -o requirements.lock
+	sed -i 's/^mashumaro==/mashumaro[msgpack]==/' requirements.lock
+
 clean:
-	rm -rf $(VENV) .iq-etl exports
+	rm -rf $(VENV) .iq-etl exports build dist

@@ -5,8 +5,8 @@ One child process: ingest the chain into a fresh warehouse and `dbt build` once,
 exports all of `iq.sessions_ready_to_export` to a new backend (a new port is a new target, so
 every upload is pending again) and checks that each one arrived exactly once. The backend runs
 in a process of its own (bench/_backend.py), as the real one is remote: in the exporter's process
-its request handling (JSON, base64 and sha256 checks) would compete for the same GIL. Target
-(issue 10): default concurrency / 1 >= 5.
+its request handling (JSON, base64 and sha256 checks) would compete for the same GIL. Target:
+default concurrency / 1 >= 5.
 
     .venv/bin/python bench/bench_export.py [--quick] [--repeats N]
 """

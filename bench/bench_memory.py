@@ -1,7 +1,7 @@
 """2. Memory: peak RSS of the streaming reader (IQ pre-filter on) scanning the benchmark chain
 and a chain 10x larger (ten back-to-back copies of its blocks in one CAR, slot numbers shifted;
-built once with iq-etl's CarWriter and cached). Each scan is a fresh child process. Target
-(issue 10): ratio <= 1.2, i.e. memory does not grow with the archive.
+built once with iq-etl's CarWriter and cached). Each scan is a fresh child process. Target:
+ratio <= 1.2, i.e. memory does not grow with the archive.
 
     .venv/bin/python bench/bench_memory.py [--quick] [--repeats N]
 """

@@ -5,7 +5,7 @@ against two floors measured in the same run:
 - `libipld.decode_car` on each whole file held in memory (decoding only is timed): transactions/s.
 
 Every run is a fresh child process (peak RSS per variant); variants are interleaved so load
-changes on the machine hit them alike. Targets (issue 10): reader/decode_car >= 2.0 with flat
+changes on the machine hit them alike. Targets: reader/decode_car >= 2.0 with flat
 memory, and >= 500,000 transactions/s on one core.
 
     .venv/bin/python bench/bench_scan.py [--quick] [--repeats N]
@@ -49,7 +49,7 @@ def decode_car_floor(paths: list[str]) -> dict:
     for path in paths:
         with open(path, "rb") as f:
             data = f.read()
-        (_header, nodes), wall, c = timed(lambda: libipld.decode_car(data))
+        (_header, nodes), wall, c = timed(lambda data=data: libipld.decode_car(data))  # bind now: `del data` below
         seconds += wall
         cpu += c
         nbytes += len(data)

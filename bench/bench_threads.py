@@ -3,7 +3,7 @@
 With threads > 1 the ingest scans CAR sub-ranges (2,000 slots each by default) in worker
 processes (its default for CAR) and writes from the parent; where run_ingest offers
 `worker_kind`, a thread pool is measured too. Runs alternate between the settings, each in a
-fresh child process and warehouse. No target in the issue: the speedup is reported as measured.
+fresh child process and warehouse. No target: the speedup is reported as measured.
 
     .venv/bin/python bench/bench_threads.py [--quick] [--repeats N]
 """

@@ -4,8 +4,8 @@ In a fresh warehouse (one child process per run): ingest the chain minus its las
 `dbt parse` (timed on its own: the first run in a new dbt home parses the whole project), full
 `dbt build`, ingest the remaining slots, incremental `dbt build`, and a `--full-refresh` build of
 everything as a check: the incremental run must leave the marts exactly as a full rebuild does.
-Both builds compared run with a warm parse, so the ratio is the models' own cost. Target
-(issue 10): incremental / full <= 0.2.
+Both builds compared run with a warm parse, so the ratio is the models' own cost. Target:
+incremental / full <= 0.2.
 
     .venv/bin/python bench/bench_transform.py [--quick] [--repeats N]
 """

@@ -38,7 +38,7 @@ RESULT_MARK = "BENCH-RESULT "
 COMPLETE_MARK = ".bench-complete"
 
 # The benchmark chain: >= 200,000 transactions over two epoch files, IQ share about 0.58%, 30% v0
-# transactions with lookup tables, votes, multi-instruction transactions (see ingest/devchain).
+# transactions with lookup tables, votes, multi-instruction transactions (see src/iq_etl/devchain).
 FULL_CHAIN = dict(seed=0, sessions=170, noise_tx_per_slot=50, slots=4100, first_slot=398_734_000)
 # --quick: the smallest chain the generator accepts with some noise (smoke runs, not figures).
 QUICK_CHAIN = dict(seed=0, sessions=39, noise_tx_per_slot=4, slots=300, first_slot=398_734_000)
@@ -361,7 +361,7 @@ class Row:
     what: str             # "iq-etl reader, IQ pre-filter"
     result: str           # "512,340 tx/s" (the median)
     detail: str = ""      # other figures of the same runs
-    target: str = ""      # "≥ 2.0" when the issue sets one
+    target: str = ""      # "≥ 2.0" when the benchmark sets one
     met: bool | None = None
 
     @property

@@ -1,4 +1,4 @@
-"""Every benchmark of issue 10 in one run (`make bench`): CAR scan, memory, ingest, transform,
+"""Every benchmark in one run (`make bench`): CAR scan, memory, ingest, transform,
 export, threads, then cProfile of the slowest stage and of the scan's hot path. Prints one table
 of medians and in-run ratios and appends it, dated, with nproc and the load average, to
 bench/RESULTS.md (history kept; --quick and --no-record runs are not recorded).

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from iq_etl.errors import SettingsError
 
-# Known IQ programs of every generation that holds user files (PROTOCOL.md §1).
+# Known IQ programs of every generation that holds user files (docs/protocol.md §1).
 G1_PROGRAM_ID = "FG5nDUjz4S1FBs2rZrXsKsa7J34e21WF17F8nFL9uwWi"
 G2_PROGRAM_ID = "4jB7tZybufNfgs8HRj9DiSCMYfEqb8jWkxKcnZnA1vBt"
 G3_PROGRAM_ID = "9KLLchQVJpGkw4jPuUmnvqESdR7mtNCYr3qS4iQLabs"

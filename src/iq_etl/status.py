@@ -166,7 +166,7 @@ def status_markdown(report: dict[str, Any]) -> str:
 
 def print_status(report: dict[str, Any], file=None) -> None:
     """Terminal tables (rich)."""
-    from iq_etl.cli.output import print_rows
+    from iq_etl.output import print_rows
 
     import sys
 
@@ -184,7 +184,7 @@ def render_status(report: dict[str, Any], fmt: str = "markdown") -> str:
     if fmt == "json":
         import json
 
-        from iq_etl.cli.output import jsonable
+        from iq_etl.output import jsonable
 
         return json.dumps(jsonable(report), indent=2)
     return status_markdown(report)

@@ -1,6 +1,6 @@
-"""The dbt-clickhouse ↔ chDB seam (flows/dbt_chdb.py): dbt's HTTP client gets a handle on the
-process's shared chDB engine, closing it leaves the shared client working, and everything dbt
-opened is closed when the block ends (so the folder can be released)."""
+"""The dbt-clickhouse ↔ chDB seam (src/iq_etl/transform/chdb_seam.py): dbt's HTTP client gets a
+handle on the process's shared chDB engine, closing it leaves the shared client working, and
+everything dbt opened is closed when the block ends (so the folder can be released)."""
 from __future__ import annotations
 
 import pytest

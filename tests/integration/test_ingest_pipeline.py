@@ -180,7 +180,8 @@ def test_bad_slot_spec_and_missing_car_are_clear_errors(tmp_path, chain, manifes
 def test_live_tail_ingests_only_new_signatures_across_runs(tmp_path, chain, manifest):
     """rpc-signatures without a slot spec or PDAs tails every IQ program from cursors in iq.cursors."""
     from iq_etl.devchain.chain import iter_chain
-    from iq_etl.devchain.servers.rpc import RpcChain, serve_rpc
+    from iq_etl.devchain.servers.rpc import serve_rpc
+    from iq_etl.devchain.servers.rpc_index import RpcChain
 
     middle = (manifest.first_slot + manifest.last_slot) // 2
     rpc_chain = RpcChain.from_blocks(iter_chain(chain, manifest.first_slot, middle))

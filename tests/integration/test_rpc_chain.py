@@ -134,7 +134,8 @@ def test_solders_parses_the_server_responses(rpc_chain_server):
 
 @pytest.fixture
 def rpc_chain_server():
-    from iq_etl.devchain.servers.rpc import RpcChain, serve_rpc
+    from iq_etl.devchain.servers.rpc import serve_rpc
+    from iq_etl.devchain.servers.rpc_index import RpcChain
 
     blocks = build_blocks(slots=6, skipped=[FIRST_SLOT + 3])
     server = serve_rpc(RpcChain.from_blocks(blocks))

@@ -6,7 +6,9 @@ import logging
 
 import pytest
 
-from iq_etl.devchain.servers.rpc import Faults, RpcChain, serve_rpc
+from iq_etl.devchain.servers.rpc import serve_rpc
+from iq_etl.devchain.servers.rpc_faults import Faults
+from iq_etl.devchain.servers.rpc_index import RpcChain
 from iq_etl.errors import SourceError
 from iq_etl.settings import DEFAULT_RPC_URL, load_settings
 from iq_etl.ingest.sources.rpc.client import RpcClient, RpcError, SkippedSlot, resolve_rpc_url

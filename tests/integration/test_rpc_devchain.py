@@ -7,7 +7,8 @@ import pytest
 from solders.pubkey import Pubkey
 
 from iq_etl.devchain.build import build_chain
-from iq_etl.devchain.servers.rpc import Faults, serve_rpc
+from iq_etl.devchain.servers.rpc import serve_rpc
+from iq_etl.devchain.servers.rpc_faults import Faults
 from iq_etl.ingest.decode import Extracted, InstructionFilter, extract
 from iq_etl.warehouse.rows import RAW_COLUMNS, UNDECODED_COLUMNS
 from iq_etl.settings import DEFAULT_PROGRAM_IDS, G3_PROGRAM_ID

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from iq_etl.devchain.servers.rpc import RpcChain, serve_rpc
+from iq_etl.devchain.servers.rpc import serve_rpc
+from iq_etl.devchain.servers.rpc_index import RpcChain
 from tests.support.rpc_chain import FIRST_SLOT, OTHER_PROGRAM, PDAS, build_blocks, transactions, write_chain_dir
 
 SKIPPED = FIRST_SLOT + 4

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from iq_etl.devchain.servers.rpc import RpcChain, serve_rpc
+from iq_etl.devchain.servers.rpc import serve_rpc
+from iq_etl.devchain.servers.rpc_index import RpcChain
 from iq_etl.errors import SourceError
 from iq_etl.ingest.sources.car.source import CarSource
 from iq_etl.warehouse.cursors import Cursor, CursorStore
@@ -78,7 +79,7 @@ def test_dense_filter_sees_lookup_table_keys_like_car(client, car_dir):
 
 
 def test_dense_source_refuses_to_call_a_missing_block_skipped(client, server, chain_blocks):
-    from iq_etl.devchain.servers.rpc import Faults
+    from iq_etl.devchain.servers.rpc_faults import Faults
 
     hole = FIRST_SLOT + 5
     server.set_faults(Faults(hide_blocks=frozenset({hole})))

@@ -1,7 +1,7 @@
 """Shared helpers for the export tests: hand-made rows for `iq.sessions_ready_to_export`.
 
 Until the dbt mart exists in a test warehouse, `create_standin_mart` creates a plain TABLE named
-iq.sessions_ready_to_export with exactly the columns of the export contract (helpers' preamble,
+iq.sessions_ready_to_export with exactly the columns of the export contract (docs/DECISIONS.md,
 "Upload keys and the export contract"). It stands in for the dbt view's contract only: the runner
 must not depend on anything else. Its `delivered_targets` is whatever the test inserts (the real
 view derives it from iq.exports; the runner also consults iq.exports itself).
@@ -41,7 +41,7 @@ def create_standin_mart(client: Any) -> None:
 
 
 def file_bytes(joined: bytes) -> tuple[bytes, str]:
-    """The gateway rule (PROTOCOL.md §5) as the mart applies it: (file bytes, decode_rule)."""
+    """The gateway rule (docs/protocol.md §5) as the mart applies it: (file bytes, decode_rule)."""
     text = joined.decode("utf-8", errors="replace")
     if text.startswith("data:") and "," in text:
         return base64.b64decode(text.split(",", 1)[1]), "data_url"

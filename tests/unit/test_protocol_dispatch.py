@@ -1,6 +1,7 @@
 """Dispatch by program id and reader mode, the session account rules, and the malformed-input cases
-the decoders issue names: overlong lengths, non-UTF-8 strings, truncated options, a 0x04-tagged
-instruction of an unrelated program. Plus the records encode() must refuse."""
+every decoder must refuse with a reason instead of guessing (docs/protocol.md, introduction):
+overlong lengths, non-UTF-8 strings, truncated options, a 0x04-tagged instruction of an unrelated
+program. Plus the records encode() must refuse."""
 from __future__ import annotations
 
 import hashlib
@@ -39,7 +40,7 @@ def not_decodable(result, *words) -> str:
     return result.reason
 
 
-# --- the issue's named malformed inputs ----------------------------------------------------------
+# --- malformed inputs that must be refused -------------------------------------------------------
 
 def test_overlong_string_length():
     data = tag("post_chunk") + struct.pack("<I", 0) + struct.pack("<I", 0xFFFFFFFF) + b"abc\x00\x00"

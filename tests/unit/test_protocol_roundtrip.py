@@ -125,7 +125,7 @@ def g3_finaliser(draw):
     metadata_raw = draw(st.one_of(json_metadata, text))
     session = draw(st.none() | st.tuples(u64, u32))
     metadata = parse_metadata(metadata_raw)
-    # Spec rules (PROTOCOL.md §5 and the issue), written independently of the decoder:
+    # Spec rules (docs/protocol.md §5 and the rules g3.py's docstring chooses), apart from the decoder:
     total = session[1] if session else None
     if total is None and isinstance(metadata, dict):
         value = metadata.get("total_chunks")

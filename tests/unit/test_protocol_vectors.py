@@ -1,6 +1,6 @@
-"""Hand-checked byte vectors for every instruction in PROTOCOL.md §3-§6, written from the spec.
+"""Hand-checked byte vectors for every instruction in docs/protocol.md §3-§6, written from the spec.
 
-Anchor tags are computed here with hashlib (and compared with the tags printed in PROTOCOL.md),
+Anchor tags are computed here with hashlib (and compared with the tags printed in docs/protocol.md),
 never taken from the decoder. Every vector also checks that encode() gives back the same bytes.
 """
 from __future__ import annotations

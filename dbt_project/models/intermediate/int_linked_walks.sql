@@ -7,7 +7,7 @@
     order_by='(upload_key, depth)',
     query_settings={'max_recursive_cte_evaluation_depth': var('iq_max_linked_depth') + 10}
 ) }}
--- The before_tx walk of every linked list, from its tail towards "Genesis" (PROTOCOL.md §6).
+-- The before_tx walk of every linked list, from its tail towards "Genesis" (docs/protocol.md §6).
 -- Tails are the signatures an index names (G1 db_code_in tail_tx, G3 code-in on_chain_path) plus
 -- pieces no other piece points at (lists whose index has not been seen; int_uploads decides
 -- whether they are uploads of their own). One row per (tail, depth): depth 0 is the tail.

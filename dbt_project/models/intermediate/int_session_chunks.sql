@@ -7,9 +7,9 @@
     order_by='(upload_group, upload_key, chunk_index)'
 ) }}
 -- One row per (upload, chunk index) ever seen, for every upload shape:
---   sessions (G2, G3): the chosen copy is the earliest successful one, ordered by
---     (slot, tx_index, ix_index, inner_index); copies_seen counts successful copies,
---     failed_copies the failed ones; distinct_payloads > 1 means copies disagree (a conflict).
+--   sessions (G2, G3): the chosen copy is the earliest successful one in chain order
+--     (slot, tx_index, ix_index, inner_index: macro chain_order); copies_seen counts successful
+--     copies, failed_copies the failed ones; distinct_payloads > 1 means copies disagree (a conflict).
 --     An index seen only in failed transactions has copies_seen = 0 (not present).
 --   inline G3 uploads: one chunk, index 0, the payload from metadata.data.
 --   linked lists: one chunk per piece reached by the before_tx walk, indexed from the lowest
@@ -52,10 +52,10 @@ session_chunks as (
         any(upload_group) as upload_group,
         'session' as upload_shape,
         chunk_index,
-        argMinIf(payload, (slot, tx_index, ix_index, inner_index), not tx_failed) as chosen_payload,
-        argMinIf(method, (slot, tx_index, ix_index, inner_index), not tx_failed) as chosen_method,
-        argMinIf(slot, (slot, tx_index, ix_index, inner_index), not tx_failed) as chosen_slot,
-        argMinIf(signature, (slot, tx_index, ix_index, inner_index), not tx_failed) as chosen_signature,
+        argMinIf(payload, {{ chain_order() }}, not tx_failed) as chosen_payload,
+        argMinIf(method, {{ chain_order() }}, not tx_failed) as chosen_method,
+        argMinIf(slot, {{ chain_order() }}, not tx_failed) as chosen_slot,
+        argMinIf(signature, {{ chain_order() }}, not tx_failed) as chosen_signature,
         toUInt32(countIf(not tx_failed)) as copies_seen,
         toUInt32(countIf(tx_failed)) as failed_copies,
         toUInt32(uniqExactIf(sipHash128(payload), not tx_failed)) as distinct_payloads,
@@ -77,10 +77,10 @@ inline_chunks as (
         any(upload_group) as upload_group,
         'inline' as upload_shape,
         toUInt32(0) as chunk_index,
-        argMinIf(payload, (slot, tx_index, ix_index, inner_index), not tx_failed) as chosen_payload,
+        argMinIf(payload, {{ chain_order() }}, not tx_failed) as chosen_payload,
         CAST(NULL AS Nullable(UInt8)) as chosen_method,
-        argMinIf(slot, (slot, tx_index, ix_index, inner_index), not tx_failed) as chosen_slot,
-        argMinIf(signature, (slot, tx_index, ix_index, inner_index), not tx_failed) as chosen_signature,
+        argMinIf(slot, {{ chain_order() }}, not tx_failed) as chosen_slot,
+        argMinIf(signature, {{ chain_order() }}, not tx_failed) as chosen_signature,
         toUInt32(countIf(not tx_failed)) as copies_seen,
         toUInt32(countIf(tx_failed)) as failed_copies,
         toUInt32(uniqExactIf(sipHash128(payload), not tx_failed)) as distinct_payloads,

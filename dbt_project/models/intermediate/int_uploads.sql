@@ -6,7 +6,7 @@
     engine='MergeTree()',
     order_by='(refresh_group, upload_key)'
 ) }}
--- One row per upload, whatever its shape (keys: PREAMBLE "upload keys"):
+-- One row per upload, whatever its shape (keys: dbt_project/README.md, Rules, "Upload keys"):
 --   session      G2 `<account>:<session id>`, G3 the session PDA: from chunks, finalizes
 --                (int_finalizes, bundles attached) and G3 create_session;
 --   linked_list  the tail signature: every list an index names, plus lists without an index
@@ -40,8 +40,8 @@ session_chunk_rows as (
         any(session_id) as session_id,
         minIf(slot, not tx_failed) as first_slot,
         maxIf(slot, not tx_failed) as last_slot,
-        argMinIf(signature, (slot, tx_index, ix_index, inner_index), not tx_failed) as first_signature,
-        argMaxIf(signature, (slot, tx_index, ix_index, inner_index), not tx_failed) as last_signature,
+        argMinIf(signature, {{ chain_order() }}, not tx_failed) as first_signature,
+        argMaxIf(signature, {{ chain_order() }}, not tx_failed) as last_signature,
         countIf(not tx_failed) as chunk_rows,
         countIf(tx_failed) as failed_chunk_rows,
         max(ingested_at) as source_ingested_at
@@ -64,18 +64,18 @@ finalize_rows as (
         any(session_id) as session_id,
         countIf(not tx_failed) as finalize_count,
         countIf(tx_failed) as failed_finalizes,
-        argMinIf(declared_total, (slot, tx_index, ix_index, inner_index), not tx_failed and declared_total is not null) as first_declared_total,
-        argMinIf(metadata_total, (slot, tx_index, ix_index, inner_index), not tx_failed and metadata_total is not null) as first_metadata_total,
+        argMinIf(declared_total, {{ chain_order() }}, not tx_failed and declared_total is not null) as first_declared_total,
+        argMinIf(metadata_total, {{ chain_order() }}, not tx_failed and metadata_total is not null) as first_metadata_total,
         arrayDistinct(arrayConcat(
             groupArrayIf(assumeNotNull(declared_total), not tx_failed and declared_total is not null),
             groupArrayIf(assumeNotNull(metadata_total), not tx_failed and metadata_total is not null))) as declared_totals,
-        argMinIf(merkle_root, (slot, tx_index, ix_index, inner_index), not tx_failed) as merkle_root,
-        argMinIf(metadata, (slot, tx_index, ix_index, inner_index), not tx_failed) as metadata,
-        argMinIf(slot, (slot, tx_index, ix_index, inner_index), not tx_failed) as finalize_slot,
-        argMinIf(signature, (slot, tx_index, ix_index, inner_index), not tx_failed) as finalize_signature,
+        argMinIf(merkle_root, {{ chain_order() }}, not tx_failed) as merkle_root,
+        argMinIf(metadata, {{ chain_order() }}, not tx_failed) as metadata,
+        argMinIf(slot, {{ chain_order() }}, not tx_failed) as finalize_slot,
+        argMinIf(signature, {{ chain_order() }}, not tx_failed) as finalize_signature,
         minIf(slot, not tx_failed) as first_slot,
         maxIf(slot, not tx_failed) as last_slot,
-        argMaxIf(signature, (slot, tx_index, ix_index, inner_index), not tx_failed) as last_signature,
+        argMaxIf(signature, {{ chain_order() }}, not tx_failed) as last_signature,
         countIf(not tx_failed and is_bundle) as bundle_count,
         max(ingested_at) as source_ingested_at
     from {{ ref('int_finalizes') }}
@@ -90,7 +90,7 @@ creation_rows as (
         anyIf(program_id, not tx_failed) as program_id,
         argMinIf(seq, slot, not tx_failed) as seq,
         minIf(slot, not tx_failed) as created_slot,
-        argMinIf(signature, (slot, tx_index, ix_index, inner_index), not tx_failed) as created_signature,
+        argMinIf(signature, {{ chain_order() }}, not tx_failed) as created_signature,
         countIf(not tx_failed) as creation_count,
         max(ingested_at) as source_ingested_at
     from {{ ref('stg_session_creations') }}
@@ -108,6 +108,7 @@ session_keys as (
 
 session_uploads as (
     select
+        -- identity
         k.upload_key as upload_key,
         'session' as upload_shape,
         -- the session account the rows name (the refresh group of their raw rows, see refresh_group_of_raw)
@@ -116,22 +117,26 @@ session_uploads as (
         coalesce(nullIf(f.program_id, ''), nullIf(c.program_id, ''), nullIf(s.program_id, ''), '') as program_id,
         coalesce(nullIf(c.session_account, ''), nullIf(f.session_account, ''), k.upload_key) as session_account,
         coalesce(nullIf(c.session_id, ''), f.session_id, '') as session_id,
+        -- finalize counts
         f.finalize_count > 0 as is_finalized,
         toUInt32(f.finalize_count) as finalize_count,
         toUInt32(f.failed_finalizes) as failed_finalizes,
         toUInt32(f.bundle_count) as bundle_count,
+        -- totals
         f.first_declared_total as declared_total,
         f.first_metadata_total as metadata_total,
         coalesce(f.first_declared_total, f.first_metadata_total) as expected_total,
         length(f.declared_totals) > 1 as total_disagreement,
+        -- content
         coalesce(f.merkle_root, '') as merkle_root,
         coalesce(f.metadata, '') as metadata,
         s.seq as seq,
+        -- slots and signatures
         if(s.creation_count > 0, s.created_slot, NULL) as created_slot,
         least(
-            if(c.chunk_rows > 0, c.first_slot, 18446744073709551615),
-            if(f.finalize_count > 0, f.first_slot, 18446744073709551615),
-            if(s.creation_count > 0, s.created_slot, 18446744073709551615)) as first_slot_raw,
+            if(c.chunk_rows > 0, c.first_slot, {{ no_slot() }}),
+            if(f.finalize_count > 0, f.first_slot, {{ no_slot() }}),
+            if(s.creation_count > 0, s.created_slot, {{ no_slot() }})) as first_slot_raw,
         greatest(
             if(c.chunk_rows > 0, c.last_slot, 0),
             if(f.finalize_count > 0, f.last_slot, 0)) as last_slot,
@@ -139,11 +144,14 @@ session_uploads as (
         if(f.finalize_count > 0 and (c.chunk_rows = 0 or f.last_slot >= c.last_slot), f.last_signature, c.last_signature) as last_signature,
         if(f.finalize_count > 0, f.finalize_slot, NULL) as finalize_slot,
         if(f.finalize_count > 0, f.finalize_signature, '') as finalize_signature,
+        -- chunk counts
         toUInt32(c.chunk_rows) as chunk_rows,
         toUInt32(c.failed_chunk_rows) as failed_chunk_rows,
+        -- linked-list only
         '' as missing_piece_signature,
         false as missing_piece_failed,
         CAST(NULL AS Nullable(UInt64)) as lowest_piece_slot,
+        -- watermark
         greatest(c.source_ingested_at, f.source_ingested_at, s.source_ingested_at) as source_ingested_at
     from session_keys as k
     left join session_chunk_rows as c on c.upload_key = k.upload_key
@@ -196,13 +204,13 @@ index_rows as (
         countIf(tx_failed) as failed_indexes,
         anyIf(generation, not tx_failed) as generation,
         anyIf(program_id, not tx_failed) as program_id,
-        argMinIf(metadata, (slot, tx_index, ix_index, inner_index), not tx_failed) as metadata,
-        argMinIf(metadata_total, (slot, tx_index, ix_index, inner_index), not tx_failed and metadata_total is not null) as first_metadata_total,
-        argMinIf(handle, (slot, tx_index, ix_index, inner_index), not tx_failed) as handle,
-        argMinIf(type_field, (slot, tx_index, ix_index, inner_index), not tx_failed) as type_field,
-        argMinIf(offset, (slot, tx_index, ix_index, inner_index), not tx_failed) as offset,
-        argMinIf(slot, (slot, tx_index, ix_index, inner_index), not tx_failed) as index_slot,
-        argMinIf(signature, (slot, tx_index, ix_index, inner_index), not tx_failed) as index_signature,
+        argMinIf(metadata, {{ chain_order() }}, not tx_failed) as metadata,
+        argMinIf(metadata_total, {{ chain_order() }}, not tx_failed and metadata_total is not null) as first_metadata_total,
+        argMinIf(handle, {{ chain_order() }}, not tx_failed) as handle,
+        argMinIf(type_field, {{ chain_order() }}, not tx_failed) as type_field,
+        argMinIf(offset, {{ chain_order() }}, not tx_failed) as offset,
+        argMinIf(slot, {{ chain_order() }}, not tx_failed) as index_slot,
+        argMinIf(signature, {{ chain_order() }}, not tx_failed) as index_signature,
         max(ingested_at) as source_ingested_at
     from {{ ref('stg_linked_indexes') }}
     group by tail_signature
@@ -227,6 +235,7 @@ failed_piece_signatures as (
 
 linked_uploads as (
     select
+        -- identity
         k.upload_key as upload_key,
         'linked_list' as upload_shape,
         k.upload_key as upload_group,
@@ -234,33 +243,40 @@ linked_uploads as (
         if(i.program_id != '', i.program_id, w.program_id) as program_id,
         '' as session_account,
         '' as session_id,
+        -- finalize counts (an index is the list's finalize)
         i.index_count > 0 as is_finalized,
         toUInt32(i.index_count) as finalize_count,
         toUInt32(i.failed_indexes) as failed_finalizes,
         toUInt32(0) as bundle_count,
+        -- totals
         CAST(NULL AS Nullable(UInt32)) as declared_total,
         i.first_metadata_total as metadata_total,
         i.first_metadata_total as expected_total,
         false as total_disagreement,
+        -- content
         '' as merkle_root,
         multiIf(
             i.metadata != '', i.metadata,
             i.generation = 'g1', toJSONString(map('handle', i.handle, 'type_field', i.type_field, 'offset', i.offset)),
             '') as metadata,
         CAST(NULL AS Nullable(UInt64)) as seq,
+        -- slots and signatures
         CAST(NULL AS Nullable(UInt64)) as created_slot,
-        least(if(w.pieces_found > 0, w.first_slot, 18446744073709551615),
-              if(i.index_count > 0, i.index_slot, 18446744073709551615)) as first_slot_raw,
+        least(if(w.pieces_found > 0, w.first_slot, {{ no_slot() }}),
+              if(i.index_count > 0, i.index_slot, {{ no_slot() }})) as first_slot_raw,
         greatest(w.last_slot, if(i.index_count > 0, i.index_slot, 0)) as last_slot,
         w.first_signature as first_signature,
         if(i.index_count > 0, i.index_signature, k.upload_key) as last_signature,
         if(i.index_count > 0, i.index_slot, NULL) as finalize_slot,
         if(i.index_count > 0, i.index_signature, '') as finalize_signature,
+        -- chunk counts
         w.pieces_found as chunk_rows,
         toUInt32(0) as failed_chunk_rows,
+        -- linked-list only
         multiIf(w.pieces_found = 0, k.upload_key, w.lowest_before_tx = 'Genesis', '', w.lowest_before_tx) as missing_piece_signature,
         missing_piece_signature in (select signature from failed_piece_signatures) as missing_piece_failed,
         if(w.pieces_found > 0, w.lowest_piece_slot, NULL) as lowest_piece_slot,
+        -- watermark
         greatest(w.source_ingested_at, i.source_ingested_at) as source_ingested_at
     from linked_keys as k
     left join walk_summary as w on w.upload_key = k.upload_key
@@ -285,6 +301,7 @@ inline_rows as (
 
 inline_uploads as (
     select
+        -- identity
         upload_key,
         'inline' as upload_shape,
         upload_key as upload_group,
@@ -292,17 +309,21 @@ inline_uploads as (
         program_id,
         '' as session_account,
         '' as session_id,
+        -- finalize counts (the code-in is the finalize)
         ok_count > 0 as is_finalized,
         toUInt32(ok_count) as finalize_count,
         toUInt32(failed_count) as failed_finalizes,
         toUInt32(0) as bundle_count,
+        -- totals
         CAST(NULL AS Nullable(UInt32)) as declared_total,
         first_metadata_total as metadata_total,
         toUInt32(1) as expected_total,
         false as total_disagreement,
+        -- content
         '' as merkle_root,
         metadata,
         CAST(NULL AS Nullable(UInt64)) as seq,
+        -- slots and signatures
         CAST(NULL AS Nullable(UInt64)) as created_slot,
         first_slot as first_slot_raw,
         first_slot as last_slot,
@@ -310,16 +331,21 @@ inline_uploads as (
         upload_key as last_signature,
         first_slot as finalize_slot,
         upload_key as finalize_signature,
+        -- chunk counts
         toUInt32(ok_count) as chunk_rows,
         toUInt32(failed_count) as failed_chunk_rows,
+        -- linked-list only
         '' as missing_piece_signature,
         false as missing_piece_failed,
         CAST(NULL AS Nullable(UInt64)) as lowest_piece_slot,
+        -- watermark
         source_ingested_at
     from inline_rows
 ),
 
 all_uploads as (
+    -- UNION ALL matches columns by position: the three branches list the same columns, section
+    -- by section, in the same order
     select * from session_uploads
     union all
     select * from linked_uploads
@@ -350,7 +376,7 @@ select
     JSONExtractString(metadata, 'filetype') as filetype,
     CAST(seq AS Nullable(UInt64)) as seq,
     CAST(created_slot AS Nullable(UInt64)) as created_slot,
-    toUInt64(if(first_slot_raw = 18446744073709551615, 0, first_slot_raw)) as first_slot,
+    toUInt64(if(first_slot_raw = {{ no_slot() }}, 0, first_slot_raw)) as first_slot,
     toUInt64(last_slot) as last_slot,
     first_signature,
     last_signature,

@@ -1,12 +1,12 @@
 {{ config(materialized='table', order_by='first_slot') }}
--- What has been scanned: the 'done' sub-ranges of iq.scan_ranges (any source) merged into
--- maximal runs of slots (kind = 'scanned'), and the holes between consecutive runs
--- (kind = 'gap'). Partial and failed sub-ranges do not count as scanned.
+-- What has been scanned: the 'done' sub-ranges of iq.scan_ranges (via stg_scan_ranges, any
+-- source) merged into maximal runs of slots (kind = 'scanned'), and the holes between
+-- consecutive runs (kind = 'gap'). Partial and failed sub-ranges do not count as scanned.
 with latest_ranges as (
-    -- deduplicated with argMax on the table's key rather than FINAL: dbt unit tests replace the
-    -- source with a subquery, and ClickHouse refuses FINAL on a subquery
+    -- deduplicated with argMax on the table's key rather than FINAL: dbt unit tests replace
+    -- stg_scan_ranges with a subquery, and ClickHouse refuses FINAL on a subquery
     select source, first_slot, last_slot, run_id, argMax(status, finished_at) as latest_status
-    from {{ source('iq', 'scan_ranges') }}
+    from {{ ref('stg_scan_ranges') }}
     group by source, first_slot, last_slot, run_id
 ),
 

@@ -1,11 +1,12 @@
 {{ config(materialized='view') }}
--- The export contract (helpers/PREAMBLE.md): complete uploads with everything the reader backend
--- body needs, and delivered_targets: the targets with a 'delivered' row in iq.exports for this
+-- The export contract (docs/DECISIONS.md, "Upload keys and the export contract"): complete
+-- uploads with everything the reader backend's request body needs (docs/protocol.md §8), and
+-- delivered_targets: the targets with a 'delivered' row in iq.exports (via stg_exports) for this
 -- (upload_key, sha256), read at query time. Export sends rows where
 -- NOT has(delivered_targets, {target:String}). filename/metadata are raw chain input (hostile).
 with delivered as (
     select session_key, sha256, groupUniqArray(target) as delivered_targets
-    from {{ source('iq', 'exports') }}
+    from {{ ref('stg_exports') }}
     where status = 'delivered'
     group by session_key, sha256
 )

@@ -10,7 +10,7 @@
 -- columns empty unless complete) so that source_ingested_at is a watermark over everything seen.
 -- joined bytes: the chosen chunks' payloads concatenated in index order (groupArray + arraySort);
 -- for a linked list the index is the walk order from "Genesis".
--- file bytes: the joined text after the IQ gateway's rule (PROTOCOL.md §5): decode_rule says
+-- file bytes: the joined text after the IQ gateway's rule (docs/protocol.md §5): decode_rule says
 -- which of data_url / base64 / text applied.
 -- Incremental: whole upload groups whose completeness row changed since the previous build are
 -- recomputed and replaced (delete+insert on upload_group).

@@ -1,4 +1,4 @@
-"""`iq-etl` command line. Each command lives in its own module under `flows/commands/` and exposes
+"""`iq-etl` command line. Each command lives in its own module under `cli/commands/` and exposes
 `register(subparsers)`; this module only discovers them, sets up logging and turns user errors
 (`IQEtlError`) into one line on stderr and a non-zero exit, without a traceback."""
 from __future__ import annotations

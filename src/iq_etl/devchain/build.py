@@ -29,10 +29,10 @@ if TYPE_CHECKING:
 
 # The generator's modules (solders, the protocol encoders) load on first build, so that importing
 # this module for its defaults (the CLI does) stays cheap.
-CATALOGUE_UPLOADS = 39   # checked against uploads.CATALOGUE_UPLOADS in build_chain
+CATALOGUE_UPLOADS = 39   # checked against uploads.catalogue.CATALOGUE_UPLOADS in build_chain
 
 SLOTS_PER_EPOCH = 432_000
-IQ_ERA_FIRST_SLOT = 398_615_411          # first G3 program transaction (GW README)
+IQ_ERA_FIRST_SLOT = 398_615_411          # first G3 program transaction (docs/protocol.md §1)
 IQ_ERA_FIRST_TIME = 1_770_422_400        # 2026-02-07T00:00:00Z, the day of that slot
 DEFAULT_FIRST_SLOT = 923 * SLOTS_PER_EPOCH  # 398,736,000: first slot of epoch 923
 DEFAULT_SLOTS = 2400
@@ -106,12 +106,15 @@ def build_chain(out_dir, *, seed: int = 0, sessions: int = DEFAULT_SESSIONS,
 
     from iq_etl.devchain.car_writer import CarWriter
 
-    from iq_etl.devchain import uploads as up_mod
     from iq_etl.devchain.noise import NoiseGenerator
     from iq_etl.devchain.txbuild import KeyRing
-    from iq_etl.devchain.uploads import CATALOGUE, Catalogue, Programs, Scenarios, Timeline, UploadPlanner, ordinary_upload
+    from iq_etl.devchain.uploads import catalogue as catalogue_mod
+    from iq_etl.devchain.uploads.catalogue import CATALOGUE, Catalogue, ordinary_upload
+    from iq_etl.devchain.uploads.planner import UploadPlanner
+    from iq_etl.devchain.uploads.scenarios import Scenarios
+    from iq_etl.devchain.uploads.state import Programs, Timeline
 
-    assert up_mod.CATALOGUE_UPLOADS == CATALOGUE_UPLOADS, "update build.CATALOGUE_UPLOADS"
+    assert catalogue_mod.CATALOGUE_UPLOADS == CATALOGUE_UPLOADS, "update build.CATALOGUE_UPLOADS"
     _check(first_slot, slots, sessions, noise_tx_per_slot, far_gap)
     out = Path(out_dir)
     _prepare_dir(out)

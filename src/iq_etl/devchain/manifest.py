@@ -31,7 +31,7 @@ AWAITING_FINALIZE = "awaiting_finalize"
 TOTAL_MISMATCH = "total_mismatch"
 STATUSES = (COMPLETE, MISSING_CHUNKS, CONFLICTING_CHUNKS, AWAITING_FINALIZE, TOTAL_MISMATCH)
 
-# The gateway's rule for turning joined upload text into file bytes (PROTOCOL.md §5, GW decodeAssetData).
+# The gateway's rule for turning joined upload text into file bytes (docs/protocol.md §5, its decodeAssetData).
 RULE_DATA_URL = "data_url"
 RULE_BASE64 = "base64"
 RULE_TEXT = "text"

@@ -1,6 +1,6 @@
 """The JSON body the reader backend receives, built from one `iq.sessions_ready_to_export` row.
 
-Field names follow the seed plugin (PROTOCOL.md §8) so the backend sees what it always saw; fields
+Field names follow the seed plugin (docs/protocol.md §8) so the backend sees what it always saw; fields
 that do not apply to an upload's shape (a G3 session has no session_id, a linked list no merkle
 root...) are null. iq-etl adds `sha256`, `program_id`, `generation` and a few descriptive fields;
 extra fields are accepted by the backend.
@@ -13,7 +13,8 @@ import hashlib
 from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
-# The columns this module reads from the mart (the export contract in the helpers' preamble).
+# The columns this module reads from the mart (the export contract: docs/DECISIONS.md, "Upload keys and
+# the export contract").
 UPLOAD_COLUMNS: tuple[str, ...] = (
     "upload_key", "generation", "program_id", "session_account", "session_id", "total_chunks",
     "chunk_count", "merkle_root", "method", "first_slot", "last_slot", "finalize_slot",
@@ -26,7 +27,7 @@ TEXT_FROM_CHAIN: tuple[str, ...] = ("filename", "filetype", "metadata")
 # The seed's `reader_mode` named the G2 instruction layout. Other generations have no such mode.
 READER_MODE_BY_GENERATION = {"g2_pinocchio": "pinocchio", "g2_legacy": "legacy"}
 
-# Fields of the seed's body, in its order (PROTOCOL.md §8).
+# Fields of the seed's body, in its order (docs/protocol.md §8).
 SEED_FIELDS: tuple[str, ...] = (
     "session_pubkey", "session_id", "total_chunks", "chunk_count", "payload_base64", "merkle_root",
     "reader_mode", "first_slot", "last_slot", "finalize_slot", "finalize_signature", "compression_method",

@@ -311,7 +311,7 @@ def reconcile_flow(discovery: str = "auto", window_source: str = "car", car_url:
     and retry failed exports; returns (and publishes) a summary of what changed.
 
     discovery: `auto` (RPC discovery on session accounts when an RPC URL is configured, widening
-    slot windows otherwise), `rpc` or `window`. See flows/reconcile.py for the window rules."""
+    slot windows otherwise), `rpc` or `window`. See reconcile/plan.py for the window rules."""
     from iq_etl.errors import IQEtlError
 
     from iq_etl.reconcile import plan as rc

@@ -1,4 +1,4 @@
-"""Anchor discriminators: `sha256("global:" + name)[:8]` for instructions (PROTOCOL.md §2)."""
+"""Anchor discriminators: `sha256("global:" + name)[:8]` for instructions (docs/protocol.md §2)."""
 from __future__ import annotations
 
 import hashlib

@@ -58,7 +58,7 @@ def seed_base64_encode(payload: bytes, raw: bool, what: str) -> bytes:
 
 
 def read_method_trailer(r: Reader, what: str) -> tuple[int, int, bool]:
-    """`method u8, decode_break u8`, tolerating the Python SDK's u32 pair (PROTOCOL.md §2).
+    """`method u8, decode_break u8`, tolerating the Python SDK's u32 pair (docs/protocol.md §2).
 
     Exactly 8 bytes left whose upper three bytes of each half are zero → the u32 layout (first byte
     of each); otherwise two u8 and any further bytes are ignored, as the Anchor deserializer does.

@@ -1,10 +1,10 @@
-"""G1 "IQ6900" (FG5n…), Anchor (BE `idl.json`; PROTOCOL.md §6).
+"""G1 "IQ6900" (FG5n…), Anchor (BE `idl.json`; docs/protocol.md §6).
 
   send_code(code String, before_tx String, method u8, decode_break u8)   → linked_piece
   db_code_in(handle String, tail_tx String, type_field String, offset String) → linked_index
   db_code_in_for_free(same args)                                         → linked_index
 
-db_code_in_for_free is not in PROTOCOL.md but is in the G1 IDL with the same arguments and indexes
+db_code_in_for_free is not in docs/protocol.md but is in the G1 IDL with the same arguments and indexes
 a list the same way, so it is decoded too. Neither instruction names a session account.
 G1's db_code_in shares its tag with G3's db_code_in: only the program id tells them apart.
 """

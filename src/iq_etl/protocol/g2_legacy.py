@@ -1,4 +1,4 @@
-"""G2-legacy Anchor hybrid program (id not public): PROTOCOL.md §4, byte-for-byte the seed's rules.
+"""G2-legacy Anchor hybrid program (id not public): docs/protocol.md §4, byte-for-byte the seed's rules.
 
   post_hybrid_chunk (+ two unnamed tags the seed also accepted)
       tag[8] · session_id[16] · chunk_index u32 · chunk String · optional method u8
@@ -24,7 +24,7 @@ from iq_etl.protocol.records import IQRecord
 GENERATION = "g2_legacy"
 SESSION_POSITION = 1
 # Names for the two tags without a known IDL name (they start with 0x04 and may be Pinocchio
-# chunks the seed misread; PROTOCOL.md §4). The name carries the tag so encode() can rebuild it.
+# chunks the seed misread; docs/protocol.md §4). The name carries the tag so encode() can rebuild it.
 CHUNK_TAGS = {
     anchor_tag("post_hybrid_chunk"): "post_hybrid_chunk",
     bytes.fromhex("04f78d7320c33748"): "legacy_chunk_04f78d7320c33748",

@@ -1,4 +1,4 @@
-"""G2 "HybridV2 / Pinocchio" (4jB7…): 1-byte tags (PROTOCOL.md §3, the seed plugin's default).
+"""G2 "HybridV2 / Pinocchio" (4jB7…): 1-byte tags (docs/protocol.md §3, the seed plugin's default).
 
   chunk    04 · session_id[16] · chunk_index u32 · method u8 · payload to the end (≥ 1 byte)
            or the older TS SDK form 04 · session_id[16] · chunk_index u32 · String · method u8

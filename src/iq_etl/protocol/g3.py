@@ -1,4 +1,4 @@
-"""G3 "code_in" (9KLL…, current mainnet), Anchor (TS `idl/code_in.json`; PROTOCOL.md §5).
+"""G3 "code_in" (9KLL…, current mainnet), Anchor (TS `idl/code_in.json`; docs/protocol.md §5).
 
   create_session(seq u64)                                   session = accounts[2]
   post_chunk(index u32, chunk String, method u8, decode_break u8)   session = accounts[1]
@@ -10,7 +10,7 @@
     wallet_connection_code_in(db_root_id bytes, connection_seed bytes, on_chain_path, metadata, Option)
   SessionFinalize = {seq u64, total_chunks u32}
 
-Rules chosen here (PROTOCOL.md leaves them open):
+Rules chosen here (docs/protocol.md leaves them open):
 - post_chunk payload = the chunk string's UTF-8 bytes verbatim (the SDK joins the text; no base64).
 - The Python SDK's u32 method/decode_break pair is recognised when exactly 8 bytes follow the string
   and the upper bytes are zero; the first byte of each is used and `variant` records "u32".

@@ -43,13 +43,13 @@ class IQRecord:
     # u32 method from the Python SDK). Not part of the decoded meaning.
     variant: str | None = field(default=None, compare=False)
     # G3 arguments that locate a file in an IQ database but are not part of the file itself; kept so
-    # encode() can rebuild the instruction (added by the decoders issue; not in to_json's fixed shape).
+    # encode() can rebuild the instruction (not in to_json's output, whose fields are fixed).
     db_root_id: bytes | None = None       # db_code_in, db_instruction_code_in, wallet_connection_code_in
     table_seed: bytes | None = None       # table_seed; connection_seed for wallet_connection_code_in
     proof: tuple[bytes, ...] | None = None  # user_inventory_code_in_for_free: Vec<[u8; 32]>
 
     def to_json(self) -> dict[str, Any]:
-        """The `iq-etl decode --json` shape (field names fixed by the decoders issue)."""
+        """The `iq-etl decode --json` shape. An interface: field names are fixed (test_protocol_cli)."""
         return {
             "decodable": True,
             "generation": self.generation,

@@ -1,5 +1,5 @@
 """Decode/encode dispatch: the program id picks the generation; the reader mode picks among the
-G2 layouts when the program id does not decide (PROTOCOL.md §1).
+G2 layouts when the program id does not decide (docs/protocol.md §1).
 
   G1 id (FG5n…)  → g1          G3 id (9KLL…) → g3          (the mode is ignored: the id decides)
   G2 id (4jB7…)  → auto/pinocchio: Pinocchio · legacy: legacy · passthrough: Pinocchio, then legacy

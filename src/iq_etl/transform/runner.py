@@ -2,7 +2,7 @@
 
 `run_dbt(settings)` runs `dbt build` through `dbt.cli.main.dbtRunner`:
 - embedded (`chdb://`): target `embedded`, through the process's shared chDB engine
-  (flows/dbt_chdb.py), one thread;
+  (transform/chdb_seam.py), one thread;
 - remote (`http(s)://`): target `remote`; the DSN is split into IQ_DBT_HOST/PORT/USER/PASSWORD/
   SECURE for profiles.yml for the duration of the run (in this process's environment only, never
   logged).

@@ -97,7 +97,8 @@ def _check_dir(path: Path) -> None:
 
 
 def run_serve(args) -> int:
-    from iq_etl.devchain.servers.rpc import Faults, serve_rpc
+    from iq_etl.devchain.servers.rpc import serve_rpc
+    from iq_etl.devchain.servers.rpc_faults import Faults
 
     _check_dir(args.dir)
     for name in ("error_rate", "drop_rate"):

@@ -42,7 +42,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from iq_etl.export import DEFAULT_CONCURRENCY, ExportOptions, export_ready
-    from iq_etl.cli.output import print_rows
+    from iq_etl.output import print_rows
 
     settings = load_settings()
     options = ExportOptions.from_env()

@@ -7,7 +7,7 @@ from iq_etl.warehouse.migrations import migrate
 
 
 def register(sub) -> None:
-    p = sub.add_parser("migrate", help="apply the numbered SQL migrations in sql/migrations (idempotent)")
+    p = sub.add_parser("migrate", help="apply the numbered SQL migrations in iq_etl/warehouse/migrations (idempotent)")
     p.set_defaults(handler=run)
 
 

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     )
     summary = result["summary"]
     if args.json:
-        from iq_etl.cli.output import jsonable
+        from iq_etl.output import jsonable
 
         json.dump(jsonable(result), sys.stdout, indent=2)
         print()
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(summary: dict, exports: list[dict]) -> None:
-    from iq_etl.cli.output import print_rows
+    from iq_etl.output import print_rows
 
     ranges = ", ".join(f"{a}-{b}" for a, b in summary["scanned_ranges"]) or "none"
     print(f"reconcile: searched {summary['searched']} incomplete upload(s) "

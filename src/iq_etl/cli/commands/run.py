@@ -3,7 +3,7 @@
 Without PREFECT_API_URL, Prefect starts a temporary local API for the run (a few seconds; state under
 IQ_ETL_HOME/prefect). With PREFECT_API_URL pointing at a `prefect server start`, the run, its logs and
 its status artifact show up in the Prefect UI. Runs that touch the embedded warehouse wait for each
-other (see flows/locking.py) instead of failing.
+other (see orchestration/locking.py) instead of failing.
 
 Without SLOT_SPEC and without session PDAs (--session-pda or IQ_SESSION_PDA_LIST) nothing is
 ingested: the run transforms what is already in the warehouse and exports it.
@@ -80,7 +80,7 @@ def prepare_prefect(settings: Settings) -> None:
 
 
 def print_result(result: dict[str, Any], as_json: bool) -> None:
-    from iq_etl.cli.output import jsonable
+    from iq_etl.output import jsonable
 
     if as_json:
         json.dump(jsonable(result), sys.stdout, indent=2)

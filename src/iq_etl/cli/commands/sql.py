@@ -21,7 +21,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from clickhouse_connect.driver.exceptions import ClickHouseError
 
-    from iq_etl.cli.output import print_rows
+    from iq_etl.output import print_rows
 
     if bool(args.query) == bool(args.file):
         raise IQEtlError("give either a query or --file")

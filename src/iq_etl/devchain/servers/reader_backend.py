@@ -1,5 +1,5 @@
 """A reader backend on loopback that speaks the IQ ingest protocol, for tests, benchmarks and the
-demo (the real service is not public; PROTOCOL.md §8).
+demo (the real service is not public; docs/protocol.md §8).
 
 `POST <path>` with the seed's JSON body. The server checks the body (every seed field present,
 `payload_base64` valid base64, `sha256` — when given — matching the payload), the bearer token when
