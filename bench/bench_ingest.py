@@ -39,7 +39,7 @@ def ingest(chain: dict, threads: int = 1, first_slot: int | None = None, last_sl
     with common.fresh_warehouse() as (settings, client):
         summary, wall, cpu = timed(lambda: run_ingest(
             settings, IngestRequest(slot_spec=f"{first}:{last}", source="car", car_url=c.template, threads=threads,
-            extra_program_ids=c.extra_program_ids, resume=False, client=client, **options)))
+            extra_program_ids=c.extra_program_ids, resume=False, **options), client=client))
         stored = client.query("SELECT count() FROM iq.raw_instructions FINAL").result_rows[0][0]
     if summary.incomplete or stored != summary.rows_written or not summary.rows_written:
         raise AssertionError(f"ingest wrote {summary.rows_written} rows, the table holds {stored} "

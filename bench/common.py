@@ -300,7 +300,7 @@ def fresh_warehouse(prefix: str = "iq-bench-") -> Iterator[Any]:
     with the client opened and migrated before anything is timed."""
     from iq_etl.settings import load_settings
     from iq_etl.warehouse.client import close_client, get_client
-    from iq_etl.warehouse.migrations import migrate
+    from iq_etl.warehouse.schema import migrate
 
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from iq_etl.warehouse import client as wh
-from iq_etl.warehouse.migrations import migrate
+from iq_etl.warehouse.schema import migrate
 from iq_etl.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent

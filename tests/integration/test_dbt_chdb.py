@@ -10,7 +10,7 @@ from dbt.adapters.clickhouse.httpclient import ChHttpClient
 
 from iq_etl.transform.chdb_seam import EMBEDDED_HOST, embedded_engine
 from iq_etl.warehouse import client as wh
-from iq_etl.warehouse.migrations import migrate
+from iq_etl.warehouse.schema import migrate
 from iq_etl.settings import load_settings
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from iq_etl.warehouse import client as wh
-from iq_etl.warehouse.migrations import migrate
+from iq_etl.warehouse.schema import migrate
 from iq_etl.settings import load_settings
 
 from tests.support.raw_rows import Chain, account, build_scenarios, insert_rows, metadata, sig, split

@@ -12,7 +12,7 @@ import pytest
 
 from iq_etl.warehouse import client as wh
 from iq_etl.warehouse.writer import content_token
-from iq_etl.warehouse.migrations import migrate, migration_files
+from iq_etl.warehouse.schema import migrate, migration_files
 from iq_etl.errors import WarehouseBusy, WarehouseError
 from iq_etl.settings import load_settings
 
@@ -51,7 +51,7 @@ LOCK_HOLDER = textwrap.dedent("""
     import sys, time
     from iq_etl.warehouse import client as wh
     from iq_etl.warehouse.writer import content_token
-    from iq_etl.warehouse.migrations import migrate, migration_files
+    from iq_etl.warehouse.schema import migrate, migration_files
     from iq_etl.settings import load_settings
     s = load_settings({"IQ_CLICKHOUSE_DSN": sys.argv[1]})
     migrate(wh.get_client(s))

@@ -37,7 +37,7 @@ from iq_etl.ingest.sources.base import SOURCES, Source, SourceSpec, open_source
 from iq_etl.settings import Settings
 from iq_etl.solana.slots import SlotRange, covered, merge_ranges, parse_slot_spec, split_range
 from iq_etl.warehouse.client import get_client
-from iq_etl.warehouse.migrations import migrate
+from iq_etl.warehouse.schema import migrate
 from iq_etl.warehouse.scan_ledger import RangeStats, done_ranges, record_range
 from iq_etl.warehouse.writer import RowWriter
 from iq_etl.warehouse.catalog import count_by_kind

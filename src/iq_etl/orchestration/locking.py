@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from iq_etl.warehouse import client as wh
-from iq_etl.warehouse.migrations import migrate
+from iq_etl.warehouse.schema import migrate
 from iq_etl.errors import WarehouseBusy
 from iq_etl.settings import Settings
 

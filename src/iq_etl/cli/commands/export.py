@@ -8,7 +8,7 @@ import os
 from iq_etl.errors import SettingsError
 from iq_etl.settings import load_settings
 from iq_etl.warehouse.client import Warehouse
-from iq_etl.warehouse.migrations import migrate
+from iq_etl.warehouse.schema import migrate
 
 
 def _positive(text: str) -> int:

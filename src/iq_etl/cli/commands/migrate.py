@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from iq_etl.settings import load_settings
 from iq_etl.warehouse.client import Warehouse
-from iq_etl.warehouse.migrations import migrate
+from iq_etl.warehouse.schema import migrate
 
 
 def register(sub) -> None:

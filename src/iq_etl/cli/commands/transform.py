@@ -7,7 +7,7 @@ import json
 
 from iq_etl.settings import load_settings
 from iq_etl.warehouse.client import Warehouse
-from iq_etl.warehouse.migrations import migrate
+from iq_etl.warehouse.schema import migrate
 
 
 def register(sub) -> None:

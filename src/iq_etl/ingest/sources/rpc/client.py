@@ -374,7 +374,7 @@ class RpcClient:
         objs = [{"jsonrpc": "2.0", "id": i, "method": c.method, "params": c.params} for i, c in zip(ids, calls)]
         body = json.dumps(objs[0] if len(objs) == 1 else objs, separators=(",", ":"))
         with self._limits.in_flight:
-            self.stats.add(waited_rate_limit_s=self._limits.wait_for_budget(calls))
+            self.stats.add(waited_rate_limit_s=self._limits.wait_for_budget([c.method for c in calls]))
             self.stats.add(http_posts=1)
             try:
                 resp = self._session().post(self.url, data=body, timeout=(self.connect_timeout, self.timeout))

@@ -5,10 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, TYPE_CHECKING
-
-if TYPE_CHECKING:  # the client module imports this one
-    from iq_etl.ingest.sources.rpc.client import Call
+from typing import Callable, Sequence
 
 
 class TokenBucket:
@@ -64,19 +61,20 @@ class _Limits:
         with self.lock:
             self.pause_until = max(self.pause_until, time.monotonic() + seconds)
 
-    def wait_for_budget(self, calls: "list[Call]") -> float:
-        """Sleep out any 429 pause, then take one token per call from both buckets; seconds waited."""
+    def wait_for_budget(self, methods: Sequence[str]) -> float:
+        """Sleep out any 429 pause, then take one token per call (its method named) from both buckets;
+        seconds waited."""
         waited = 0.0
         with self.lock:
             pause = self.pause_until - time.monotonic()
         if pause > 0:
             time.sleep(pause)
         if self.bucket is not None:
-            waited += self.bucket.acquire(len(calls))
+            waited += self.bucket.acquire(len(methods))
         if self.method_rps:
             by_method: dict[str, int] = {}
-            for c in calls:
-                by_method[c.method] = by_method.get(c.method, 0) + 1
+            for method in methods:
+                by_method[method] = by_method.get(method, 0) + 1
             for method, n in by_method.items():
                 with self.lock:
                     bucket = self.method_buckets.get(method)
@@ -87,8 +85,6 @@ class _Limits:
 
 
 _LIMITS: dict[tuple, _Limits] = {}
-
-
 _LIMITS_LOCK = threading.Lock()
 
 
