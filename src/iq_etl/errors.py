@@ -19,3 +19,12 @@ class WarehouseBusy(WarehouseError):
 
 class SourceError(IQEtlError):
     """Chain data could not be read: names the input and the position (file, offset, slot, method)."""
+
+
+class DeliveryFailed(IQEtlError):
+    """An export delivered less than it should (failed or refused uploads). Carries the run's result,
+    so a flow run can fail with a message and still hand its figures to the caller."""
+
+    def __init__(self, message: str, result: object = None):
+        super().__init__(message)
+        self.result = result

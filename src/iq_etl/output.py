@@ -46,7 +46,9 @@ def print_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str =
 
         table = Table(title=title)
         for col in columns:
-            table.add_column(str(col))
+            table.add_column(str(col), overflow="fold")  # a narrow terminal wraps a cell, never cuts it
         for row in rows:
             table.add_row(*("" if v is None else str(jsonable(v)) for v in row))
-        Console(file=out, width=200 if out is not sys.stdout else None).print(table)
+        # Not a terminal (a pipe, a file, a log): no width to fit, so no 80-column default either.
+        tty = getattr(out, "isatty", lambda: False)()
+        Console(file=out, width=None if tty else 100_000).print(table)

@@ -24,6 +24,9 @@ G3_PROGRAM_ID = "9KLLchQVJpGkw4jPuUmnvqESdR7mtNCYr3qS4iQLabs"
 DEFAULT_PROGRAM_IDS: tuple[str, ...] = (G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID)
 
 READER_MODES = ("pinocchio", "legacy", "passthrough", "auto")
+# A flow run whose export failed or refused deliveries: `fail` the run (it pages someone) or only `warn`.
+EXPORT_FAILURE_POLICIES = ("fail", "warn")
+LOG_FORMATS = ("text", "json")
 DEFAULT_DSN = "chdb://./.iq-etl/warehouse"
 DEFAULT_RPC_URL = "https://api.mainnet-beta.solana.com"
 DEFAULT_READER_BASE_URL = "https://api.iqlabs.xyz"
@@ -117,24 +120,37 @@ def _http_url(env: Mapping[str, str], name: str, value: str) -> str:
     return value
 
 
+NATIVE_PORTS = (9000, 9440)  # ClickHouse's native TCP protocol; iq-etl speaks HTTP(S) (8123 / 8443)
+SUPPORTED_DSNS = "chdb://PATH (embedded) or http(s)://[user[:password]@]host[:port][/database] (HTTP interface)"
+
+
 def validate_dsn(dsn: str, name: str = "IQ_CLICKHOUSE_DSN") -> str:
-    """Check a warehouse DSN: `chdb://PATH` (embedded) or `http(s)://[user[:pass]@]host[:port][/db]`."""
-    try:
-        parts = urlsplit(dsn)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise SettingsError(f"{name}: {redact_dsn(dsn)!r} is not a valid DSN") from None
-    if parts.scheme == "chdb":
-        if not (parts.netloc + parts.path):
+    """Check a warehouse DSN strictly: `chdb://PATH` (embedded) or `http(s)://[user[:pass]@]host[:port][/db]`.
+    A typo must not silently change the target (`chdb:/x` is not a remote server on localhost)."""
+    if dsn.split(":", 1)[0].lower() == "chdb":
+        if not dsn.startswith("chdb://"):
+            raise SettingsError(f"{name}: {redact_dsn(dsn)!r} is not a chdb DSN: write chdb://PATH "
+                                "(two slashes), e.g. chdb://./.iq-etl/warehouse")
+        if not dsn[len("chdb://"):].split("?", 1)[0]:
             raise SettingsError(f"{name}: chdb:// DSN needs a folder, e.g. chdb://./.iq-etl/warehouse")
         return dsn
-    if parts.scheme in ("http", "https", "clickhouse", "clickhouses"):
-        if not parts.hostname:
-            raise SettingsError(f"{name}: {redact_dsn(dsn)!r} has no host")
+    try:
+        parts = urlsplit(dsn)
+        port = parts.port  # raises ValueError on a bad port
+    except ValueError:
+        raise SettingsError(f"{name}: {redact_dsn(dsn)!r} is not a valid DSN; supported: {SUPPORTED_DSNS}") from None
+    if parts.scheme in ("http", "https"):
+        if not dsn.lower().startswith(f"{parts.scheme}://") or not parts.hostname:
+            raise SettingsError(f"{name}: {redact_dsn(dsn)!r} has no host; supported: {SUPPORTED_DSNS}")
+        if port in NATIVE_PORTS:
+            raise SettingsError(f"{name}: port {port} in {redact_dsn(dsn)!r} is ClickHouse's native protocol; "
+                                "iq-etl uses the HTTP interface (usually 8123, or 8443 with https)")
         return dsn
-    raise SettingsError(
-        f"{name}: unsupported scheme {parts.scheme!r} in {redact_dsn(dsn)!r}; use chdb://PATH or http(s)://host:8123"
-    )
+    if parts.scheme in ("clickhouse", "clickhouses", "tcp"):
+        raise SettingsError(f"{name}: {parts.scheme}:// in {redact_dsn(dsn)!r} is not supported (it usually means "
+                            f"the native protocol); use http://host:8123 or https://host:8443")
+    raise SettingsError(f"{name}: unsupported scheme {parts.scheme!r} in {redact_dsn(dsn)!r}; "
+                        f"supported: {SUPPORTED_DSNS}")
 
 
 @dataclass(frozen=True)
@@ -142,6 +158,8 @@ class Settings:
     program_ids: tuple[str, ...] = DEFAULT_PROGRAM_IDS
     session_pdas: tuple[str, ...] = ()
     reader_mode: str = "auto"
+    export_failure_policy: str = "fail"    # IQ_EXPORT_FAILURE_POLICY: fail | warn (a flow run with failed deliveries)
+    log_format: str = "text"               # IQ_LOG_FORMAT: text | json
     reader_base_url: str = DEFAULT_READER_BASE_URL
     reader_endpoint_path: str = DEFAULT_READER_ENDPOINT_PATH
     reader_token: str | None = field(default=None, repr=False)
@@ -220,6 +238,13 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = No
     _http_url(merged, "IQ_READER_BASE_URL", base_url)
     endpoint = merged.get("IQ_READER_ENDPOINT_PATH", "").strip() or DEFAULT_READER_ENDPOINT_PATH
 
+    policy = (merged.get("IQ_EXPORT_FAILURE_POLICY", "") or "fail").strip().lower()
+    if policy not in EXPORT_FAILURE_POLICIES:
+        raise SettingsError(f"IQ_EXPORT_FAILURE_POLICY: {policy!r} is not one of {', '.join(EXPORT_FAILURE_POLICIES)}")
+    log_format = (merged.get("IQ_LOG_FORMAT", "") or "text").strip().lower()
+    if log_format not in LOG_FORMATS:
+        raise SettingsError(f"IQ_LOG_FORMAT: {log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+
     log_level = (merged.get("IQ_LOG_LEVEL", "") or "info").strip().lower()
     if log_level not in LOG_LEVELS:
         raise SettingsError(f"IQ_LOG_LEVEL: {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
@@ -228,6 +253,8 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = No
         program_ids=program_ids,
         session_pdas=session_pdas,
         reader_mode=mode,
+        export_failure_policy=policy,
+        log_format=log_format,
         reader_base_url=base_url,
         reader_endpoint_path=endpoint,
         reader_token=merged.get("IQ_READER_TOKEN", "").strip() or None,

@@ -78,11 +78,32 @@ def status_report(client: Client, *, incomplete_limit: int = DEFAULT_INCOMPLETE_
         scan["gaps_total"] = len(scan["gaps"])
         scan["gaps"] = scan["gaps"][:gap_limit]
     report["scan"] = scan
+    report["delivery"] = _deliveries(client)
     report["ready_to_export"] = int(client.query(
         "SELECT count() FROM iq.session_completeness WHERE status = 'complete'").result_rows[0][0]) \
         if not table_exists(client, "sessions_ready_to_export") else int(client.query(
             "SELECT countIf(empty(delivered_targets)) FROM iq.sessions_ready_to_export").result_rows[0][0])
     return report
+
+
+def _deliveries(client: Client) -> list[dict[str, Any]]:
+    """Per export target: uploads delivered, attempts that failed or were refused, and complete uploads
+    never delivered there ("complete and never delivered" is per target: a second backend may lag)."""
+    if not table_exists(client, "exports"):
+        return []
+    rows = rows_as_dicts(client, """
+        SELECT target, uniqExactIf(session_key, status = 'delivered') AS delivered,
+               countIf(status = 'failed') AS failed_attempts, countIf(status = 'refused') AS refused_attempts,
+               countIf(status = 'retrying') AS retried_attempts
+        FROM iq.exports WHERE status != 'dry_run' GROUP BY target ORDER BY target""")
+    ready = table_exists(client, "sessions_ready_to_export")
+    for row in rows:
+        row["never_delivered"] = int(client.query(
+            "SELECT countIf(NOT has(delivered_targets, {t:String})) FROM iq.sessions_ready_to_export",
+            parameters={"t": row["target"]}).result_rows[0][0]) if ready else None
+        for key in ("delivered", "failed_attempts", "refused_attempts", "retried_attempts"):
+            row[key] = int(row[key])
+    return rows
 
 
 def _window(row: dict[str, Any]) -> str:
@@ -91,7 +112,7 @@ def _window(row: dict[str, Any]) -> str:
         return ""
     if first is None:
         return f"before {last}"
-    return f"{first}-{last}"
+    return f"{first}:{last}"  # the slot-spec syntax: paste it into `iq-etl ingest`
 
 
 def _short(key: str, width: int = 48) -> str:
@@ -103,13 +124,13 @@ def _tables(report: dict[str, Any], terminal: bool = False) -> list[tuple[str, l
     The terminal version shortens keys and leaves out the reason column (the JSON has it all)."""
     if not report.get("models_built"):
         return []
-    key_width, ranges_width = (24, 32) if terminal else (96, 400)
-    incomplete_columns = ["upload", "generation", "status", "present/expected", "missing", "rescan slots"]
+    ranges_width = 32 if terminal else 400
+    incomplete_columns = ["upload", "generation", "status", "present/expected", "missing indexes", "rescan slots"]
     if not terminal:
         incomplete_columns.append("why")
     incomplete_rows = []
     for r in report["incomplete"]:
-        row = [_short(r["upload_key"], key_width), r["generation"], r["status"],
+        row = [r["upload_key"], r["generation"], r["status"],  # upload keys are never cut: people paste them
                f"{r['chunks_present']}/{'?' if r['chunks_expected'] is None else r['chunks_expected']}",
                _short(r["missing_ranges_text"], ranges_width), _window(r)]
         if not terminal:
@@ -123,6 +144,11 @@ def _tables(report: dict[str, Any], terminal: bool = False) -> list[tuple[str, l
          for r in report["by_status_generation"]],
     ), (
         "Incomplete uploads (top)", incomplete_columns, incomplete_rows,
+    ), (
+        "Deliveries by target",
+        ["target", "delivered", "complete, never delivered here", "failed attempts", "refused attempts"],
+        [[d["target"], d["delivered"], "" if d["never_delivered"] is None else d["never_delivered"],
+          d["failed_attempts"], d["refused_attempts"]] for d in report.get("delivery", [])],
     ), (
         "Scan coverage gaps",
         ["first slot", "last slot", "slots"],

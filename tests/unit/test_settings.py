@@ -101,3 +101,26 @@ def test_redact_dsn():
 def test_repr_never_shows_secrets(tmp_path):
     s = load({"IQ_CLICKHOUSE_DSN": "http://u:s3cret@h:8123", "IQ_READER_TOKEN": "tok123"}, tmp_path)
     assert "s3cret" not in repr(s) and "tok123" not in repr(s)
+
+
+# --- DSN typos never change the target silently (operations issue, item 8) ---------------------
+
+@pytest.mark.parametrize("dsn, says", [
+    ("chdb:/x", "write chdb://PATH (two slashes)"),        # used to become a remote server on localhost:8123
+    ("chdb:x", "write chdb://PATH (two slashes)"),
+    ("clickhouse://host:9000", "clickhouse:// in 'clickhouse://host:9000' is not supported"),
+    ("http://host:9000", "port 9000 in 'http://host:9000' is ClickHouse's native protocol"),
+    ("https://host:9440", "native protocol"),
+    ("http:/host", "has no host; supported: chdb://PATH"),
+    ("ftp://host", "unsupported scheme 'ftp'"),
+])
+def test_dsn_typos_are_refused_with_what_is_supported(dsn, says, tmp_path):
+    with pytest.raises(SettingsError, match="IQ_CLICKHOUSE_DSN") as err:
+        load({"IQ_CLICKHOUSE_DSN": dsn}, tmp_path)
+    assert says in str(err.value)
+
+
+def test_dsn_errors_hide_passwords(tmp_path):
+    with pytest.raises(SettingsError) as err:
+        load({"IQ_CLICKHOUSE_DSN": "clickhouse://u:hunter2@host:9000"}, tmp_path)
+    assert "hunter2" not in str(err.value)

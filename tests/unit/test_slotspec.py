@@ -41,3 +41,28 @@ def test_split_by_epoch():
     assert parts == [(0, SlotRange(431_990, 431_999)), (1, SlotRange(432_000, 863_999)),
                      (2, SlotRange(864_000, 864_010))]
     assert str(parts[0][1]) == "431990:431999"
+
+
+# --- what people type by mistake (operations issue, item 9) -------------------------------------
+
+def test_a_slot_range_typed_with_a_dash_is_refused_with_the_fix():
+
+    with pytest.raises(SettingsError, match=r"did you mean the slot range 398736000:398736100\?"):
+        parse_slot_spec("398736000-398736100")  # read as epochs, it planned 43.6 M slots
+
+
+def test_an_epoch_beyond_the_tip_is_refused():
+
+    with pytest.raises(SettingsError, match=r"beyond the chain tip.*did you mean slot 398736000"):
+        parse_slot_spec("398736000")
+    with pytest.raises(SettingsError, match="beyond the chain tip"):
+        parse_slot_spec("1:999999999999")
+
+
+def test_the_tip_bound_grows_with_time_and_keeps_real_epochs():
+    import datetime as dt
+
+    from iq_etl.solana.slots import newest_possible_epoch
+    assert newest_possible_epoch(dt.date(2020, 3, 16)) == 1
+    assert newest_possible_epoch(dt.date(2026, 12, 1)) > 925  # slot ~400M (epoch 925) is real history
+    assert parse_slot_spec("925") == SlotRange(925 * SLOTS_PER_EPOCH, 926 * SLOTS_PER_EPOCH - 1)

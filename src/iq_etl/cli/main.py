@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import importlib
+import json
 import logging
+import os
 import pkgutil
 import sys
 
+from iq_etl.cli import commands
 from iq_etl.errors import IQEtlError
 
-from iq_etl.cli import commands
 LEVELS = {"trace": 5, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
 
@@ -23,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default=None, choices=sorted(LEVELS),
                         help="logging verbosity (default: IQ_LOG_LEVEL or info)")
+    parser.add_argument("--log-format", default=None, choices=("text", "json"),
+                        help="log lines as text or one JSON object per line (default: IQ_LOG_FORMAT or text)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
@@ -32,12 +37,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(level_name: str | None) -> None:
-    import os
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (+ exception, flow/task run names)."""
 
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"time": _dt.datetime.fromtimestamp(record.created, _dt.timezone.utc).isoformat(timespec="milliseconds"),
+               "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        for key in ("flow_run_name", "task_run_name"):
+            if getattr(record, key, None):
+                out[key] = getattr(record, key)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def log_format(choice: str | None = None) -> str:
+    return (choice or os.environ.get("IQ_LOG_FORMAT") or "text").strip().lower()
+
+
+def apply_log_format(choice: str | None = None) -> None:
+    """With `json`, every console handler (ours and Prefect's) writes JSON lines. Called again once
+    Prefect has set up its own handlers."""
+    if log_format(choice) != "json":
+        return
+    formatter = JsonLogFormatter()
+    loggers = [logging.getLogger()] + [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.setFormatter(formatter)
+
+
+def setup_logging(level_name: str | None, format_name: str | None = None) -> None:
     name = (level_name or os.environ.get("IQ_LOG_LEVEL") or os.environ.get("RUST_LOG") or "info").lower()
     level = LEVELS.get(name, logging.INFO)
+    fmt = log_format(format_name)
+    if fmt not in ("text", "json"):
+        raise IQEtlError(f"IQ_LOG_FORMAT: {fmt!r} is not one of text, json")
+    os.environ["IQ_LOG_FORMAT"] = fmt  # flows started from this process log the same way
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    apply_log_format(fmt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    setup_logging(args.log_level)
     try:
+        setup_logging(args.log_level, args.log_format)
         code = args.handler(args)
     except IQEtlError as exc:
         print(f"iq-etl {args.command}: error: {exc}", file=sys.stderr)

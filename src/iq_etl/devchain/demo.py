@@ -110,7 +110,7 @@ def run_demo(settings: Settings, seed: int = DEFAULT_SEED, sessions: int = DEFAU
     say(f"development chain: {chain_dir}")
     manifest, built = ensure_chain(chain_dir, seed, sessions, say)
     seconds["chain"] = time.perf_counter() - started
-    say(f"  {'built' if built else 'reused'}: slots {manifest.first_slot}-{manifest.last_slot}, "
+    say(f"  {'built' if built else 'reused'}: slots {manifest.first_slot}:{manifest.last_slot}, "
         f"{manifest.tx_counts.get('transactions', 0):,} transactions, {len(manifest.uploads)} uploads "
         f"({seconds['chain']:.1f}s)")
 

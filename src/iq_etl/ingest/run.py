@@ -22,6 +22,9 @@ import concurrent.futures as cf
 import datetime as dt
 import logging
 import multiprocessing
+import os
+import signal
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -235,10 +238,38 @@ def _run_subrange_inline(src, sub, filt, spec, run_id, client, writer, summary, 
     _add(summary, stats, "done")
 
 
+def process_pool(workers: int) -> cf.ProcessPoolExecutor:
+    """Worker processes that end with this process, even when it is SIGKILLed: otherwise they live on
+    under PID 1 holding its stdout/stderr, and `iq-etl ingest ... | tee` never ends."""
+    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=_die_with_parent, initargs=(os.getpid(),))
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: ask Linux for SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG), and, where
+    that is not available, watch the parent from a thread. Either way the worker exits with it."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="iq-parent-watch", daemon=True).start()
+
+
 def _run_parallel(spec, wanted, todo, filt, run_id, client, writer, summary, bar, threads, worker_kind) -> None:
     # auto: processes for CAR (CPU-bound), threads for RPC (I/O-bound); see the module docstring.
     if worker_kind == "process" or (worker_kind == "auto" and spec.kind == "car"):
-        pool: cf.Executor = cf.ProcessPoolExecutor(max_workers=threads, mp_context=multiprocessing.get_context("spawn"))
+        pool: cf.Executor = process_pool(threads)
     else:
         pool = cf.ThreadPoolExecutor(max_workers=threads)
     started_at = dt.datetime.now(dt.timezone.utc)

@@ -31,7 +31,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
+from prefect.states import Failed
 
+from iq_etl.errors import DeliveryFailed
 from iq_etl.ingest.request import DEFAULTS
 from iq_etl.settings import Settings, load_settings
 
@@ -116,6 +118,23 @@ def ingest_task(settings: Settings, *, slot_spec: str | None = None, ranges: Seq
     return result
 
 
+def transform_line(out: dict[str, Any]) -> str:
+    """`transform: dbt build ok in 7.4s (17 success, 60 pass)`: a line for people, not a dict repr."""
+    counts = out.get("counts") or {}
+    nodes = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no nodes"
+    verdict = "ok" if out.get("success") else "FAILED"
+    return f"transform: dbt {out.get('command', 'build')} {verdict} in {out.get('elapsed_s', 0):.1f}s ({nodes})"
+
+
+def export_line(out: dict[str, Any]) -> str:
+    """`export to URL: 40 of 40 delivered, 0 failed, 0 refused; 40 attempts, 99,875 bytes`."""
+    if out.get("dry_run"):
+        return f"export to {out.get('target')} (dry run): {out.get('would_send', 0)} would be sent"
+    return (f"export to {out.get('target')}: {out.get('delivered', 0)} of {out.get('selected', 0)} delivered, "
+            f"{out.get('failed', 0)} failed, {out.get('refused', 0)} refused; {out.get('attempts', 0)} attempts, "
+            f"{out.get('bytes_delivered', 0):,} bytes")
+
+
 @task(name="transform", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def transform_task(settings: Settings, select: str | None = None, full_refresh: bool = False) -> dict[str, Any]:
     """`dbt build`; idempotent (tables are rebuilt or merged incrementally on their keys)."""
@@ -123,7 +142,7 @@ def transform_task(settings: Settings, select: str | None = None, full_refresh: 
 
     result = run_dbt(settings, select=select, full_refresh=full_refresh, quiet=True)
     out = _as_dict(result)
-    _logger().info("transform: %s", {k: v for k, v in out.items() if not isinstance(v, (list, dict))})
+    _logger().info("%s", transform_line(out))
     return out
 
 
@@ -140,8 +159,7 @@ def export_task(settings: Settings, target: str | None, dry_run: bool = False, c
         kwargs["concurrency"] = concurrency
     summary = export_ready(settings, get_client(settings), **kwargs)
     out = _as_dict(summary)
-    _logger().info("export to %s: %s", out.get("target", target), {k: v for k, v in out.items()
-                                                                   if isinstance(v, (int, float))})
+    _logger().info("%s", export_line(out))
     return out
 
 
@@ -175,6 +193,46 @@ def _settings() -> Settings:
     """Settings of the process running the flow (environment over `.env`); never flow parameters.
     `extra_program_ids` parameters are added to IQ_PROGRAM_ID by the ingest stage itself."""
     return load_settings()
+
+
+def _export_markdown(exported: Sequence[dict[str, Any]]) -> str:
+    """This run's deliveries per target, for the status artifact."""
+    if not exported:
+        return ""
+    lines = ["## This run's exports", "", "| target | waiting | delivered | failed | refused | attempts |",
+             "|---|---|---|---|---|---|"]
+    for e in exported:
+        lines.append(f"| {e.get('target')} | {e.get('selected', 0)} | {e.get('delivered', 0)}"
+                     f"{' (dry run)' if e.get('dry_run') else ''} | {e.get('failed', 0)} | {e.get('refused', 0)} "
+                     f"| {e.get('attempts', 0)} |")
+    for e in exported:
+        for f in (e.get("failures") or [])[:10]:
+            lines.append(f"- {e.get('target')}: `{f.get('upload_key', f.get('session_key', ''))}` "
+                         f"{f.get('status', '')}: {f.get('error', f.get('reason', ''))}")
+    return "\n".join(lines)
+
+
+def _delivery_verdict(exported: Sequence[dict[str, Any]]) -> str | None:
+    """One line when an export failed or refused deliveries (dry runs never fail), else None."""
+    bad = [e for e in exported if not e.get("dry_run") and (e.get("failed") or e.get("refused"))]
+    if not bad:
+        return None
+    return "; ".join(f"export to {e.get('target')}: {e.get('delivered', 0)} of {e.get('selected', 0)} delivered, "
+                     f"{e.get('failed', 0)} failed, {e.get('refused', 0)} refused ({e.get('attempts', 0)} attempts)"
+                     for e in bad)
+
+
+def _finish(settings: Settings, result: Any, exported: Sequence[dict[str, Any]]) -> Any:
+    """The flow's return: its result, or, when deliveries failed and IQ_EXPORT_FAILURE_POLICY is `fail`
+    (the default), a Failed state whose message says what failed: that is what pages an operator.
+    The figures stay available: the state's data is a DeliveryFailed carrying the result."""
+    verdict = _delivery_verdict(exported)
+    if verdict is None:
+        return result
+    _logger().warning("%s", verdict)
+    if settings.export_failure_policy == "warn":
+        return result
+    return Failed(message=verdict, data=DeliveryFailed(verdict, result))
 
 
 # --- flows ------------------------------------------------------------------------------------
@@ -216,8 +274,8 @@ def export_flow(targets: list[str] | None = None, dry_run: bool = False, concurr
     settings = _settings()
     with warehouse_session(settings, "export_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
         results = _export_all(settings, targets, dry_run, concurrency, limit)
-        status_artifact_task(settings, "export_flow")
-    return results
+        status_artifact_task(settings, "export_flow", extra_markdown=_export_markdown(results))
+    return _finish(settings, results, results)
 
 
 def _nothing_to_ingest(settings: Settings, slot_spec: str | None, session_pdas: Sequence[str] | None,
@@ -256,8 +314,9 @@ def pipeline_flow(slot_spec: str | None = None, source: str = DEFAULTS.source, c
                                    progress=progress)
         transformed = transform_task(settings, full_refresh=full_refresh)
         exported = _export_all(settings, targets, dry_run, export_concurrency, None)
-        report = status_artifact_task(settings, "pipeline_flow")
-    return {"ingest": ingested, "transform": transformed, "export": exported, "status": report}
+        report = status_artifact_task(settings, "pipeline_flow", extra_markdown=_export_markdown(exported))
+    result = {"ingest": ingested, "transform": transformed, "export": exported, "status": report}
+    return _finish(settings, result, exported)
 
 
 # --- reconcile --------------------------------------------------------------------------------
@@ -343,7 +402,7 @@ def reconcile_flow(discovery: str = "auto", window_source: str = "car", car_url:
                              dict(source="rpc-signatures", rpc_url=rpc_url, session_pdas=plan.session_pdas,
                                   max_signature_pages=max_signature_pages, slot_padding=0)))
         for first, last in plan.scan_ranges:
-            searches.append((f"slots {first}-{last}", dict(ranges=[(first, last)], source=window_source,
+            searches.append((f"slots {first}:{last}", dict(ranges=[(first, last)], source=window_source,
                                                            car_url=car_url, rpc_url=rpc_url)))
         for what, kwargs in searches:
             try:
@@ -363,7 +422,8 @@ def reconcile_flow(discovery: str = "auto", window_source: str = "car", car_url:
                                store.delivered_in_runs(client, [e["run_id"] for e in exports if e.get("run_id")]),
                                sum(int(e.get("failed") or 0) + int(e.get("refused") or 0) for e in exports),
                                unreadable)
-        status_artifact_task(settings, "reconcile_flow", extra_markdown=summary.markdown())
+        status_artifact_task(settings, "reconcile_flow",
+                             extra_markdown=f"{summary.markdown()}\n\n{_export_markdown(exports)}")
     _logger().info("reconcile: %d newly complete, %d exported, %d still incomplete", len(summary.newly_complete),
                    len(summary.exported), len(summary.still_missing))
-    return {"summary": summary.to_json(), "plan": plan.to_json(), "export": exports}
+    return _finish(settings, {"summary": summary.to_json(), "plan": plan.to_json(), "export": exports}, exports)

@@ -192,7 +192,7 @@ class ReconcileSummary:
         lines = ["## Reconcile", "",
                  f"- uploads searched: {self.searched} (deferred to the next run: {self.deferred}, "
                  f"not searchable: {self.skipped})",
-                 f"- slot ranges re-scanned: {', '.join(f'{a}-{b}' for a, b in self.scanned_ranges) or 'none'}; "
+                 f"- slot ranges re-scanned: {', '.join(f'{a}:{b}' for a, b in self.scanned_ranges) or 'none'}; "
                  f"sessions re-discovered over RPC: {self.rpc_sessions}; rows written: {self.rows_written}",
                  f"- newly complete: {len(self.newly_complete)}",
                  f"- exported in this run: {len(self.exported)} (failed: {self.export_failures})",

@@ -2,12 +2,25 @@
 inclusive epoch range. An epoch is 432,000 slots; epoch of a slot = slot // 432000."""
 from __future__ import annotations
 
+import datetime as _dt
 import re
 from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 from iq_etl.errors import SettingsError
 
 SLOTS_PER_EPOCH = 432_000
+
+# Mainnet-beta's first slot: 2020-03-16. A slot takes at least 400 ms, so an epoch at least two days:
+# no epoch beyond this many days / 2 can exist yet (the real tip is lower: slots are often slower).
+_GENESIS = _dt.date(2020, 3, 16)
+_MIN_EPOCH_DAYS = SLOTS_PER_EPOCH * 0.4 / 86_400
+
+
+def newest_possible_epoch(today: _dt.date | None = None) -> int:
+    """An upper bound on the chain tip's epoch today (no network needed)."""
+    days = ((today or _dt.date.today()) - _GENESIS).days
+    return int(days / _MIN_EPOCH_DAYS) + 1
+
 
 _SLOT_RANGE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 _EPOCH_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
@@ -57,14 +70,27 @@ def parse_slot_spec(spec: str) -> SlotRange:
         first, last = int(m.group(1)), int(m.group(2))
         if first > last:
             raise SettingsError(f"slot range {spec!r}: start {first} is after end {last}")
+        newest = epoch_bounds(newest_possible_epoch()).last_slot
+        if last > newest:
+            raise SettingsError(f"slot range {spec!r}: slot {last} is beyond the chain tip (no slot after {newest} "
+                                "can exist today)")
         return SlotRange(first, last)
+    tip = newest_possible_epoch()
     if m := _EPOCH_RANGE.match(text):
         a, b = int(m.group(1)), int(m.group(2))
+        if b > tip:
+            hint = f"; did you mean the slot range {a}:{b}?" if a <= b else ""
+            raise SettingsError(f"epoch range {spec!r}: epoch {b} is beyond the chain tip (at most epoch {tip} today)"
+                                f"{hint} (A-B means epochs, S:E means slots)")
         if a > b:
             raise SettingsError(f"epoch range {spec!r}: start epoch {a} is after end epoch {b}")
         return SlotRange(epoch_bounds(a).first_slot, epoch_bounds(b).last_slot)
     if m := _EPOCH.match(text):
-        return epoch_bounds(int(m.group(1)))
+        epoch = int(m.group(1))
+        if epoch > tip:
+            raise SettingsError(f"epoch {spec!r} is beyond the chain tip (at most epoch {tip} today); did you mean "
+                                f"slot {epoch}, i.e. the slot range {epoch}:{epoch}? (N means an epoch, S:E slots)")
+        return epoch_bounds(epoch)
     raise SettingsError(f"slot spec {spec!r}: expected S:E (slots), N (an epoch) or A-B (epochs)")
 
 

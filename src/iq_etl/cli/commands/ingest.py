@@ -43,9 +43,9 @@ def register(sub) -> None:
     p.add_argument("--resume", action=__import__("argparse").BooleanOptionalAction, default=DEFAULTS.resume,
                    help="skip sub-ranges an earlier run completed (default on)")
     p.add_argument("--rpc-rps", type=float, default=None,
-                   help="requests/s over all methods (default 9: under public mainnet RPC's 10/s per IP)")
+                   help="requests/s over all methods (default 9: under public mainnet RPC's 10/s per IP; 0: unlimited)")
     p.add_argument("--rpc-method-rps", type=float, default=None,
-                   help="requests/s per method (default 3.5: public mainnet's heavy-method budget)")
+                   help="requests/s per method (default 3.5: public mainnet's heavy-method budget; 0: unlimited)")
     p.add_argument("--rpc-concurrency", type=int, default=None, help="requests in flight (default 4)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=run)
@@ -81,8 +81,9 @@ def rpc_options(args) -> dict:
     """RpcClient keyword arguments from the --rpc-* flags (only those given)."""
     options = {"rps": args.rpc_rps, "method_rps": args.rpc_method_rps, "concurrency": args.rpc_concurrency}
     for name, value in options.items():
-        if value is not None and value <= 0:
-            raise IQEtlError(f"--rpc-{name.replace('_', '-')} must be positive")
+        # a rate of 0 means unlimited (a private endpoint); concurrency needs at least one request
+        if value is not None and (value < 0 or (name == "concurrency" and value < 1)):
+            raise IQEtlError(f"--rpc-{name.replace('_', '-')} must be {'at least 1' if name == 'concurrency' else '0 (unlimited) or more'}")
     return {k: v for k, v in options.items() if v is not None}
 
 

@@ -58,10 +58,11 @@ def run(args: argparse.Namespace) -> int:
     if args.max_padding < args.initial_padding:
         raise IQEtlError("--max-padding must be at least --initial-padding")
     prepare_prefect(settings)
+    from iq_etl.cli.commands.run import run_flow
     from iq_etl.orchestration.flows import reconcile_flow
 
-    result = reconcile_flow(
-        discovery=args.discovery, window_source=args.window_source, car_url=args.car_url, rpc_url=args.rpc_url,
+    result, delivery_failure = run_flow(
+        reconcile_flow, discovery=args.discovery, window_source=args.window_source, car_url=args.car_url, rpc_url=args.rpc_url,
         initial_padding=args.initial_padding, growth=args.growth, max_padding=args.max_padding,
         max_scan_slots=args.max_scan_slots, max_uploads=args.max_uploads,
         max_signature_pages=args.max_signature_pages, extra_program_ids=args.program_id or None,
@@ -75,13 +76,15 @@ def run(args: argparse.Namespace) -> int:
         print()
     else:
         print_summary(summary, result.get("export") or [])
+    if delivery_failure:
+        print(f"flow run failed: {delivery_failure}", file=sys.stderr)
     return 0 if summary["export_failures"] == 0 else 1
 
 
 def print_summary(summary: dict, exports: list[dict]) -> None:
     from iq_etl.output import print_rows
 
-    ranges = ", ".join(f"{a}-{b}" for a, b in summary["scanned_ranges"]) or "none"
+    ranges = ", ".join(f"{a}:{b}" for a, b in summary["scanned_ranges"]) or "none"
     print(f"reconcile: searched {summary['searched']} incomplete upload(s) "
           f"({summary['deferred']} deferred to the next run, {summary['skipped']} not searchable); "
           f"re-scanned slots {ranges}; {summary['rpc_sessions']} session(s) re-discovered over RPC; "

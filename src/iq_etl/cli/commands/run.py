@@ -77,6 +77,24 @@ def prepare_prefect(settings: Settings) -> None:
     from iq_etl.orchestration import prefect_env
     prefect_env.configure(settings.home)
     prefect_env.quiet_console()
+    import prefect  # noqa: F401 - sets up Prefect's console handlers, which then take our log format
+
+    from iq_etl.cli.main import apply_log_format
+    apply_log_format()
+
+
+def run_flow(flow_fn: Any, **parameters: Any) -> tuple[Any, str | None]:
+    """Run a flow in this process; (its result, the failure message when deliveries failed). Other
+    failures raise as they would from a plain call."""
+    from iq_etl.errors import DeliveryFailed
+
+    state = flow_fn(**parameters, return_state=True)
+    data = state.result(raise_on_failure=False)
+    if isinstance(data, DeliveryFailed):
+        return data.result, str(data)
+    if isinstance(data, BaseException):
+        raise data
+    return data, None
 
 
 def print_result(result: dict[str, Any], as_json: bool) -> None:
@@ -112,8 +130,8 @@ def run(args: argparse.Namespace) -> int:
     prepare_prefect(settings)
     from iq_etl.orchestration.flows import pipeline_flow
 
-    result = pipeline_flow(
-        slot_spec=args.slot_spec, source=args.source, car_url=args.car_url, rpc_url=args.rpc_url,
+    result, delivery_failure = run_flow(
+        pipeline_flow, slot_spec=args.slot_spec, source=args.source, car_url=args.car_url, rpc_url=args.rpc_url,
         session_pdas=split_pdas(args.session_pda) or None, slot_padding=args.slot_padding,
         max_signature_pages=args.max_signature_pages, threads=args.threads, resume=args.resume,
         extra_program_ids=args.program_id or None, targets=args.target or None,
@@ -121,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
         lock_timeout_s=args.lock_timeout, progress=not args.json and sys.stderr.isatty(),
     )
     print_result(result, args.json)
+    if delivery_failure:
+        print(f"flow run failed: {delivery_failure}", file=sys.stderr)
     failed = any(not ex.get("ok", True) for ex in result.get("export") or [])
     incomplete = bool((result.get("ingest") or {}).get("incomplete"))
     return 1 if failed or incomplete else 0
