@@ -91,6 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     except IQEtlError as exc:
         print(f"iq-etl {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - only the warehouse's own errors become one line; the rest re-raise
+        from clickhouse_connect.driver.exceptions import ClickHouseError
+
+        if isinstance(exc, ClickHouseError) or (isinstance(exc, OSError) and exc.errno == 28):  # 28: ENOSPC
+            from iq_etl.warehouse.client import clean_error
+
+            print(f"iq-etl {args.command}: warehouse error: {clean_error(exc)}", file=sys.stderr)
+            return 1
+        raise
     except KeyboardInterrupt:
         print(f"iq-etl {args.command}: interrupted", file=sys.stderr)
         return 130

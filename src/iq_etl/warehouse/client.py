@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import os
+import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,76 @@ def chdb_path(dsn: str) -> Path:
     return Path(rest).expanduser().resolve()
 
 
+_CODE_PREFIX = re.compile(r"^(?:.*?: )?Code: \d+\. DB::Exception: ")
+
+
+def clean_error(exc: BaseException) -> str:
+    """A ClickHouse/chDB error as one line for people: without the `Code: NN. DB::Exception:` preamble."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
+    text = _CODE_PREFIX.sub("", lines[0]).strip()
+    if "NOT_ENOUGH_SPACE" in text or "No space left on device" in text:
+        text += " (the disk holding the warehouse is full: free space, then rerun; finished sub-ranges are kept)"
+    return text[:500]
+
+
+class _NativeStderr:
+    """Capture what native code writes to file descriptor 2 while the engine starts (chDB prints its
+    start-up errors there itself); given back to stderr unless the start failed and we explain it."""
+
+    def __enter__(self) -> "_NativeStderr":
+        import tempfile
+
+        self.text = ""
+        self._file = tempfile.TemporaryFile()
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        self.text = self._file.read(65536).decode(errors="replace")
+        self._file.close()
+        if exc is None and self.text:
+            sys.stderr.write(self.text)  # nothing went wrong: whatever was printed is not ours to hide
+
+    def reason(self) -> str:
+        """chDB's own reason from a raw `Code: NN. DB::...Exception: ...` line, cleaned."""
+        for line in reversed(self.text.splitlines()):
+            if "Exception" in line:
+                return re.sub(r"^.*?Code: \d+\. DB::\w*Exception: ", "", line).strip()[:300]
+        return ""
+
+
+def lock_holder(path: Path) -> str | None:
+    """Who holds an embedded warehouse folder: ClickHouse writes its PID to `status` while the folder is
+    open. 'process N (command)' when that process is alive and not this one, else None."""
+    try:
+        text = (path / "status").read_text(errors="replace")
+    except OSError:
+        return None
+    m = re.search(r"^PID:\s*(\d+)", text, re.M)
+    if not m:
+        return None
+    pid = int(m.group(1))
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    try:
+        command = " ".join(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split())
+    except OSError:
+        command = ""
+    return f"process {pid}" + (f" ({command[:120]})" if command else "")
+
+
 def _open(dsn: str, lock_wait_s: float, connect_timeout: float) -> Client:
     import clickhouse_connect
     from clickhouse_connect.driver.exceptions import ClickHouseError
@@ -43,19 +116,25 @@ def _open(dsn: str, lock_wait_s: float, connect_timeout: float) -> Client:
         path.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + lock_wait_s
         while True:
+            native = _NativeStderr()
             try:
-                return clickhouse_connect.get_client(dsn=f"chdb://{path}")
+                with native:
+                    return clickhouse_connect.get_client(dsn=f"chdb://{path}")
             except ClickHouseError as exc:
-                text = str(exc)
-                # chDB reports a folder held by another process either way; nothing broader, so
-                # other open errors keep their own message.
-                locked = "Cannot lock file" in text or "Error initializing EmbeddedServer" in text
-                if not locked:
-                    raise WarehouseError(f"cannot open the embedded warehouse at {path}: {text.splitlines()[0]}") from None
+                holder = lock_holder(path)
+                if holder is None:
+                    # Not held by anyone: some other start-up failure (permissions, a full disk, a
+                    # damaged folder). Say so, with chDB's own reason (it prints it natively to
+                    # stderr as a raw `Code: NN` line, which we keep off the terminal); never claim
+                    # "in use" and never wait for a lock.
+                    reason = native.reason() or clean_error(exc)
+                    raise WarehouseError(f"cannot open the embedded warehouse at {path}: {reason} "
+                                         "(no other process holds it: check the folder's permissions and "
+                                         "free disk space)") from None
                 if time.monotonic() >= deadline:
                     raise WarehouseBusy(
-                        f"the embedded warehouse at {path} is in use by another process; "
-                        "wait for it or use a remote DSN (IQ_CLICKHOUSE_DSN=http://...)"
+                        f"the embedded warehouse at {path} is in use by {holder}; wait for it, set "
+                        "IQ_WAREHOUSE_LOCK_WAIT=SECONDS to wait, or use a remote DSN (IQ_CLICKHOUSE_DSN=http://...)"
                     ) from None
                 time.sleep(min(0.5, max(0.05, deadline - time.monotonic())))
     parts = urlsplit(dsn)
