@@ -38,7 +38,13 @@ def test_stage_flows_one_by_one(tmp_path, monkeypatch, prefect_api):  # noqa: F8
     assert delivered_rows(tmp_path) == len(complete)
     assert wh._client is None
 
-    for state in [*states, transformed, real]:
+    from iq_etl.orchestration.flows import PROGRESS_ARTIFACT_KEY
+
+    for state in states:  # ingest runs also keep a progress artifact (at 100% when done)
+        arts = artifacts_of(state.state_details.flow_run_id)
+        assert sorted(a.key for a in arts) == sorted([STATUS_ARTIFACT_KEY, PROGRESS_ARTIFACT_KEY])
+        assert next(a for a in arts if a.key == PROGRESS_ARTIFACT_KEY).data == 100.0
+    for state in [transformed, real]:
         assert [a.key for a in artifacts_of(state.state_details.flow_run_id)] == [STATUS_ARTIFACT_KEY]
 
     # A scheduled pipeline without slot spec or session PDAs only transforms and exports.

@@ -55,8 +55,13 @@ def test_pipeline_exports_every_complete_upload_once(chain, tmp_path, monkeypatc
 
         # The run published the status table as a markdown artifact.
         arts = artifacts_of(state.state_details.flow_run_id)
-        assert [a.key for a in arts] == [STATUS_ARTIFACT_KEY]
-        assert "complete" in arts[0].data
+        from iq_etl.orchestration.flows import PROGRESS_ARTIFACT_KEY
+
+        assert sorted(a.key for a in arts) == sorted([STATUS_ARTIFACT_KEY, PROGRESS_ARTIFACT_KEY])
+        status_art = next(a for a in arts if a.key == STATUS_ARTIFACT_KEY)
+        assert "complete" in status_art.data
+        progress_art = next(a for a in arts if a.key == PROGRESS_ARTIFACT_KEY)
+        assert progress_art.data == 100.0 and "slots/s" in progress_art.description
 
         # Second run: nothing new ingested, nothing delivered again.
         again = pipeline_flow(**params, return_state=True)

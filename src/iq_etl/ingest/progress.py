@@ -1,46 +1,112 @@
-"""Progress of an ingest run on a terminal (a bar when stderr is a TTY, nothing otherwise)."""
+"""Progress of an ingest run: a bar on a terminal; elsewhere (a pipe, a log file, a Prefect worker) an
+INFO heartbeat line at most every `heartbeat_s` seconds (slots/s, tx/s, rows, ETA), and a callback
+the Prefect flow turns into a progress artifact. Long runs are never silent."""
 from __future__ import annotations
 
+import logging
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 from iq_etl.warehouse.scan_ledger import RangeStats
 
+log = logging.getLogger(__name__)
 
-class _Progress:
-    """A rich progress bar (slots/s, tx/s, IQ matches, ETA) when enabled; a no-op otherwise."""
+DEFAULT_HEARTBEAT_S = 30.0
 
-    def __init__(self, enabled: bool, total_slots: int):
-        self.enabled = enabled
+
+@dataclass(frozen=True)
+class ProgressReport:
+    slots_done: int
+    slots_total: int
+    transactions: int
+    matches: int
+    rows: int
+    elapsed_s: float
+
+    @property
+    def fraction(self) -> float:
+        return self.slots_done / self.slots_total if self.slots_total else 1.0
+
+    @property
+    def eta_s(self) -> float | None:
+        if not self.slots_done or self.slots_done >= self.slots_total:
+            return None
+        return self.elapsed_s * (self.slots_total - self.slots_done) / self.slots_done
+
+    def line(self) -> str:
+        elapsed = max(self.elapsed_s, 1e-6)
+        eta = "" if self.eta_s is None else f", ETA {_duration(self.eta_s)}"
+        return (f"ingest: {self.slots_done:,}/{self.slots_total:,} slots ({self.fraction:.0%}), "
+                f"{self.slots_done / elapsed:,.0f} slots/s, {self.transactions / elapsed:,.0f} tx/s, "
+                f"{self.matches:,} IQ matches, {self.rows:,} rows{eta}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class IngestProgress:
+    """Running totals over the sub-ranges of a run; shown as a bar (`bar=True`) or heartbeats."""
+
+    def __init__(self, bar: bool, total_slots: int, *, heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+                 on_progress: Callable[[ProgressReport], None] | None = None, clock: Callable[[], float] = time.monotonic):
+        self.bar = bar
         self.total = total_slots
-        self.txs = 0
-        self.matches = 0
-        self.started = time.monotonic()
+        self.heartbeat_s = heartbeat_s
+        self.on_progress = on_progress
+        self.clock = clock
+        self.started = clock()
+        self.last_beat = self.started
+        self.slots = self.txs = self.matches = self.rows = 0
+        self._range: tuple[int, int] | None = None
+        self._base = (0, 0, 0)
 
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
+    def __enter__(self) -> "IngestProgress":
+        if self.bar:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self._p = Progress(TextColumn("[bold]ingest"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} slots"),
+            self._p = Progress(TextColumn("[bold]ingest"), BarColumn(),
+                               TextColumn("{task.completed:,.0f}/{task.total:,.0f} slots"),
                                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=False)
             self._p.__enter__()
             self._task = self._p.add_task("ingest", total=self.total, rate="")
         return self
 
+    def report(self) -> ProgressReport:
+        return ProgressReport(self.slots, self.total, self.txs, self.matches, self.rows, self.clock() - self.started)
+
     def advance(self, slots: int, stats: RangeStats) -> None:
         """Move by `slots`; `stats` is the running total of the current sub-range."""
-        if not self.enabled:
-            return
         key = (stats.first_slot, stats.last_slot)
-        if key != getattr(self, "_range", None):  # a new sub-range: fold the previous one in
-            self._range, self._base_txs, self._base_matches = key, self.txs, self.matches
-        self.txs = self._base_txs + stats.transactions_seen
-        self.matches = self._base_matches + stats.iq_matches
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        self.slots = getattr(self, "slots", 0) + max(slots, 0)
-        self._p.update(self._task, advance=max(slots, 0),
-                       rate=f"{self.slots / elapsed:,.0f} slots/s  {self.txs / elapsed:,.0f} tx/s  "
-                            f"{self.matches:,} IQ matches")
+        if key != self._range:  # a new sub-range: fold the previous one in
+            self._range, self._base = key, (self.txs, self.matches, self.rows)
+        self.txs = self._base[0] + stats.transactions_seen
+        self.matches = self._base[1] + stats.iq_matches
+        self.rows = self._base[2] + stats.rows + stats.undecoded
+        self.slots += max(slots, 0)
+        now = self.clock()
+        if self.bar:
+            elapsed = max(now - self.started, 1e-6)
+            self._p.update(self._task, advance=max(slots, 0),
+                           rate=f"{self.slots / elapsed:,.0f} slots/s  {self.txs / elapsed:,.0f} tx/s  "
+                                f"{self.matches:,} IQ matches")
+        if now - self.last_beat >= self.heartbeat_s or (self.slots >= self.total and self.last_beat != now):
+            self.last_beat = now
+            report = self.report()
+            if not self.bar:
+                log.info("%s", report.line())
+            if self.on_progress is not None:
+                try:
+                    self.on_progress(report)
+                except Exception:  # noqa: BLE001 - a broken progress display must not stop ingestion
+                    log.exception("progress callback failed")
 
     def __exit__(self, *exc: object) -> None:
-        if self.enabled:
+        if self.bar:
             self._p.__exit__(*exc)

@@ -4,8 +4,9 @@ their defaults from `DEFAULTS`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+from iq_etl.ingest.progress import ProgressReport
 from iq_etl.ingest.sources.base import SOURCES
 from iq_etl.solana.slots import SlotRange
 
@@ -30,6 +31,8 @@ class IngestRequest:
     extra_program_ids: tuple[str, ...] = ()  # ingest these program ids too (a development chain's)
     rpc_options: Mapping[str, Any] = field(default_factory=dict)  # RpcClient keyword arguments
     worker_kind: str = "auto"               # --threads workers: auto | process | thread
+    heartbeat_s: float = 30.0               # without a progress bar: an INFO progress line this often at most
+    on_progress: Callable[[ProgressReport], None] | None = field(default=None, compare=False)  # e.g. a Prefect artifact
 
     def __post_init__(self) -> None:
         # Accept any sequence from callers; keep tuples (hashable, picklable, immutable).

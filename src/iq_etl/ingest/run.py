@@ -34,7 +34,7 @@ from clickhouse_connect.driver import Client
 
 from iq_etl.errors import IQEtlError, SourceError
 from iq_etl.ingest.decode import Extracted, InstructionFilter, extract
-from iq_etl.ingest.progress import _Progress
+from iq_etl.ingest.progress import IngestProgress
 from iq_etl.ingest.request import IngestRequest
 from iq_etl.ingest.sources.base import SOURCES, Source, SourceSpec, open_source
 from iq_etl.settings import Settings
@@ -189,7 +189,8 @@ def run_ingest(settings: Settings, request: IngestRequest, *, client: Client | N
 
     writer = RowWriter(client, batch_rows=batch_rows, flush_interval_s=request.flush_interval_s)
     wanted = filt.wanted_keys()
-    with _Progress(request.progress, total_slots) as bar:
+    with IngestProgress(request.progress, total_slots, heartbeat_s=request.heartbeat_s,
+                        on_progress=request.on_progress) as bar:
         if threads <= 1 or len(todo) <= 1:
             src = open_source(spec, wanted)
             for sub in todo:

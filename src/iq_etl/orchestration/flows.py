@@ -91,6 +91,26 @@ def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
     return True
 
 
+PROGRESS_ARTIFACT_KEY = "iq-etl-ingest-progress"
+
+
+def _progress_artifact():
+    """An ingest progress callback that keeps one Prefect progress artifact up to date (percent of slots,
+    the heartbeat line as its description)."""
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    artifact: list[Any] = []
+
+    def publish(report: Any) -> None:
+        percent, line = round(100.0 * report.fraction, 1), report.line()
+        if artifact:
+            update_progress_artifact(artifact[0], percent, description=line)
+        else:
+            artifact.append(create_progress_artifact(percent, key=PROGRESS_ARTIFACT_KEY, description=line))
+
+    return publish
+
+
 @task(name="ingest", retries=2, retry_delay_seconds=10, retry_condition_fn=_worth_retrying, cache_policy=NO_CACHE)
 def ingest_task(settings: Settings, *, slot_spec: str | None = None, ranges: Sequence[tuple[int, int]] | None = None,
                 source: str = DEFAULTS.source, car_url: str | None = None, rpc_url: str | None = None,
@@ -107,7 +127,8 @@ def ingest_task(settings: Settings, *, slot_spec: str | None = None, ranges: Seq
         settings, IngestRequest(slot_spec=slot_spec, ranges=[SlotRange(a, b) for a, b in ranges] if ranges else None,
         source=source, car_url=car_url, rpc_url=rpc_url, session_pdas=list(session_pdas) if session_pdas else None,
         slot_padding=slot_padding, max_signature_pages=max_signature_pages, threads=threads, resume=resume,
-        run_id=_run_id().replace("-", "")[:12] or None, progress=progress, extra_program_ids=tuple(extra_program_ids)),
+        run_id=_run_id().replace("-", "")[:12] or None, progress=progress, extra_program_ids=tuple(extra_program_ids),
+        on_progress=_progress_artifact()),
     )
     result = _as_dict(summary)
     _logger().info("ingest: %s transactions seen, %s IQ matches, %s rows written, %s undecoded in %.1fs",

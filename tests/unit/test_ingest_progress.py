@@ -1,0 +1,44 @@
+"""Long ingest runs are never silent outside a terminal (operations issue, item 11): an INFO heartbeat
+with slots/s, tx/s, rows and ETA at most every heartbeat_s seconds, and the same report for a
+Prefect progress artifact. A fake clock, nothing else faked."""
+from __future__ import annotations
+
+import logging
+
+from iq_etl.ingest.progress import IngestProgress, ProgressReport
+from iq_etl.warehouse.scan_ledger import RangeStats
+
+
+def _stats(first, last, txs, matches, rows):
+    s = RangeStats(first, last)
+    s.transactions_seen, s.iq_matches, s.rows = txs, matches, rows
+    return s
+
+
+def test_heartbeats_are_logged_at_most_every_interval_and_at_the_end(caplog):
+    now = [0.0]
+    reports: list[ProgressReport] = []
+    with caplog.at_level(logging.INFO, logger="iq_etl.ingest.progress"):
+        with IngestProgress(False, 3000, heartbeat_s=30, on_progress=reports.append, clock=lambda: now[0]) as p:
+            now[0] = 10
+            p.advance(500, _stats(0, 999, 100, 1, 1))       # too soon: nothing
+            now[0] = 40
+            p.advance(500, _stats(0, 999, 200, 2, 2))       # 30 s passed: a heartbeat
+            now[0] = 45
+            p.advance(1000, _stats(1000, 1999, 50, 1, 1))   # too soon again
+            now[0] = 50
+            p.advance(1000, _stats(2000, 2999, 50, 1, 1))   # the end: a last heartbeat
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 == len(reports)
+    assert lines[0].startswith("ingest: 1,000/3,000 slots (33%), 25 slots/s, 5 tx/s, 2 IQ matches, 2 rows, ETA 80s")
+    assert reports[-1].fraction == 1.0 and reports[-1].rows == 4 and reports[-1].eta_s is None
+    assert "3,000/3,000 slots (100%)" in lines[-1]
+
+
+def test_a_broken_callback_does_not_stop_ingest(caplog):
+    def broken(_report):
+        raise RuntimeError("artifact API down")
+
+    with IngestProgress(False, 10, heartbeat_s=0, on_progress=broken) as p:
+        p.advance(10, _stats(0, 9, 1, 0, 0))
+    assert any("progress callback failed" in r.getMessage() for r in caplog.records)
