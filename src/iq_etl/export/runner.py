@@ -61,8 +61,9 @@ class Target(Protocol):
 @dataclass(frozen=True)
 class ExportOptions:
     """Limits of an export run. `from_env` reads IQ_EXPORT_MAX_BYTES, IQ_EXPORT_MAX_ATTEMPTS,
-    IQ_EXPORT_TIMEOUT (seconds per attempt), IQ_EXPORT_BACKOFF (first retry delay, seconds) and
-    IQ_EXPORT_RETRY_AFTER_CAP (seconds), from the environment over `.env`."""
+    IQ_EXPORT_TIMEOUT (seconds per attempt: the wall-clock deadline of one HTTP attempt, plus one
+    second per MiB of request body; see RetryPolicy.deadline_s), IQ_EXPORT_BACKOFF (first retry
+    delay, seconds) and IQ_EXPORT_RETRY_AFTER_CAP (seconds), from the environment over `.env`."""
 
     max_bytes: int = DEFAULT_MAX_BYTES   # payload (joined bytes) above this is refused, not sent
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -134,7 +135,8 @@ def open_target(spec: str, settings: Settings, options: ExportOptions, stop: thr
         return FileTarget(spec)
     if scheme in ("http", "https"):
         token = settings.reader_token if _same_origin(spec, settings.reader_url) else None
-        return HttpTarget(spec, token=token, retry=options.retry, stop=stop)
+        return HttpTarget(spec, token=token, retry=options.retry, stop=stop,
+                          token_withheld=bool(settings.reader_token) and token is None)
     raise SettingsError(f"export target: unsupported scheme {scheme!r}; use http(s):// or file://")
 
 

@@ -9,15 +9,21 @@ optionally written to a folder.
 
 Faults (`Faults`) are counted per Idempotency-Key, in this order: `reset_times` connections closed
 without an answer, `fail_times` answers 500, `slow_times` answers delayed by `slow_seconds`
-(processed normally after the delay), `rate_limit_times` answers 429 with `Retry-After`; then
-normal answers. `bad_request_keys` always get 400 (matched against the upload_key or the whole
-Idempotency-Key). `latency_s` delays every answer (benchmarks).
+(processed normally after the delay), `rate_limit_times` answers 429 with `Retry-After`,
+`huge_body_times` answers 500 with a body of `huge_body_bytes` (sent as fast as the client reads),
+`trickle_times` answers processed normally but sent slow-loris style: one byte every
+`trickle_interval_s`, either the whole answer (`trickle_part="headers"`: status line and headers
+trickle) or only its body (`trickle_part="body"`: headers at once); then normal answers.
+`bad_request_keys` always get 400 (matched against the upload_key or the whole Idempotency-Key).
+`latency_s` delays every answer (benchmarks). A hostile answer the client hangs up on is recorded
+as `huge_body_cut` / `trickle_cut`.
 """
 from __future__ import annotations
 
 import argparse
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 import logging
@@ -50,6 +56,15 @@ class Faults:
     retry_after: str = "1"
     bad_request_keys: frozenset[str] = field(default_factory=frozenset)
     latency_s: float = 0.0
+    huge_body_times: int = 0
+    huge_body_bytes: int = 1024 * 1024 * 1024
+    trickle_times: int = 0
+    trickle_part: str = "headers"   # headers | body
+    trickle_interval_s: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.trickle_part not in ("headers", "body"):
+            raise ValueError(f"trickle_part must be 'headers' or 'body', got {self.trickle_part!r}")
 
 
 @dataclass(frozen=True)
@@ -58,7 +73,8 @@ class RequestRecord:
 
     idempotency_key: str | None
     status: int | None      # None: connection closed without an answer
-    outcome: str            # stored | replayed | reset | error_500 | slow | rate_limited | bad_request | unauthorized | invalid
+    outcome: str            # stored | replayed | reset | error_500 | slow | rate_limited | bad_request | unauthorized
+    #                         | invalid | huge_body | huge_body_cut | trickled | trickle_cut (the last four: see Faults)
     authorized: bool
 
 
@@ -147,6 +163,17 @@ class ReaderBackend(ThreadingHTTPServer):
         with self._lock:
             self._requests.append(record)
 
+    def replace_outcome(self, handler: "_Handler", outcome: str) -> None:
+        """Change the recorded outcome of `handler`'s request (a hostile answer cut short)."""
+        old = handler.record
+        if old is None:
+            return
+        with self._lock:
+            for i in range(len(self._requests) - 1, -1, -1):
+                if self._requests[i] is old:
+                    self._requests[i] = handler.record = dataclasses.replace(old, outcome=outcome)
+                    break
+
     def store(self, key: str | None, body: dict[str, Any]) -> tuple[int, bytes, bool]:
         """Store `body` once per key; returns (status, answer, replayed)."""
         with self._lock:
@@ -171,6 +198,8 @@ class ReaderBackend(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: ReaderBackend
     protocol_version = "HTTP/1.1"
+    trickle: str | None = None  # set for a request whose answer is to be trickled (Faults.trickle_times)
+    record: RequestRecord | None = None  # this request's record, once known
 
     def setup(self) -> None:
         super().setup()
@@ -184,6 +213,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, status: int, payload: dict[str, Any] | bytes, headers: dict[str, str] | None = None) -> None:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        if self.trickle:
+            return self._trickle(status, body, headers or {})
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -194,6 +225,46 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
             self.close_connection = True  # the client gave up (e.g. its timeout hit during a slow answer)
+
+    def _trickle(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        """The answer one byte every `trickle_interval_s` (headers included or not), until it is
+        sent, the client hangs up or the server stops."""
+        server, part = self.server, self.trickle
+        self.close_connection = True
+        lines = [f"{self.protocol_version} {status} {self.responses.get(status, ('',))[0]}",
+                 "Content-Type: application/json", f"Content-Length: {len(body)}", "Connection: close",
+                 *(f"{name}: {value}" for name, value in headers.items())]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        slow = head + body if part == "headers" else body
+        try:
+            if part == "body":
+                self.wfile.write(head)
+            for i in range(len(slow)):
+                if server.stopping.wait(server.faults.trickle_interval_s):
+                    return
+                self.wfile.write(slow[i:i + 1])
+        except OSError:  # the client gave up (its deadline), as it should
+            server.replace_outcome(self, "trickle_cut")
+
+    def _huge_body(self, size: int) -> None:
+        """A 500 whose body is `size` bytes, written as fast as the client takes it."""
+        server = self.server
+        self.close_connection = True
+        self.connection.settimeout(10)  # a client that neither reads nor hangs up does not pin this thread
+        block = b'{"error":"' + b"x" * (64 * 1024) + b'"}'
+        try:
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(size))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            sent = 0
+            while sent < size and not server.stopping.is_set():
+                chunk = block[:min(len(block), size - sent)]
+                self.wfile.write(chunk)
+                sent += len(chunk)
+        except OSError:
+            server.replace_outcome(self, "huge_body_cut")
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         self._answer(405, {"error": "use POST"}, {"Allow": "POST"})
@@ -207,11 +278,13 @@ class _Handler(BaseHTTPRequestHandler):
             server.leave()
 
     def _post(self, server: ReaderBackend) -> None:
+        self.trickle, self.record = None, None  # the handler serves every request of a connection
         key = self.headers.get("Idempotency-Key")
         authorized = server.token_ok(self.headers.get("Authorization"))
 
         def done(status: int | None, outcome: str) -> None:
-            server.log_request_record(RequestRecord(key, status, outcome, authorized))
+            self.record = RequestRecord(key, status, outcome, authorized)
+            server.log_request_record(self.record)
 
         try:
             length = int(self.headers.get("Content-Length", ""))
@@ -256,6 +329,13 @@ class _Handler(BaseHTTPRequestHandler):
         if not slow and n <= limit:
             done(429, "rate_limited")
             return self._answer(429, {"error": "slow down"}, {"Retry-After": faults.retry_after})
+        start, limit = limit, limit + faults.huge_body_times
+        if not slow and start < n <= limit:
+            done(500, "huge_body")
+            return self._huge_body(faults.huge_body_bytes)
+        start, limit = limit, limit + faults.trickle_times
+        if not slow and start < n <= limit:
+            self.trickle = faults.trickle_part
 
         try:
             body = json.loads(raw)
@@ -283,7 +363,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(422, {"error": "sha256 does not match payload_base64"})
 
         status, answer, replayed = server.store(key, body)
-        done(status, "slow" if slow and not replayed else ("replayed" if replayed else "stored"))
+        done(status, "trickled" if self.trickle else
+             ("slow" if slow and not replayed else ("replayed" if replayed else "stored")))
         self._answer(status, answer, {"Idempotent-Replayed": "true"} if replayed else None)
 
 
