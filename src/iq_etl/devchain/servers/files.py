@@ -1,7 +1,9 @@
 """A real HTTP file server on loopback with Range support, laid out like the Old Faithful bucket
 (`{epoch}/epoch-{epoch}.car`): GET and HEAD, single byte ranges (206), unsatisfiable ranges (416),
 and optional faults for testing readers: drop the connection after N body bytes (once, a few times,
-or on every K-th request) or answer a status such as 503 to the first requests.
+or on every K-th request), answer a status such as 503 to the first requests, or misbehave the way
+hostile or broken servers do: ignore Range (200 and the whole file), send more bytes than the range
+asked for, or trickle the body a few bytes at a time (or stall) for as long as the client waits.
 """
 from __future__ import annotations
 
@@ -25,6 +27,12 @@ class Faults:
     fail_status: int | None = None       # answer this status (e.g. 503) ...
     fail_times: int = 0                  # ...to the first N GET requests
     min_drop_offset: int = 0             # only drop responses whose range starts at or after this byte
+    ignore_range: bool = False           # answer GETs with 200 and the whole file, whatever Range says
+    overrun_bytes: int = 0               # send this many bytes past a 206 range (0xFF past the end of the
+                                         # file); Content-Length counts them, Content-Range does not
+    trickle_bytes: int | None = None     # send the body this many bytes at a time...
+    trickle_interval: float = 0.1        # ...waiting this long before each piece (until done, the client
+                                         # leaves or the server shuts down; a huge interval is a stall)
 
 
 class _State:
@@ -104,7 +112,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         size = path.stat().st_size
         start, end, status = 0, size, 200  # end exclusive
-        if range_header:
+        if range_header and not (state.faults.ignore_range and not head):
             m = _RANGE.match(range_header.strip())
             if not m or (not m.group(1) and not m.group(2)):
                 self._error(416)
@@ -126,12 +134,17 @@ class _Handler(BaseHTTPRequestHandler):
         if fail:
             self._error(fail)
             return
-        self._headers(status, end - start, extra)
+        faults = state.faults
+        overrun = faults.overrun_bytes if status == 206 else 0
+        self._headers(status, end - start + overrun, extra)
+        if faults.trickle_bytes:
+            self._trickle(path, start, end, overrun, faults.trickle_bytes, faults.trickle_interval)
+            return
         sent = 0
         with open(path, "rb") as f:
             f.seek(start)
-            while start + sent < end:
-                n = min(_COPY_CHUNK, end - start - sent)
+            while start + sent < end + overrun:
+                n = min(_COPY_CHUNK, end + overrun - start - sent)
                 if drop_after is not None:
                     n = min(n, drop_after - sent)
                     if n <= 0:
@@ -141,13 +154,33 @@ class _Handler(BaseHTTPRequestHandler):
                         return
                 chunk = f.read(n)
                 if not chunk:
-                    break
+                    if start + sent >= end and overrun:
+                        chunk = b"\xff" * n  # past the end of the file: garbage
+                    else:
+                        break
                 try:
                     self.wfile.write(chunk)
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True
                     return
                 sent += len(chunk)
+
+    def _trickle(self, path: Path, start: int, end: int, overrun: int, piece: int, interval: float) -> None:
+        with open(path, "rb") as f:
+            f.seek(start)
+            body_end = end + overrun
+            pos = start
+            while pos < body_end:
+                if self.server.stopping.wait(interval):
+                    break
+                chunk = f.read(min(piece, body_end - pos)) or b"\xff" * min(piece, body_end - pos)
+                try:
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                pos += len(chunk)
+        self.close_connection = True
 
 
 class FileServer(ThreadingHTTPServer):
@@ -157,6 +190,7 @@ class FileServer(ThreadingHTTPServer):
     def __init__(self, root: Path, address: tuple[str, int], faults: Faults):
         self.root = root
         self.state = _State(faults)
+        self.stopping = threading.Event()  # ends trickling responses at shutdown
         super().__init__(address, _Handler)
         self._thread: threading.Thread | None = None
 
@@ -175,6 +209,7 @@ class FileServer(ThreadingHTTPServer):
         return self
 
     def shutdown(self) -> None:
+        self.stopping.set()
         super().shutdown()
         self.server_close()
         if self._thread is not None:

@@ -4,6 +4,12 @@ HTTP reads use Range requests with a large read size, and survive dropped connec
 reconnects and resumes at the byte it had reached, with a bounded number of consecutive retries
 and exponential backoff. Local reads are plain buffered file reads. Neither ever loads a whole
 file: callers pull `read(n)` chunks.
+
+Every HTTP read is bounded in bytes and in time. A response never yields more than the range asked
+for (nor past the object's size), whatever the server sends; one `read()` (at most READ_SIZE bytes)
+must finish within a wall-clock deadline, so a server that trickles bytes forever is retried and
+then reported, like one that drops connections. `preflight()` checks once, quickly and without
+retries, that an archive is there, and names the cause when it is not.
 """
 from __future__ import annotations
 
@@ -11,10 +17,11 @@ import http.client
 import logging
 import os
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 import requests
 import urllib3
@@ -26,6 +33,9 @@ log = logging.getLogger(__name__)
 READ_SIZE = 8 << 20  # 8 MiB per read: few syscalls and few Python-level iterations per file
 DEFAULT_RETRIES = 6
 DEFAULT_BACKOFF = 0.5  # seconds, doubled per consecutive failure
+DEFAULT_TIMEOUT = (10.0, 120.0)  # (connect, socket read) seconds
+DEFAULT_DEADLINE = 300.0  # wall-clock seconds for one read() of at most READ_SIZE bytes (>= ~28 KB/s)
+_PIECE = 4 << 20  # most bytes asked of one socket read (it returns what has arrived; the deadline is checked between)
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
@@ -64,6 +74,60 @@ def open_byte_source(location: str | os.PathLike, **http_options) -> ByteSource:
     if text.startswith("file://"):
         text = unquote(urlparse(text).path)
     return LocalSource(text)
+
+
+def redact_location(url: str) -> str:
+    """The URL safe to print: no user/password, no query string (may hold tokens), no fragment."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        if parts.port:
+            host = f"{host}:{parts.port}"
+    except ValueError:
+        return url.split("?", 1)[0].rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def describe_error(exc: BaseException) -> str:
+    """What went wrong with a connection, in words: "connection refused", "name not resolved (DNS)",
+    "timed out connecting", ... (never the exception text, which may hold the URL)."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or any(e is s for s in seen) or len(seen) > 20:
+            continue
+        seen.append(e)
+        todo += [e.__cause__, e.__context__, getattr(e, "reason", None)]
+        todo += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
+
+    def has(*types) -> bool:
+        return any(isinstance(e, types) for e in seen)
+
+    if has(ConnectionRefusedError):
+        return "connection refused"
+    if has(socket.gaierror, urllib3.exceptions.NameResolutionError):
+        return "name not resolved (DNS)"
+    # urllib3's NewConnectionError (any failure to connect) subclasses ConnectTimeoutError
+    if has(requests.exceptions.ConnectTimeout) or any(
+            isinstance(e, urllib3.exceptions.ConnectTimeoutError)
+            and not isinstance(e, urllib3.exceptions.NewConnectionError) for e in seen):
+        return "timed out connecting"
+    if has(requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError, socket.timeout):
+        return "timed out waiting for data"
+    if has(requests.exceptions.SSLError, urllib3.exceptions.SSLError):
+        return "TLS/SSL error"
+    if has(ConnectionResetError):
+        return "connection reset by the server"
+    if has(urllib3.exceptions.IncompleteRead, http.client.IncompleteRead, urllib3.exceptions.ProtocolError,
+           ConnectionAbortedError, BrokenPipeError):
+        return "connection closed mid-response"
+    for e in seen:
+        if isinstance(e, OSError) and e.strerror:
+            return f"network error ({e.strerror.lower()})"
+    return type(exc).__name__
 
 
 def sibling(location: str, name: str) -> str:
@@ -168,108 +232,231 @@ def _retry_after(resp: requests.Response) -> float | None:
     return None
 
 
+_READ_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
+
+
 class _HttpStream:
+    """Bytes [start, end) of an HTTP object over Range GETs.
+
+    Bounds: a response is read up to the end of the range asked for (and of the object, and of what
+    its Content-Range says it holds), never further, whatever the server sends; one read() must
+    finish within `deadline` wall-clock seconds, connecting included (the socket timeout is narrowed
+    to what is left). Failures: dropped connections and retryable statuses are retried with backoff
+    (any bytes that arrive count as progress); a read that misses its deadline is retried too, but
+    only a read that completes resets that count, so a server that trickles forever is given up on.
+    """
+
     def __init__(self, src: "HttpSource", start: int, end: int | None):
         self._src = src
         self.offset = start
         self._end = end  # exclusive; None = to the end of the object
         self._resp: requests.Response | None = None
+        self._resp_end: int | None = None  # exclusive: the current response yields nothing past this
         self._retry = _Retrier(src.name, src.retries, src.backoff)
+        self._slow = _Retrier(src.name, src.retries, src.backoff)
         self._object_size: int | None = None
+        self._deadline = 0.0
+
+    def _remaining(self) -> float:
+        return self._deadline - time.monotonic()
+
+    def _restart_clock(self) -> None:
+        self._deadline = time.monotonic() + self._src.deadline
+
+    def _failed(self, what: str, retry_after: float | None = None) -> None:
+        """A dropped connection, an early end or a retryable status: back off (the read's clock runs on)."""
+        self._drop()
+        self._retry.failed(what, retry_after)
+
+    def _too_slow(self, since: int, want: int) -> None:
+        """The read's deadline passed: drop the response, back off, and give the read a new clock."""
+        self._drop()
+        self._slow.failed(f"read deadline of {self._src.deadline:g} s passed at byte {self.offset} "
+                          f"({since} of {want} bytes arrived)")
+        self._restart_clock()
 
     def _connect(self) -> bool:
         """Open a response at self.offset. False when the range is already exhausted."""
+        src = self._src
         while True:
             last = "" if self._end is None else str(self._end - 1)
+            left = self._remaining()
+            if left <= 0:
+                return True  # the caller notices the deadline
+            timeout = (src.timeout[0], max(min(src.timeout[1], left), 0.001))
             try:
-                resp = self._src.session.get(self._src.url, headers={"Range": f"bytes={self.offset}-{last}"},
-                                             stream=True, timeout=self._src.timeout)
+                resp = src.session.get(src.url, headers={"Range": f"bytes={self.offset}-{last}",
+                                                         "Accept-Encoding": "identity"},
+                                       stream=True, timeout=timeout)
             except requests.RequestException as exc:
-                self._retry.failed(f"connecting at byte {self.offset}: {type(exc).__name__}")
+                self._failed(f"connecting at byte {self.offset}: {describe_error(exc)}")
                 continue
             if resp.status_code == 206:
                 m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
-                if not m or int(m.group(1)) != self.offset:
+                if not m or int(m.group(1)) != self.offset or int(m.group(2)) < self.offset:
                     resp.close()
-                    raise SourceError(f"{self._src.name}: server answered range at byte {self.offset} with "
+                    raise SourceError(f"{src.name}: server answered range at byte {self.offset} with "
                                       f"Content-Range {resp.headers.get('Content-Range')!r}")
                 if m.group(3) != "*":
                     self._object_size = int(m.group(3))
-                self._resp = resp
-                return True
-            if resp.status_code == 200:
+                self._resp_end = int(m.group(2)) + 1
+            elif resp.status_code == 200:
                 if self.offset != 0:
                     resp.close()
-                    raise SourceError(f"{self._src.name}: server ignores Range requests (asked for byte "
+                    raise SourceError(f"{src.name}: server ignores Range requests (asked for byte "
                                       f"{self.offset}, got the whole object)")
-                self._resp = resp
-                return True
-            if resp.status_code == 416:
+                length = resp.headers.get("Content-Length", "")
+                if length.isdigit():
+                    self._object_size = int(length)
+                self._resp_end = self._object_size
+            elif resp.status_code == 416:
                 resp.close()
                 return False  # offset is at or past the end of the object
-            if resp.status_code == 404:
+            elif resp.status_code == 404:
                 resp.close()
-                raise SourceError(f"{self._src.name}: not found (HTTP 404)")
-            if resp.status_code in _RETRY_STATUS:
+                raise SourceError(f"{src.name}: not found (HTTP 404)")
+            elif resp.status_code in _RETRY_STATUS:
                 resp.close()
-                self._retry.failed(f"HTTP {resp.status_code} at byte {self.offset}", _retry_after(resp))
+                self._failed(f"HTTP {resp.status_code} at byte {self.offset}", _retry_after(resp))
                 continue
-            resp.close()
-            raise SourceError(f"{self._src.name}: HTTP {resp.status_code} at byte {self.offset}")
+            else:
+                resp.close()
+                raise SourceError(f"{src.name}: HTTP {resp.status_code} at byte {self.offset}")
+            if self._end is not None and (self._resp_end is None or self._resp_end > self._end):
+                self._resp_end = self._end
+            if self._object_size is not None and (self._resp_end is None or self._resp_end > self._object_size):
+                self._resp_end = self._object_size
+            self._resp = resp
+            return True
 
-    def read(self, n: int = READ_SIZE) -> bytes:
-        if self._end is not None:
-            n = min(n, self._end - self.offset)
-        if n <= 0:
-            return b""
-        while True:
-            if self._resp is None and not self._connect():
-                return b""
+    def _done(self) -> bool:
+        """At the end of the range (or of the object) once a response ended cleanly here."""
+        if self._end is not None and self.offset >= self._end:
+            return True
+        if self._object_size is not None:
+            return self.offset >= self._object_size
+        return self._end is None  # an object of unknown size ends where its response does
+
+    def _pull(self, want: int, sink) -> int:
+        """Pass up to `want` bytes to `sink`, piece by piece; fewer only at the end of the range."""
+        self._restart_clock()
+        got = 0
+        since = 0  # bytes since the clock started (for the deadline message)
+        while got < want:
+            if self._resp is None:
+                if not self._connect():
+                    break
+                if self._resp is None:  # the deadline passed while connecting
+                    self._too_slow(since, want - got + since)
+                    since = 0
+                    continue
+            resp_end = self._resp_end
+            if resp_end is not None and self.offset >= resp_end:
+                self._drop()  # this response holds no more of what was asked
+                if self._done():
+                    break
+                continue  # the server answered with a shorter range than asked: ask for the rest
+            limit = min(want - got, _PIECE)
+            if resp_end is not None:
+                limit = min(limit, resp_end - self.offset)
+            left = self._remaining()
+            if left <= 0:
+                self._too_slow(since, want - got + since)
+                since = 0
+                continue
+            narrowed = self._narrow_socket_timeout(left)
             try:
-                data = self._resp.raw.read(n)
-            except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
-                    OSError) as exc:
-                self._drop()
-                self._retry.failed(f"connection dropped at byte {self.offset}: {type(exc).__name__}")
+                data = self._resp.raw.read1(limit, decode_content=False)
+            except _READ_ERRORS as exc:
+                cause = describe_error(exc)
+                if self._remaining() <= 0 or (narrowed and cause.startswith("timed out")):
+                    self._too_slow(since, want - got + since)
+                    since = 0
+                else:
+                    self._failed(f"connection dropped at byte {self.offset}: {cause}")
                 continue
             if data:
+                if len(data) > limit:  # never more than asked, even from a misbehaving library
+                    data = data[:limit]
+                sink(data)
                 self.offset += len(data)
+                got += len(data)
+                since += len(data)
                 self._retry.progressed()
-                return data
+                continue
             # Clean end of this response: either the range is done, or the server stopped short.
             self._drop()
-            if self._end is not None and self.offset < self._end and \
-                    (self._object_size is None or self.offset < self._object_size):
-                self._retry.failed(f"response ended early at byte {self.offset}")
-                continue
-            if self._end is None and self._object_size is not None and self.offset < self._object_size:
-                self._retry.failed(f"response ended early at byte {self.offset}")
-                continue
+            if self._done():
+                break
+            self._failed(f"response ended early at byte {self.offset}")
+        self._slow.progressed()
+        return got
+
+    def _narrow_socket_timeout(self, left: float) -> bool:
+        """Wait on the socket no longer than the read's deadline allows; True when that is shorter
+        than the normal read timeout."""
+        read_timeout = self._src.timeout[1]
+        sock = getattr(getattr(self._resp.raw, "connection", None), "sock", None)
+        if sock is not None:
+            try:
+                sock.settimeout(max(min(read_timeout, left), 0.001))
+            except OSError:
+                return False
+        return sock is not None and left < read_timeout
+
+    def _want(self, n: int) -> int:
+        if self._end is not None:
+            n = min(n, self._end - self.offset)
+        return min(n, READ_SIZE)
+
+    def read(self, n: int = READ_SIZE) -> bytes:
+        n = self._want(n)
+        if n <= 0:
             return b""
+        parts: list[bytes] = []
+        self._pull(n, parts.append)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readinto(self, view: memoryview) -> int:
-        data = self.read(len(view))
-        view[:len(data)] = data
-        return len(data)
+        n = self._want(len(view))
+        if n <= 0:
+            return 0
+        pos = 0
+
+        def sink(data: bytes) -> None:
+            nonlocal pos
+            view[pos:pos + len(data)] = data
+            pos += len(data)
+
+        return self._pull(n, sink)
 
     def _drop(self) -> None:
         if self._resp is not None:
             self._resp.close()
             self._resp = None
+        self._resp_end = None
 
     def close(self) -> None:
         self._drop()
 
 
 class HttpSource:
+    """An HTTP(S) object read with Range requests.
+
+    retries/backoff: consecutive failures tolerated and the first delay (doubled each time);
+    timeout: (connect, socket read) seconds; deadline: wall-clock seconds one read() of at most
+    READ_SIZE bytes may take, connecting included; session: a requests.Session to reuse."""
+
     def __init__(self, url: str, *, session: requests.Session | None = None, retries: int = DEFAULT_RETRIES,
-                 backoff: float = DEFAULT_BACKOFF, timeout: tuple[float, float] = (10.0, 120.0)):
+                 backoff: float = DEFAULT_BACKOFF, timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+                 deadline: float = DEFAULT_DEADLINE):
         self.url = url
-        self.name = url.split("?", 1)[0]  # never log query strings (may hold tokens)
+        self.name = redact_location(url)  # never log credentials or query strings (may hold tokens)
         self.session = session or requests.Session()
         self.retries = retries
         self.backoff = backoff
         self.timeout = timeout
+        self.deadline = deadline
 
     def _head(self) -> requests.Response | None:
         retry = _Retrier(self.name, self.retries, self.backoff)
@@ -277,7 +464,7 @@ class HttpSource:
             try:
                 resp = self.session.head(self.url, timeout=self.timeout, allow_redirects=True)
             except requests.RequestException as exc:
-                retry.failed(f"HEAD: {type(exc).__name__}")
+                retry.failed(f"HEAD: {describe_error(exc)}")
                 continue
             if resp.status_code in _RETRY_STATUS:
                 retry.failed(f"HEAD: HTTP {resp.status_code}", _retry_after(resp))
@@ -312,3 +499,61 @@ class HttpSource:
 
     def open(self, start: int = 0, end: int | None = None) -> RangeStream:
         return _HttpStream(self, start, end)
+
+
+# --- preflight --------------------------------------------------------------------------------------
+
+_STATUS_WORDS = {401: "authentication required", 403: "access denied", 404: "no such file",
+                 410: "gone", 429: "too many requests"}
+
+
+def preflight(location: str | os.PathLike, *, connect_timeout: float = 3.0, answer_timeout: float = 10.0,
+              session: requests.Session | None = None, **_http_options) -> None:
+    """Check once, fast and without retries, that the archive at `location` can be read; raise
+    SourceError naming the location and the cause otherwise.
+
+    Local paths and file:// URLs: the file exists, is a file, and is not empty. HTTP(S): one HEAD
+    (a GET of byte 0 if the server refuses HEAD), with its own short timeouts, must answer 2xx and
+    not a zero length. Other HttpSource options (retries, backoff, deadline, the normal timeout) are
+    accepted and ignored, so a CarSource's `http_options` can be passed as they are.
+    """
+    text = str(location)
+    if not is_url(text):
+        path = Path(unquote(urlparse(text).path) if text.startswith("file://") else text)
+        if not path.exists():
+            raise SourceError(f"{path}: CAR archive not found: no such file")
+        if not path.is_file():
+            raise SourceError(f"{path}: CAR archive not found: a folder, not a file")
+        if path.stat().st_size == 0:
+            raise SourceError(f"{path}: CAR archive is empty (0 bytes)")
+        return
+    name = redact_location(text)
+    timeout = (connect_timeout, answer_timeout)
+    http = session or requests.Session()
+    try:
+        try:
+            resp = http.head(text, timeout=timeout, allow_redirects=True)
+            if resp.status_code in (405, 501):  # HEAD not allowed: ask for the first byte instead
+                resp = http.get(text, headers={"Range": "bytes=0-0", "Accept-Encoding": "identity"},
+                                timeout=timeout, stream=True)
+                resp.close()
+        except requests.RequestException as exc:
+            cause = describe_error(exc)
+            if cause == "timed out connecting":
+                cause = f"timed out connecting (no connection within {timeout[0]:g} s)"
+            elif cause == "timed out waiting for data":
+                cause = f"timed out (no answer within {timeout[1]:g} s)"
+            raise SourceError(f"{name}: cannot reach the CAR archive: {cause}") from None
+    finally:
+        if session is None:
+            http.close()
+    code = resp.status_code
+    if code == 404 or code == 410:
+        raise SourceError(f"{name}: CAR archive not found: HTTP {code} ({_STATUS_WORDS[code]})")
+    if code >= 400:
+        words = _STATUS_WORDS.get(code) or ("server error" if code >= 500 else resp.reason or "client error")
+        raise SourceError(f"{name}: CAR archive not readable: HTTP {code} ({words})")
+    if code >= 300:
+        raise SourceError(f"{name}: CAR archive not readable: HTTP {code} (redirect not followed)")
+    if resp.headers.get("Content-Length") == "0" and code == 200:
+        raise SourceError(f"{name}: CAR archive is empty (Content-Length 0)")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Collection, Iterator
 
-from iq_etl.ingest.sources.car.byte_range import READ_SIZE
+from iq_etl.ingest.sources.car.byte_range import READ_SIZE, preflight
 from iq_etl.ingest.sources.car.reader import CarFile, IncompleteRange
 from iq_etl.solana.model import ChainBlock
-from iq_etl.solana.slots import SlotRange
+from iq_etl.solana.slots import SlotRange, epoch_of
 
 DEFAULT_LOCATION = "https://files.old-faithful.net/{epoch}/epoch-{epoch}.car"
 
@@ -19,7 +19,7 @@ class CarSource:
     def __init__(self, location: str = DEFAULT_LOCATION, *, wanted_keys: Collection[bytes] | None = None,
                  use_index: bool = True, read_size: int = READ_SIZE, verify_cids: bool = False,
                  http_options: dict | None = None):
-        """http_options: passed to HttpSource for URLs (retries, backoff, timeout, session)."""
+        """http_options: passed to HttpSource for URLs (retries, backoff, timeout, deadline, session)."""
         self.location = str(location)
         self.http_options = http_options
         self.wanted_keys = wanted_keys
@@ -37,6 +37,18 @@ class CarSource:
         loc = self.location_for(epoch) if epoch is not None else self.location
         return CarFile(loc, wanted_keys=self.wanted_keys, read_size=self.read_size, verify_cids=self.verify_cids,
                        epoch=epoch if self.is_template else None, http_options=self.http_options)
+
+    def preflight(self, first_slot: int | None = None, **options) -> None:
+        """Fail fast, before any work: check (one HEAD, short timeouts, no retries; for a local path,
+        that the file exists) the archive holding `first_slot` (its epoch's, for a template). Raises
+        SourceError naming the location and the cause. `options`: connect_timeout, answer_timeout."""
+        if self.is_template:
+            if first_slot is None:
+                raise ValueError("a location template with {epoch} needs a first slot to preflight")
+            location = self.location_for(epoch_of(first_slot))
+        else:
+            location = self.location
+        preflight(location, **{**(self.http_options or {}), **options})
 
     def iter_blocks(self, first_slot: int, last_slot: int) -> Iterator[ChainBlock]:
         if first_slot > last_slot:
