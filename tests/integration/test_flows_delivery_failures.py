@@ -53,7 +53,9 @@ def test_failed_deliveries_fail_the_flow_run_with_a_message(chain, tmp_path, mon
     assert by_target[backend.url]["failed"] == complete
     assert any(r.levelno == logging.WARNING and "0 of" in r.getMessage() for r in caplog.records)
 
-    (artifact,) = artifacts_of(state.state_details.flow_run_id)
+    from iq_etl.orchestration.flows import STATUS_ARTIFACT_KEY
+
+    artifact = next(a for a in artifacts_of(state.state_details.flow_run_id) if a.key == STATUS_ARTIFACT_KEY)
     markdown = artifact.data
     assert "## This run's exports" in markdown and "Deliveries by target" in markdown
     row = next(line for line in markdown.splitlines() if line.startswith(f"| {backend.url} |") and "0 |" in line)

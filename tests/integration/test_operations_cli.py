@@ -94,3 +94,28 @@ def test_dsn_typo_is_one_line(tmp_path):
     out = iq(["sql", "SELECT 1"], tmp_path, IQ_CLICKHOUSE_DSN="chdb:/x")
     assert out.returncode == 1 and "write chdb://PATH (two slashes)" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the block ends: connections are refused
+
+
+@pytest.mark.parametrize("source_args", [
+    ["--source", "rpc-blocks", "--rpc-url", "http://127.0.0.1:{port}"],
+    ["--source", "car", "--car-url", "http://127.0.0.1:{port}/{{epoch}}/epoch-{{epoch}}.car"],
+])
+def test_an_unreachable_peer_is_named_in_seconds(tmp_path, source_args):
+    import time
+
+    port = _closed_port()
+    args = [a.format(port=port) for a in source_args]
+    started = time.monotonic()
+    out = iq(["ingest", "398736000:398736010", *args], tmp_path)
+    took = time.monotonic() - started
+    assert out.returncode == 1
+    assert "connection refused" in out.stderr and "connection dropped" not in out.stderr
+    assert took < 30, f"took {took:.0f}s to report (was 33-145 s)"

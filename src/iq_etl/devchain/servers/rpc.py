@@ -18,8 +18,8 @@ the blockstore's index does), which is deliberately *not* ledger order.
 
 Fault injection (`Faults`, in `rpc_faults`) for tests and `iq-etl devchain serve` flags: a
 request-rate limit answered with HTTP 429 + Retry-After (or scripted 429 bursts), random 5xx, slow
-answers, dropped connections, refused batches, and blocks a node claims are skipped though it lists
-them. The in-memory index (`RpcChain`) lives in `rpc_index`.
+answers, dropped connections, refused batches, blocks a node claims are skipped though it lists
+them, and (tests) results rewritten by a `tamper` function, for peers that send malformed data. The in-memory index (`RpcChain`) lives in `rpc_index`.
 """
 from __future__ import annotations
 
@@ -151,6 +151,7 @@ class _Methods:
     def __init__(self, chain: RpcChain):
         self.chain = chain
         self.hidden: frozenset[int] = frozenset()  # a node with holes in its long-term storage
+        self.tamper: Callable[[str, list, Any], Any] | None = None  # Faults.tamper
         self.table: dict[str, Callable[[list], Any]] = {
             "getSignaturesForAddress": self.get_signatures_for_address,
             "getTransaction": self.get_transaction,
@@ -318,6 +319,8 @@ class _Methods:
             return _error_obj(rid, -32602, "Invalid params: expected an array")
         try:
             result = handler(params)
+            if self.tamper is not None:
+                result = self.tamper(method, params, result)
         except _RpcFault as fault:
             return _error_obj(rid, fault.code, fault.message, fault.data)
         except Exception as exc:  # noqa: BLE001 - a server bug must answer, not hang the client
@@ -440,6 +443,7 @@ class RpcServer(ThreadingHTTPServer):
         self.methods = _Methods(chain)
         self.faults = faults or Faults()
         self.methods.hidden = self.faults.hide_blocks
+        self.methods.tamper = self.faults.tamper
         self.counters = ServerCounters()
         self._lock = threading.Lock()
         self._rng = random.Random(self.faults.seed)
@@ -457,6 +461,7 @@ class RpcServer(ThreadingHTTPServer):
         with self._lock:
             self.faults = faults or Faults()
             self.methods.hidden = self.faults.hide_blocks
+            self.methods.tamper = self.faults.tamper
             self._rng = random.Random(self.faults.seed)
             self._window_start = time.monotonic()
             self._window_calls = 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 
 @dataclass
@@ -20,6 +21,9 @@ class Faults:
     burst: tuple[int, int] | None = None  # scripted 429s: (answered, refused) HTTP requests, repeating
     reject_batches: bool = False        # answer JSON-RPC batches with HTTP 403, as some paid-tier gates do
     hide_blocks: frozenset[int] = frozenset()  # slots whose getBlock says -32009 though getBlocks lists them
+    # A malformed peer (tests): (method, params, result) -> the result to send instead. Runs on every
+    # successful call; return the result unchanged for calls to leave alone.
+    tamper: Callable[[str, list, Any], Any] | None = None
 
 
 @dataclass

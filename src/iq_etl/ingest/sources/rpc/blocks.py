@@ -3,13 +3,14 @@ with parallel prefetch; skipped slots become `ChainBlock(skipped=True)`; transac
 account keys (static + loaded) like the CAR source."""
 from __future__ import annotations
 
+from contextlib import closing
 from typing import Any, Collection, Iterator
 
 from solders.pubkey import Pubkey
 
 from iq_etl.errors import SourceError
 from iq_etl.ingest.sources.rpc.client import RpcClient, SkippedSlot, history_commitment
-from iq_etl.ingest.sources.rpc.convert import transaction_from_rpc
+from iq_etl.ingest.sources.rpc.convert import check, require, shown, transaction_from_rpc
 from iq_etl.solana.model import ChainBlock
 
 
@@ -54,19 +55,20 @@ class RpcBlockSource:
         if first_slot > last_slot:
             raise SourceError(f"slot range {first_slot}:{last_slot} is empty")
         slots = range(first_slot, last_slot + 1)
-        confirmed: set[int] | None = None
         # Full blocks are big (MBs on mainnet): one per POST, prefetched by the worker pool.
         results = self.client.imap("getBlock", (self.block_params(s) for s in slots), batch_size=1)
-        for slot, result in zip(slots, results):
-            if isinstance(result, SkippedSlot) and self.verify_skips:
-                if confirmed is None:
-                    confirmed = self.confirmed_blocks(first_slot, last_slot)
-                if slot in confirmed:
-                    raise SourceError(
-                        f"getBlock({slot}) at {self.client.url_redacted} answered {result.code} ({result.message}) "
-                        "but getBlocks lists the slot as a confirmed block: the node lacks it. Use another RPC "
-                        "node or the CAR source for this range")
-            yield self.block_from_result(slot, result)
+        confirmed: set[int] | None = None
+        with closing(results):  # leaving early (an error, here or in the caller) stops the prefetch at once
+            for slot, result in zip(slots, results):
+                if isinstance(result, SkippedSlot) and self.verify_skips:
+                    if confirmed is None:
+                        confirmed = self.confirmed_blocks(first_slot, last_slot)
+                    if slot in confirmed:
+                        raise SourceError(
+                            f"getBlock({slot}) at {self.client.url_redacted} answered {result.code} ({result.message}) "
+                            "but getBlocks lists the slot as a confirmed block: the node lacks it. Use another RPC "
+                            "node or the CAR source for this range")
+                yield self.block_from_result(slot, result)
 
     def confirmed_blocks(self, first_slot: int, last_slot: int) -> set[int]:
         """Slots with a block in [first, last], per getBlocks."""
@@ -74,20 +76,29 @@ class RpcBlockSource:
                  for lo in range(first_slot, last_slot + 1, self.GET_BLOCKS_SPAN)]
         out: set[int] = set()
         for span, result in zip(spans, self.client.imap("getBlocks", spans, batch_size=1)):
-            if not isinstance(result, list):
-                raise SourceError(f"getBlocks({span[0]}, {span[1]}) at {self.client.url_redacted}: expected a list")
-            out.update(int(s) for s in result)
+            where = f"getBlocks({span[0]}, {span[1]}) at {self.client.url_redacted}"
+            check(result, "list", f"{where}: result")
+            for i, s in enumerate(result):
+                check(s, "int", f"{where}: entry {i}")
+            out.update(result)
         return out
 
     def block_from_result(self, slot: int, result: Any) -> ChainBlock:
+        """One getBlock(full) answer -> ChainBlock. Only a block that lists zero transactions is empty:
+        a reply without `transactions` (missing or null) raises SourceError, and the range is not done."""
         if isinstance(result, SkippedSlot):
             return ChainBlock(slot=slot, skipped=True)
+        where = f"getBlock({slot}) at {self.client.url_redacted}"
         if not isinstance(result, dict):
-            raise SourceError(f"getBlock({slot}) at {self.client.url_redacted}: no block in the answer ({result!r:.80})")
-        entries = result.get("transactions") or []
-        block_time = result.get("blockTime")
-        block = ChainBlock(slot=slot, parent_slot=result.get("parentSlot"), block_time=block_time,
-                           block_height=result.get("blockHeight"), transactions_seen=len(entries))
+            raise SourceError(f"{where}: no block in the answer (result is {shown(result)}, expected an object)")
+        # transactionDetails=full: agave sends the list, empty for a block without transactions
+        entries = require(result, "transactions", "list", f"{where}: block")
+        parent_slot = require(result, "parentSlot", "int", f"{where}: block")
+        # always sent, null when the node does not know them
+        block_time = require(result, "blockTime", "int", f"{where}: block", nullable=True)
+        block_height = require(result, "blockHeight", "int", f"{where}: block", nullable=True)
+        block = ChainBlock(slot=slot, parent_slot=parent_slot, block_time=block_time,
+                           block_height=block_height, transactions_seen=len(entries))
         for index, entry in enumerate(entries):
             tx = transaction_from_rpc(entry, slot=slot, index=index, block_time=block_time,
                                       where=f"getBlock({slot}) transaction {index}")

@@ -17,34 +17,45 @@ allow far more: raise `rps` / `method_rps` (0 or None = unlimited) and `concurre
 
 Failures: HTTP 429 (and JSON-RPC 429/-32429) pause every worker of the URL for `Retry-After`
 (capped by `max_retry_after`); a batch refused twice is sent one call at a time. 5xx, timeouts,
-dropped connections, unparseable bodies and the RPC codes -32004 (block not available), -32014
-(block status not yet available) and -32005 (node behind) are retried with exponential backoff and
+exchanges over their `deadline`, refused / unresolvable / dropped connections (each named so in
+the messages), unparseable bodies and the RPC codes -32004 (block not available), -32014 (block
+status not yet available) and -32005 (node behind) are retried with exponential backoff and
 jitter, up to `max_retries` times. -32007 / -32009 (slot skipped, or missing) become a `SkippedSlot`
 result at once, never retried (the dense source double-checks them with getBlocks). A server that
-refuses batches gets single calls from then on. Any other error raises `RpcError` naming the
-method, the params and the server's message. The URL's credentials (userinfo, query values,
+refuses batches gets single calls from then on. A reply decoding to more than `max_reply_bytes`
+fails for good. Any other error raises `RpcError` naming the method, the params and the server's
+message. When one fails for good inside `imap`, every worker of the client stops at once (no
+retrying on in the background; `close()` does the same). `preflight()` checks an endpoint once,
+quickly and without retries, before a run. The URL's credentials (userinfo, query values,
 token-like path segments) never appear in messages or logs, the HTTP library's included.
 """
 from __future__ import annotations
 
+import heapq
+import http.client
 import itertools
 import json
 import logging
 import random
+import socket
+import ssl
 import threading
 import time
+import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Generator, Iterable, Sequence
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from iq_etl.errors import SourceError
-from iq_etl.ingest.sources.rpc.limits import RpcStats, _limits_for
+from iq_etl.ingest.sources.rpc.convert import shown
+from iq_etl.ingest.sources.rpc.limits import Cancelled, RpcStats, _limits_for
 from iq_etl.ingest.sources.rpc.redact import _SCRUB, _secrets_of, redact_url
 from iq_etl.settings import DEFAULT_RPC_URL, Settings
 
@@ -54,6 +65,9 @@ DEFAULT_RPS = 9.0
 DEFAULT_METHOD_RPS = 3.5
 DEFAULT_CONCURRENCY = 4
 DEFAULT_TIMEOUT = 60.0          # a full mainnet getBlock can take tens of seconds to produce
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_DEADLINE = 120.0        # wall clock for one HTTP exchange: connect, headers and the whole body
+DEFAULT_MAX_REPLY_BYTES = 256 * 1024 * 1024  # decoded; a full mainnet getBlock (base64) is tens of MB
 DEFAULT_MAX_RETRIES = 8
 DEFAULT_BACKOFF_BASE = 0.5
 DEFAULT_BACKOFF_MAX = 30.0
@@ -108,20 +122,262 @@ def resolve_rpc_url(flag: str | None, settings: Settings | None = None) -> str:
     return DEFAULT_RPC_URL
 
 
+# --- one HTTP exchange: deadline, size cap, cancellation ------------------------------------------
+
+class _Exchange:
+    """One HTTP exchange in flight: its wall-clock deadline, the cancel token of the work it serves,
+    the pooled connection it runs on (handed over by the pool hook) and its fate. Another thread (the
+    watchdog at the deadline, or a cancellation) ends it by shutting the socket down, which at once
+    wakes a read blocked on the headers or on a trickling body."""
+
+    __slots__ = ("deadline", "cancel", "conn", "fate", "done", "shut", "lock")
+
+    def __init__(self, deadline: float, cancel: "_Cancel"):
+        self.deadline = deadline
+        self.cancel = cancel
+        self.conn: Any = None
+        self.fate: str | None = None   # "expired" or "cancelled" once stopped from outside
+        self.done = False
+        self.shut = False
+        self.lock = threading.Lock()
+
+    def attach(self, conn: Any) -> bool:
+        with self.lock:
+            self.conn = conn
+            return self.fate is None
+
+    def stop(self, fate: str) -> bool:
+        """Fail the exchange from another thread. True when its socket is shut (or it is over); False
+        while it has no socket yet (connecting: the caller tries again shortly)."""
+        with self.lock:
+            if self.done:
+                return True
+            if self.fate is None:
+                self.fate = fate
+            conn = self.conn
+            if self.shut:
+                return True
+        sock = getattr(conn, "sock", None)
+        if sock is None:
+            return False
+        try:
+            # the plain socket's shutdown, also for TLS sockets (ssl's own drops its state first)
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
+        self.shut = True
+        return True
+
+    def finish(self) -> None:
+        with self.lock:
+            self.done = True
+            self.conn = None
+
+
+class _Watchdog:
+    """One daemon thread for the process: stops exchanges whose deadline has passed."""
+
+    RETRY = 0.2  # seconds between attempts to stop an exchange still connecting
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Exchange]] = []
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, exchange: _Exchange, when: float) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (when, next(self._seq), exchange))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="iq-rpc-deadlines", daemon=True)
+                self._thread.start()
+            if self._heap[0][2] is exchange:
+                self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    now = time.monotonic()
+                    if self._heap and self._heap[0][0] <= now:
+                        _, _, exchange = heapq.heappop(self._heap)
+                        break
+                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
+            if not exchange.done and not exchange.stop("expired"):
+                self.watch(exchange, time.monotonic() + self.RETRY)
+
+
+_WATCHDOG = _Watchdog()
+_CURRENT = threading.local()  # .exchange: what this thread is sending (read by the pool hook)
+
+
+class _HookedPoolMixin:
+    """Hands each request's connection to the running `_Exchange`, so it can be stopped from outside."""
+
+    def _make_request(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
+        exchange = getattr(_CURRENT, "exchange", None)
+        if exchange is not None and not exchange.attach(conn):
+            raise urllib3.exceptions.ProtocolError("request stopped before it was sent")
+        return super()._make_request(conn, *args, **kwargs)  # type: ignore[misc]
+
+
+class _HookedHTTPPool(_HookedPoolMixin, urllib3.HTTPConnectionPool):
+    pass
+
+
+class _HookedHTTPSPool(_HookedPoolMixin, urllib3.HTTPSConnectionPool):
+    pass
+
+
+def _hook(manager: Any) -> None:
+    # Plain and HTTP-proxied pools only; a SOCKS proxy manager keeps its own pool classes (the
+    # deadline is then checked between body chunks only).
+    if getattr(manager, "pool_classes_by_scheme", None) is urllib3.poolmanager.pool_classes_by_scheme:
+        manager.pool_classes_by_scheme = {"http": _HookedHTTPPool, "https": _HookedHTTPSPool}
+
+
+class _Adapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        _hook(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: Any, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        _hook(manager)
+        return manager
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _BadEncoding(Exception):
+    """A Content-Encoding the client did not ask for."""
+
+
+class _Decoder:
+    """Content-Encoding gzip / deflate / identity, decoded in steps that never produce more than the
+    cap allows (a small gzip body can expand a thousandfold)."""
+
+    def __init__(self, encoding: str):
+        self.encoding = encoding
+        if encoding in ("", "identity"):
+            self._z = None
+        elif encoding in ("gzip", "x-gzip"):
+            self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._z = zlib.decompressobj(zlib.MAX_WBITS)
+        else:
+            raise _BadEncoding(encoding)
+        self._started = False
+
+    def feed(self, data: bytes, out: bytearray, cap: int) -> None:
+        if self._z is None:
+            out += data
+        else:
+            if not self._started and self.encoding == "deflate":
+                self._started = True
+                try:
+                    self._z.copy().decompress(data[:64], 1)
+                except zlib.error:  # some servers send raw deflate without the zlib header
+                    self._z = zlib.decompressobj(-zlib.MAX_WBITS)
+            while data:
+                out += self._z.decompress(data, cap + 1 - len(out))  # max_length >= 1: never unlimited
+                if len(out) > cap:
+                    raise _TooLarge()
+                data = self._z.unconsumed_tail
+                if self._z.eof:
+                    data = self._z.unused_data
+                    if self.encoding == "deflate" or not data.startswith(b"\x1f\x8b"):
+                        break  # what follows the (last) member is ignored, as urllib3 does
+                    self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)  # a further gzip member
+        if len(out) > cap:
+            raise _TooLarge()
+
+    def finish(self, out: bytearray, cap: int) -> None:
+        if self._z is not None:
+            out += self._z.flush()
+        if len(out) > cap:
+            raise _TooLarge()
+
+
+_CHUNK = 64 * 1024
+_ERROR_BODY_BYTES = 64 * 1024  # what is read of a non-200 answer (only its start is shown)
+
+
+def _read_body(resp: requests.Response, exchange: _Exchange, cap: int, *,
+               truncate: bool = False) -> tuple[bytearray, bool]:
+    """(decoded body, read to its end). At most `cap` bytes: more raises _TooLarge, or is cut off
+    when `truncate`. Encoded bytes count too: a reply is never read further than `cap`."""
+    encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
+    decoder = _Decoder(encoding)
+    length = resp.headers.get("Content-Length", "").strip()
+    if length.isdigit() and int(length) > cap:
+        if not truncate:
+            raise _TooLarge()
+    out = bytearray()
+    received = 0
+    try:
+        for chunk in resp.raw.stream(_CHUNK, decode_content=False):
+            received += len(chunk)
+            if received > cap:
+                raise _TooLarge()
+            decoder.feed(chunk, out, cap)
+            if exchange.fate is not None or time.monotonic() > exchange.deadline:
+                exchange.stop("expired")
+                return out, False
+        decoder.finish(out, cap)
+    except _TooLarge:
+        if not truncate:
+            raise
+        return out[:cap], False
+    return out, True  # no copy: json.loads reads a bytearray as it is
+
+
 # --- the client ---------------------------------------------------------------------------------
 
 class _Transient(Exception):
-    """A failure worth retrying; `retry_after` is the server's wish in seconds, if it said one."""
+    """A failure worth retrying; `retry_after` is the server's wish in seconds, if it said one.
+    `kind`: refused, dns, timeout, deadline, dropped, tls, http, rate_limited or reply."""
 
-    def __init__(self, reason: str, retry_after: float | None = None, rate_limited: bool = False):
+    def __init__(self, reason: str, retry_after: float | None = None, rate_limited: bool = False,
+                 kind: str = "reply"):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
         self.rate_limited = rate_limited
+        self.kind = "rate_limited" if rate_limited else kind
 
 
 class _BatchRejected(Exception):
     """The server refused a JSON-RPC batch as such (some providers forbid batches)."""
+
+
+class RpcCancelled(RpcError):
+    """The call was given up unfinished: the client was closed, or another call of the same client
+    failed for good (`imap` then stops every worker at once instead of letting them retry on)."""
+
+
+class _Cancel(threading.Event):
+    """Cancel token of one `call` / `imap`: set with the reason when its work is to stop."""
+
+    reason = ""
+
+    def trip(self, reason: str) -> None:
+        if not self.is_set():
+            self.reason = reason
+            self.set()
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What `RpcClient.preflight()` found: the endpoint answered `method` with `result` in `seconds`.
+    `note` says why getHealth was not a plain "ok" (unsupported, the node says it is behind, rate
+    limited), else None."""
+    method: str
+    result: Any
+    seconds: float
+    note: str | None = None
 
 
 @dataclass(slots=True)
@@ -130,12 +386,62 @@ class Call:
     params: list
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and everything it wraps (cause, context, urllib3's `reason`, exceptions among the args)."""
+    out: list[BaseException] = []
+    stack = [exc]
+    while stack:
+        e = stack.pop()
+        if any(e is seen for seen in out):
+            continue
+        out.append(e)
+        for nxt in (e.__cause__, e.__context__, getattr(e, "reason", None), *getattr(e, "args", ())):
+            if isinstance(nxt, BaseException):
+                stack.append(nxt)
+    return out
+
+
+def _classify(exc: BaseException) -> tuple[str, str]:
+    """(kind, text) for a network failure: refused, dns, timeout (connecting / waiting for the reply),
+    connect (no connection for another reason), tls or dropped."""
+    chain = _causes(exc)
+
+    def has(*types: type) -> bool:
+        return any(isinstance(e, types) for e in chain)
+
+    if has(ConnectionRefusedError):
+        return "refused", "connection refused"
+    if has(socket.gaierror, urllib3.exceptions.NameResolutionError):
+        return "dns", "name not resolved (DNS)"
+    # urllib3's NewConnectionError subclasses ConnectTimeoutError: requests tells them apart for us
+    if has(requests.ConnectTimeout) or any(isinstance(e, urllib3.exceptions.ConnectTimeoutError)
+                                           and not isinstance(e, urllib3.exceptions.NewConnectionError)
+                                           for e in chain):
+        return "timeout", "timed out connecting"
+    if has(urllib3.exceptions.NewConnectionError):
+        why = next((e.strerror for e in chain if isinstance(e, OSError) and e.strerror), None)
+        return "connect", f"could not connect ({why})" if why else "could not connect"
+    if has(urllib3.exceptions.TimeoutError, requests.Timeout, TimeoutError):
+        return "timeout", "timed out waiting for the reply"
+    if has(ssl.SSLError, urllib3.exceptions.SSLError):
+        return "tls", "TLS error"
+    if has(ConnectionResetError):
+        return "dropped", "connection reset by the server"
+    return "dropped", "connection dropped"
+
+
 class RpcClient:
     """JSON-RPC over one keep-alive HTTP session per worker thread.
 
     `call(method, params)` for one request; `call_many` / `imap` for many, run on a pool of
     `concurrency` workers, `batch_size` calls per HTTP POST. `commitment` is what sources add to
-    their params. `progress(stats)` is called after every HTTP exchange (from worker threads)."""
+    their params. `progress(stats)` is called after every HTTP exchange (from worker threads).
+
+    Each HTTP exchange has `connect_timeout`, a read `timeout` (silence between bytes) and a wall-clock
+    `deadline` for all of it (connect, headers and body): a reply still incomplete then is dropped and
+    retried (a server trickling bytes never holds a worker longer). Replies are read as a stream and
+    may decode to at most `max_reply_bytes` (gzip included); a longer one fails for good ("reply larger
+    than N bytes"). `preflight()` checks the endpoint once, quickly, before a long run."""
 
     def __init__(
         self,
@@ -146,7 +452,9 @@ class RpcClient:
         concurrency: int = DEFAULT_CONCURRENCY,
         commitment: str = "finalized",
         timeout: float = DEFAULT_TIMEOUT,
-        connect_timeout: float = 10.0,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        deadline: float = DEFAULT_DEADLINE,
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
         max_retries: int = DEFAULT_MAX_RETRIES,
         backoff_base: float = DEFAULT_BACKOFF_BASE,
         backoff_max: float = DEFAULT_BACKOFF_MAX,
@@ -160,6 +468,10 @@ class RpcClient:
             raise ValueError(f"commitment {commitment!r} is not processed/confirmed/finalized")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if not deadline > 0:
+            raise ValueError("deadline must be positive")
+        if max_reply_bytes < 1:
+            raise ValueError("max_reply_bytes must be positive")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise SourceError(f"RPC URL {redact_url(url)!r} is not an http(s):// URL")
@@ -169,6 +481,8 @@ class RpcClient:
         self.concurrency = concurrency
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.deadline = deadline
+        self.max_reply_bytes = max_reply_bytes
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -190,11 +504,17 @@ class RpcClient:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._closed = False
+        self._work_lock = threading.Lock()
+        self._live: set[_Cancel] = set()           # tokens of the calls / imaps under way
+        self._in_flight: set[_Exchange] = set()    # HTTP exchanges under way
 
     # -- lifecycle --
 
     def close(self) -> None:
+        """Stop everything under way at once (workers stop retrying, open exchanges are cut) and free
+        the workers and connections."""
         self._closed = True
+        self._cancel_all("the client was closed")
         with self._pool_lock:
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
@@ -217,10 +537,10 @@ class RpcClient:
         s = getattr(self._local, "session", None)
         if s is None:
             s = requests.Session()
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.concurrency, max_retries=0)
+            adapter = _Adapter(pool_connections=1, pool_maxsize=self.concurrency, max_retries=0)
             s.mount("http://", adapter)
             s.mount("https://", adapter)
-            # requests asks for gzip/deflate and decodes it; say so explicitly for proxies.
+            # Bodies are decoded here (gzip/deflate, with the size cap), so only those are accepted.
             s.headers.update({"Content-Type": "application/json", "Accept-Encoding": "gzip, deflate",
                               "User-Agent": "iq-etl"})
             self._local.session = s
@@ -236,33 +556,110 @@ class RpcClient:
                 self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="iq-rpc")
             return self._pool
 
+    # -- cancellation --
+
+    def _token(self) -> _Cancel:
+        token = _Cancel()
+        with self._work_lock:
+            if self._closed:
+                raise SourceError(f"{self!r} is closed")
+            self._live.add(token)
+        return token
+
+    def _release(self, token: _Cancel) -> None:
+        with self._work_lock:
+            self._live.discard(token)
+
+    def _cancel(self, token: _Cancel, reason: str) -> None:
+        """Stop the work of `token`: its workers stop retrying, its exchanges in flight are cut."""
+        token.trip(reason)
+        with self._work_lock:
+            exchanges = [e for e in self._in_flight if e.cancel is token]
+        for exchange in exchanges:
+            if not exchange.stop("cancelled"):
+                _WATCHDOG.watch(exchange, time.monotonic() + _Watchdog.RETRY)
+
+    def _cancel_all(self, reason: str) -> None:
+        with self._work_lock:
+            tokens = list(self._live)
+        for token in tokens:
+            self._cancel(token, reason)
+
+    def _cancelled(self, call: Call, token: _Cancel) -> RpcCancelled:
+        return RpcCancelled(call.method, call.params, f"cancelled: {token.reason or 'stopped'}", url=self.url_redacted)
+
     # -- public calls --
+
+    def preflight(self, *, connect_timeout: float = 3.0, answer_timeout: float = 10.0) -> Preflight:
+        """Check once, without retries, that the endpoint answers JSON-RPC: getHealth, or getVersion
+        when getHealth is refused or not "ok". Raises RpcError (a SourceError) naming the cause:
+        "connection refused", "name not resolved (DNS)", "timed out connecting", "timed out waiting
+        for the reply", "HTTP <status>: ...", or the JSON-RPC error of both methods. A 429 counts as
+        reachable (the run's own retries wait it out)."""
+        started = time.monotonic()
+        token = self._token()
+        note: str | None = None
+        try:
+            for method in ("getHealth", "getVersion"):
+                call = Call(method, [])
+                try:
+                    (reply,) = self._post([call], token, connect_timeout=connect_timeout, timeout=answer_timeout,
+                                          deadline=connect_timeout + answer_timeout)
+                except _Transient as t:
+                    if t.rate_limited:
+                        return Preflight(method, None, time.monotonic() - started, f"rate limited: {t.reason}")
+                    raise RpcError(method, [], f"{t.reason} (preflight: one try, {connect_timeout:g}s to connect, "
+                                               f"{answer_timeout:g}s to answer)", url=self.url_redacted) from None
+                error = reply.get("error")
+                if error is None and "result" in reply:
+                    result = reply["result"]
+                    if method == "getHealth" and result != "ok":
+                        note = f"getHealth answered {shown(result)}"
+                        continue
+                    return Preflight(method, result, time.monotonic() - started, note)
+                code, message = _error_fields(error) if error is not None else (None, "reply has neither result nor error")
+                if method == "getVersion":
+                    raise RpcError(method, [], message + (f"; and {note}" if note else ""), code=code,
+                                   url=self.url_redacted)
+                note = f"getHealth failed: {message}" + (f" (code {code})" if code is not None else "")
+            raise AssertionError("unreachable")
+        finally:
+            self._release(token)
 
     def call(self, method: str, params: Sequence[Any] | None = None) -> Any:
         """One call; returns its result, or a `SkippedSlot`; raises `RpcError` when it fails for good."""
-        return self._run([Call(method, list(params or []))])[0]
+        token = self._token()
+        try:
+            return self._run([Call(method, list(params or []))], token)[0]
+        finally:
+            self._release(token)
 
     def call_many(self, method: str, params_list: Iterable[Sequence[Any]], *, batch_size: int | None = None) -> list[Any]:
         """Many calls of one method, in parallel within the limits; results in the order given."""
         return list(self.imap(method, params_list, batch_size=batch_size))
 
     def imap(self, method: str, params_iter: Iterable[Sequence[Any]], *, batch_size: int | None = None,
-             window: int | None = None) -> Iterator[Any]:
+             window: int | None = None) -> Generator[Any, None, None]:
         """Results of `method(params)` for each params, in order, computed ahead by the worker pool.
 
         At most `window` batches (default 2 × concurrency) are in flight or waiting to be consumed,
-        so memory stays bounded however long `params_iter` is. The first permanent failure raises
-        `RpcError` when its result is reached."""
+        so memory stays bounded however long `params_iter` is. A permanent failure of any batch in
+        the window raises `RpcError` at once (not only when its turn comes), and then every piece of
+        work of this client still under way stops: no worker retries on. Closing the iterator early
+        stops its own workers the same way."""
         size = batch_size or self.batch_size
         window = window or 2 * self.concurrency
         pool = self._executor()
+        token = self._token()
         params_it = iter(params_iter)
         pending: deque[Future] = deque()
+        settled = threading.Event()
 
         def next_batch() -> list[Call] | None:
             batch = [Call(method, list(p)) for p in itertools.islice(params_it, size)]
             return batch or None
 
+        failure: BaseException | None = None
         try:
             exhausted = False
             while True:
@@ -271,20 +668,41 @@ class RpcClient:
                     if batch is None:
                         exhausted = True
                         break
-                    pending.append(pool.submit(self._run, batch))
+                    fut = pool.submit(self._run, batch, token)
+                    fut.add_done_callback(lambda _f: settled.set())
+                    pending.append(fut)
                 if not pending:
                     return
-                yield from pending.popleft().result()
+                fut = _first_settled(pending, settled)
+                try:
+                    results = fut.result()
+                except BaseException as exc:
+                    failure = exc
+                    raise
+                pending.popleft()
+                yield from results
         finally:
+            self._cancel(token, "nobody waits for these results any more")
             for fut in pending:
                 fut.cancel()
+            self._release(token)
+            if failure is not None and not isinstance(failure, RpcCancelled):
+                self._cancel_all(f"{method} failed for good: {str(failure)[:200]}")
 
     # -- machinery --
 
-    def _run(self, calls: list[Call]) -> list[Any]:
+    def _pause(self, seconds: float, token: _Cancel, call: Call) -> None:
+        if self._sleep is time.sleep:
+            token.wait(seconds)  # wakes as soon as the work is cancelled
+        else:
+            self._sleep(seconds)
+        if token.is_set():
+            raise self._cancelled(call, token)
+
+    def _run(self, calls: list[Call], token: _Cancel) -> list[Any]:
         """Send `calls` (one POST, or several when batching is off); retry what is retryable."""
         if len(calls) > 1 and not self.batching:
-            return [r for c in calls for r in self._run([c])]
+            return [r for c in calls for r in self._run([c], token)]
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         attempt = 0
@@ -292,6 +710,8 @@ class RpcClient:
         server_wait: float | None = None
         limited = 0
         while todo:
+            if token.is_set():
+                raise self._cancelled(calls[todo[0]], token)
             if attempt:
                 if attempt > self.max_retries:
                     first = calls[todo[0]]
@@ -302,11 +722,11 @@ class RpcClient:
                 delay = self._backoff(attempt, server_wait)
                 log.debug("retrying %d %s call(s) at %s in %.2fs: %s", len(todo), calls[todo[0]].method,
                           self.url_redacted, delay, last_problem)
-                self._sleep(delay)
+                self._pause(delay, token, calls[todo[0]])
             server_wait = None
             batch = [calls[i] for i in todo]
             try:
-                replies = self._post(batch)
+                replies = self._post(batch, token)
             except _Transient as t:
                 last_problem, server_wait = t.reason, t.retry_after
                 attempt += 1
@@ -314,21 +734,21 @@ class RpcClient:
                 if limited >= 2 and len(todo) > 1:
                     # A server that counts batch items may never let this many through at once:
                     # send the rest one by one (each with its own retries) instead of starving.
-                    self._sleep(self._backoff(attempt, server_wait))
+                    self._pause(self._backoff(attempt, server_wait), token, calls[todo[0]])
                     for i in todo:
-                        results[i] = self._run([calls[i]])[0]
+                        results[i] = self._run([calls[i]], token)[0]
                     return results
                 continue
             except _BatchRejected:
                 log.info("%s rejects JSON-RPC batches; sending calls one by one", self.url_redacted)
                 self.batching = False
                 for i in todo:
-                    results[i] = self._run([calls[i]])[0]
+                    results[i] = self._run([calls[i]], token)[0]
                 return results
             again: list[int] = []
             for i, reply in zip(todo, replies):
                 call = calls[i]
-                error = reply.get("error")
+                error = reply.get("error")  # JSON-RPC 2.0: `result` or `error`; neither is refused below
                 if error is None:
                     if "result" not in reply:
                         raise RpcError(call.method, call.params, "reply has neither result nor error",
@@ -362,45 +782,42 @@ class RpcClient:
         with self._rng_lock:
             return cap / 2 + self._rng.uniform(0, cap / 2)  # "equal jitter": spread, never zero
 
-    def _post(self, calls: list[Call]) -> list[dict]:
+    def _post(self, calls: list[Call], token: _Cancel, **limits: float) -> list[dict]:
         """One HTTP exchange. Returns one reply object per call (matched by id), or raises."""
         try:
-            return self._exchange(calls)
+            return self._exchange(calls, token, **limits)
         finally:
             self._report()
 
-    def _exchange(self, calls: list[Call]) -> list[dict]:
+    def _exchange(self, calls: list[Call], token: _Cancel, *, connect_timeout: float | None = None,
+                  timeout: float | None = None, deadline: float | None = None) -> list[dict]:
+        connect_timeout = self.connect_timeout if connect_timeout is None else connect_timeout
+        timeout = self.timeout if timeout is None else timeout
+        deadline = self.deadline if deadline is None else deadline
         ids = [next(self._ids) for _ in calls]
         objs = [{"jsonrpc": "2.0", "id": i, "method": c.method, "params": c.params} for i, c in zip(ids, calls)]
         body = json.dumps(objs[0] if len(objs) == 1 else objs, separators=(",", ":"))
-        with self._limits.in_flight:
-            self.stats.add(waited_rate_limit_s=self._limits.wait_for_budget([c.method for c in calls]))
-            self.stats.add(http_posts=1)
-            try:
-                resp = self._session().post(self.url, data=body, timeout=(self.connect_timeout, self.timeout))
-                content = resp.content  # read fully inside the try: a drop mid-body is a dropped connection
-            except requests.Timeout:
-                self.stats.add(timeouts=1)
-                raise _Transient(f"timed out after {self.timeout:g}s") from None
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                    requests.exceptions.ContentDecodingError) as exc:
-                self.stats.add(dropped=1)
-                raise _Transient(f"connection dropped ({type(exc).__name__}: {self._scrub(str(exc))[:200]})") from None
+        first = calls[0]
+        try:
+            with self._limits.slot(token):
+                self.stats.add(waited_rate_limit_s=self._limits.wait_for_budget([c.method for c in calls], token))
+                self.stats.add(http_posts=1)
+                status, headers, content = self._http(body, token, connect_timeout, timeout, deadline, first)
+        except Cancelled:
+            raise self._cancelled(first, token) from None
         self.stats.add(bytes_received=len(content))
-        status = resp.status_code
         if status == 429:
             self.stats.add(http_429=1)
-            wait = _retry_after(resp.headers.get("Retry-After"))
+            wait = _retry_after(headers.get("Retry-After"))
             if wait is not None:
                 self._limits.pause_all(min(wait, self.max_retry_after))
             raise _Transient("HTTP 429 Too Many Requests", wait, rate_limited=True)
         if status >= 500:
             self.stats.add(http_5xx=1)
-            raise _Transient(f"HTTP {status}: {self._scrub(content[:200].decode('utf-8', 'replace'))}")
+            raise _Transient(f"HTTP {status}: {self._scrub(content[:200].decode('utf-8', 'replace'))}", kind="http")
         if status != 200:
             if len(calls) > 1 and status in (400, 403, 413):
                 raise _BatchRejected()
-            first = calls[0]
             raise RpcError(first.method, first.params,
                            f"HTTP {status}: {self._scrub(content[:300].decode('utf-8', 'replace'))}",
                            http_status=status, url=self.url_redacted)
@@ -427,6 +844,76 @@ class RpcClient:
         self.stats.add(requests=len(calls))
         return out
 
+    def _http(self, body: str, token: _Cancel, connect_timeout: float, timeout: float, deadline: float,
+              first: Call) -> tuple[int, Any, bytearray]:
+        """POST `body`; (status, headers, decoded body). The body is streamed: at most max_reply_bytes,
+        all of it within `deadline` seconds of the start (the watchdog cuts the socket then)."""
+        exchange = _Exchange(time.monotonic() + deadline, token)
+        with self._work_lock:
+            self._in_flight.add(exchange)
+        if token.is_set():
+            exchange.stop("cancelled")
+        _WATCHDOG.watch(exchange, exchange.deadline)
+        _CURRENT.exchange = exchange
+        resp: requests.Response | None = None
+        reusable = False
+        try:
+            try:
+                resp = self._session().post(self.url, data=body, timeout=(connect_timeout, timeout), stream=True)
+                status = resp.status_code
+                if status == 200:
+                    content, complete = _read_body(resp, exchange, self.max_reply_bytes)
+                else:  # only the start of an error page is shown
+                    content, complete = _read_body(resp, exchange, _ERROR_BODY_BYTES, truncate=True)
+                reusable = complete and exchange.fate is None
+            except _TooLarge:
+                raise RpcError(first.method, first.params, f"reply larger than {self.max_reply_bytes} bytes "
+                               "(max_reply_bytes)", http_status=resp.status_code if resp is not None else None,
+                               url=self.url_redacted) from None
+            except _BadEncoding as exc:
+                raise RpcError(first.method, first.params, f"reply in Content-Encoding {str(exc)!r}, which was "
+                               "not asked for (gzip, deflate)", url=self.url_redacted) from None
+            except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException,
+                    OSError, zlib.error) as exc:
+                raise self._broken(exc, exchange, connect_timeout, timeout, deadline, first) from None
+            if exchange.fate is not None:
+                raise self._broken(None, exchange, connect_timeout, timeout, deadline, first)
+            return status, resp.headers, content
+        finally:
+            _CURRENT.exchange = None
+            exchange.finish()
+            with self._work_lock:
+                self._in_flight.discard(exchange)
+            if resp is not None:
+                if reusable:
+                    resp.raw.release_conn()  # read to the end: the connection goes back to the pool
+                else:
+                    resp.close()
+
+    def _broken(self, exc: BaseException | None, exchange: _Exchange, connect_timeout: float, timeout: float,
+                deadline: float, first: Call) -> Exception:
+        """The exception to raise for an exchange that did not complete."""
+        if exchange.fate == "cancelled":
+            return self._cancelled(first, exchange.cancel)
+        if exchange.fate == "expired":
+            self.stats.add(timeouts=1)
+            return _Transient(f"no complete reply within {deadline:g}s (request deadline)", kind="deadline")
+        assert exc is not None
+        if isinstance(exc, zlib.error):
+            self.stats.add(dropped=1)
+            return _Transient(f"corrupt compressed body ({self._scrub(str(exc))[:100]})", kind="dropped")
+        kind, text = _classify(exc)
+        if kind == "timeout":
+            self.stats.add(timeouts=1)
+            limit = connect_timeout if text == "timed out connecting" else timeout
+            return _Transient(f"{text} after {limit:g}s", kind=kind)
+        if kind in ("refused", "dns", "connect"):
+            self.stats.add(connect_errors=1)
+            host = urlsplit(self.url).hostname or ""
+            return _Transient(f"{text}: {host}" if kind == "dns" else text, kind=kind)
+        self.stats.add(dropped=1)
+        return _Transient(f"{text} ({type(exc).__name__}: {self._scrub(str(exc))[:200]})", kind=kind)
+
     def _report(self) -> None:
         if self.progress is not None:
             try:
@@ -440,7 +927,23 @@ class RpcClient:
         return text
 
 
+def _first_settled(pending: deque[Future], settled: threading.Event) -> Future:
+    """The head of `pending` once it is done, or sooner any future of the window that failed."""
+    while True:
+        settled.clear()
+        head = pending[0]
+        if head.done():
+            return head
+        for fut in pending:
+            if fut.done() and not fut.cancelled() and fut.exception() is not None:
+                return fut
+        settled.wait()
+
+
 def _error_fields(error: Any) -> tuple[int | None, str]:
+    """(code, message) of a JSON-RPC error object, for the message only: an error without an integer
+    code is never taken for a retryable or skipped-slot one (it fails for good). `data` is optional
+    in JSON-RPC 2.0."""
     if isinstance(error, dict):
         code = error.get("code")
         message = str(error.get("message", ""))

@@ -72,45 +72,140 @@ def b58decode(text: str) -> bytes:
 
 
 # --- reading: RPC JSON -> model -------------------------------------------------------------------
+#
+# Peer data is checked, never defaulted: a field the Solana RPC always sends must be there with the
+# right type, or the reader raises SourceError naming the method, the position and the field. The
+# only defaults are for fields agave may leave out (its serializer skips them, see the comments);
+# each one says so where it is read.
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_KINDS: dict[str, tuple[str, Any]] = {
+    "int": ("an integer", _is_int),
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "list": ("a list", lambda v: isinstance(v, list)),
+    "object": ("an object", lambda v: isinstance(v, dict)),
+    "any": ("a value", lambda v: True),
+}
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A peer value for an error message: 'abc' for text, JSON for the rest, cut to `limit`."""
+    text = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check(value: Any, kind: str, what: str, *, nullable: bool = False) -> Any:
+    """`value` if it is of `kind` (int/str/list/object/any; null too when nullable), else SourceError
+    "<what> is <value>, expected <kind>"."""
+    if value is None and nullable:
+        return None
+    label, ok = _KINDS[kind]
+    if not ok(value):
+        raise SourceError(f"{what} is {shown(value)}, expected {label}{' or null' if nullable else ''}")
+    return value
+
+
+def require(obj: dict, key: str, kind: str, where: str, *, nullable: bool = False) -> Any:
+    """obj[key], which must be present (null only when nullable) and of `kind`. SourceError otherwise:
+    "<where> has no '<key>' field" or "<where> has <key> <value>, expected <kind>"."""
+    if key not in obj:
+        raise SourceError(f"{where} has no '{key}' field")
+    value = obj[key]
+    if value is None and nullable:
+        return None
+    label, ok = _KINDS[kind]
+    if not ok(value):
+        raise SourceError(f"{where} has {key} {shown(value)}, expected {label}{' or null' if nullable else ''}")
+    return value
+
+
+def optional(obj: dict, key: str, kind: str, where: str) -> Any:
+    """obj[key] for a field the RPC may leave out or send as null (None then); of `kind` when present."""
+    if obj.get(key) is None:
+        return None
+    return require(obj, key, kind, where)
+
 
 def err_text(err: Any) -> str | None:
     """RPC `err` value -> the compact JSON text TxMeta.err holds (None when there is no error)."""
     return None if err is None else json.dumps(err, separators=(",", ":"))
 
 
+def _inner_instructions(groups: list, where: str) -> list[InnerInstructions]:
+    out = []
+    for g, group in enumerate(groups):
+        gwhere = f"{where} innerInstructions[{g}]"
+        check(group, "object", gwhere)
+        ixs = []
+        for i, ix in enumerate(require(group, "instructions", "list", gwhere)):
+            iwhere = f"{gwhere}.instructions[{i}]"
+            check(ix, "object", iwhere)
+            if "programIdIndex" not in ix and "programId" in ix:
+                raise SourceError(f"{iwhere} is in jsonParsed form; ask for base64 or json encoding")
+            accounts = require(ix, "accounts", "list", iwhere)
+            if not all(_is_int(a) and 0 <= a < 256 for a in accounts):
+                raise SourceError(f"{iwhere} has accounts {shown(accounts)}, expected account indexes (0-255)")
+            data = require(ix, "data", "str", iwhere)
+            try:
+                raw = b58decode(data)
+            except ValueError as exc:
+                raise SourceError(f"{iwhere} has data {shown(data)}, expected base58: {exc}") from None
+            ixs.append(InnerInstruction(
+                program_id_index=require(ix, "programIdIndex", "int", iwhere),
+                accounts=bytes(accounts),
+                data=raw,
+                # added in agave 1.16 (absent on older ledger entries, null when unknown)
+                stack_height=optional(ix, "stackHeight", "int", iwhere),
+            ))
+        out.append(InnerInstructions(index=require(group, "index", "int", gwhere), instructions=ixs))
+    return out
+
+
 def meta_from_rpc(meta: dict | None, *, where: str = "") -> TxMeta:
-    """A `meta` object of getTransaction/getBlock (base64 or json encoding) -> TxMeta."""
+    """A `meta` object of getTransaction/getBlock (base64 or json encoding) -> TxMeta.
+
+    `err` and `fee` are always sent. agave's serializer may skip innerInstructions, logMessages,
+    loadedAddresses and computeUnitsConsumed (`OptionSerializer::Skip`: not recorded on old ledger
+    entries, loadedAddresses only with maxSupportedTransactionVersion), so these may be absent."""
     if meta is None:
         return TxMeta(status=TX_UNKNOWN)
+    mwhere = f"{where}: malformed transaction meta"
+    check(meta, "object", mwhere)
     try:
-        err = meta.get("err")
-        loaded = meta.get("loadedAddresses") or {}
-        inner = []
-        for group in meta.get("innerInstructions") or ():
-            ixs = []
-            for ix in group["instructions"]:
-                if "programIdIndex" not in ix:
-                    raise ValueError("inner instruction is in jsonParsed form; ask for base64 or json encoding")
-                ixs.append(InnerInstruction(
-                    program_id_index=int(ix["programIdIndex"]),
-                    accounts=bytes(ix["accounts"]),
-                    data=b58decode(ix["data"]),
-                    stack_height=ix.get("stackHeight"),
-                ))
-            inner.append(InnerInstructions(index=int(group["index"]), instructions=ixs))
-        logs = meta.get("logMessages")
+        err = require(meta, "err", "any", mwhere, nullable=True)
+        fee = require(meta, "fee", "int", mwhere)
+        # null when inner-instruction recording was off, per the RPC docs; absent when agave skips it
+        inner = _inner_instructions(optional(meta, "innerInstructions", "list", mwhere) or [], mwhere)
+        logs = optional(meta, "logMessages", "list", mwhere)  # null / absent: not recorded (kept as None)
+        if logs is not None and not all(isinstance(line, str) for line in logs):
+            raise SourceError(f"{mwhere} has logMessages that are not all strings")
+        writable: list = []
+        readonly: list = []
+        # absent for legacy transactions on old nodes and without maxSupportedTransactionVersion;
+        # transaction_from_rpc checks the count against the transaction's lookups
+        loaded = optional(meta, "loadedAddresses", "object", mwhere)
+        if loaded is not None:
+            lwhere = f"{mwhere} loadedAddresses"
+            writable = require(loaded, "writable", "list", lwhere)
+            readonly = require(loaded, "readonly", "list", lwhere)
+            if not all(isinstance(k, str) for k in writable + readonly):
+                raise SourceError(f"{lwhere} holds a key that is not a string")
         return TxMeta(
             status=TX_OK if err is None else TX_FAILED,
             err=err_text(err),
-            fee=meta.get("fee"),
-            loaded_writable=list(loaded.get("writable") or ()),
-            loaded_readonly=list(loaded.get("readonly") or ()),
+            fee=fee,
+            loaded_writable=list(writable),
+            loaded_readonly=list(readonly),
             inner_instructions=inner,
             log_messages=None if logs is None else list(logs),
-            compute_units=meta.get("computeUnitsConsumed"),
+            # absent on ledger entries from before it was recorded (agave skips it then)
+            compute_units=optional(meta, "computeUnitsConsumed", "int", mwhere),
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise SourceError(f"{where}: malformed transaction meta: {type(exc).__name__}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a safety net: checks above name fields
+        raise SourceError(f"{mwhere}: {type(exc).__name__}: {exc}") from None
 
 
 def versioned_transaction_from_rpc(encoded: Any, *, where: str = "") -> VersionedTransaction:
@@ -132,18 +227,39 @@ def versioned_transaction_from_rpc(encoded: Any, *, where: str = "") -> Versione
 
 def transaction_from_rpc(entry: dict, *, slot: int, index: int | None, block_time: int | None,
                          where: str = "") -> ChainTransaction:
-    """One `{transaction, meta, version}` entry (getBlock's transactions[] or getTransaction's result)."""
-    if not isinstance(entry, dict) or "transaction" not in entry:
+    """One `{transaction, meta, version}` entry (getBlock's transactions[] or getTransaction's result).
+
+    `meta` must be there (null means the node has no status for it: TX_UNKNOWN); `version` is sent only
+    when the request gave maxSupportedTransactionVersion and must then match the transaction. A v0
+    transaction's loadedAddresses must hold as many keys as its lookups name (else the account-key
+    filter would silently miss transactions)."""
+    check(entry, "object", f"{where}: transaction entry")
+    if "transaction" not in entry:
         raise SourceError(f"{where}: transaction entry without a 'transaction' field")
     vtx = versioned_transaction_from_rpc(entry["transaction"], where=where)
     if not vtx.signatures:
         raise SourceError(f"{where}: transaction without signatures")
+    meta = meta_from_rpc(require(entry, "meta", "object", f"{where}: transaction entry", nullable=True), where=where)
+    if "version" in entry:  # sent only with maxSupportedTransactionVersion
+        version = entry["version"]
+        if version not in ("legacy", 0) or isinstance(version, bool) or (version == "legacy") == is_v0(vtx):
+            raise SourceError(f"{where}: transaction entry has version {shown(version)}, but the transaction is "
+                              f"{'v0' if is_v0(vtx) else 'legacy'}")
+    if meta.status != TX_UNKNOWN and is_v0(vtx):
+        lookups = vtx.message.address_table_lookups
+        want_w = sum(len(bytes(lk.writable_indexes)) for lk in lookups)
+        want_r = sum(len(bytes(lk.readonly_indexes)) for lk in lookups)
+        if (len(meta.loaded_writable), len(meta.loaded_readonly)) != (want_w, want_r):
+            raise SourceError(
+                f"{where}: meta has {len(meta.loaded_writable)} writable + {len(meta.loaded_readonly)} readonly "
+                f"loadedAddresses, but the v0 transaction's lookups load {want_w} + {want_r} "
+                "(ask with maxSupportedTransactionVersion 0)")
     return ChainTransaction(
         signature=str(vtx.signatures[0]),
         slot=slot,
         index=index,
         transaction=vtx,
-        meta=meta_from_rpc(entry.get("meta"), where=where),
+        meta=meta,
         block_time=block_time,
     )
 
@@ -268,7 +384,7 @@ def synthetic_blockhash(slot: int) -> str:
 
 
 __all__ = [
-    "b58encode", "b58decode", "err_text", "meta_from_rpc", "versioned_transaction_from_rpc",
+    "b58encode", "b58decode", "shown", "check", "require", "optional", "err_text", "meta_from_rpc", "versioned_transaction_from_rpc",
     "transaction_from_rpc", "err_value", "meta_to_rpc", "ui_transaction", "transaction_to_rpc",
     "memo_of", "synthetic_blockhash", "is_v0",
 ]

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator
 
 from iq_etl.errors import SourceError
 from iq_etl.ingest.sources.rpc.client import RpcClient, history_commitment
-from iq_etl.ingest.sources.rpc.convert import err_text
+from iq_etl.ingest.sources.rpc.convert import check, err_text, require
 from iq_etl.warehouse.cursors import Cursor, CursorStore
 
 SIGNATURES_PAGE_LIMIT = 1000
@@ -25,6 +25,14 @@ class SignatureInfo:
     block_time: int | None
 
 
+def signature_info(entry: Any, where: str) -> SignatureInfo:
+    """One getSignaturesForAddress entry. `err` and `blockTime` are always sent (null when none/unknown)."""
+    check(entry, "object", where)
+    return SignatureInfo(require(entry, "signature", "str", where), require(entry, "slot", "int", where),
+                         err_text(require(entry, "err", "any", where, nullable=True)),
+                         require(entry, "blockTime", "int", where, nullable=True))
+
+
 def page_signatures(client: RpcClient, address: str, *, until: str | None = None, before: str | None = None,
                     max_pages: int | None = None, limit: int = SIGNATURES_PAGE_LIMIT) -> Iterator[list[SignatureInfo]]:
     """Pages of getSignaturesForAddress, newest first, each continuing `before` the last one's
@@ -37,11 +45,10 @@ def page_signatures(client: RpcClient, address: str, *, until: str | None = None
         if until:
             cfg["until"] = until
         result = client.call("getSignaturesForAddress", [address, cfg])
-        if not isinstance(result, list):
-            raise SourceError(f"getSignaturesForAddress({address}) at {client.url_redacted}: expected a list")
+        where = f"getSignaturesForAddress({address}) at {client.url_redacted}"
+        check(result, "list", f"{where}: result")
         pages += 1
-        page = [SignatureInfo(e["signature"], int(e["slot"]), err_text(e.get("err")), e.get("blockTime"))
-                for e in result]
+        page = [signature_info(e, f"{where}: entry {i}") for i, e in enumerate(result)]
         client.stats.add(signatures_paged=len(page))
         yield page
         if len(page) < limit:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 
 class TokenBucket:
@@ -26,11 +27,13 @@ class TokenBucket:
         self._stamp = clock()
         self._lock = threading.Lock()
 
-    def acquire(self, n: float = 1.0) -> float:
-        """Block until n tokens are taken; return the seconds waited."""
+    def acquire(self, n: float = 1.0, cancel: threading.Event | None = None) -> float:
+        """Block until n tokens are taken; return the seconds waited. Raises `Cancelled` when `cancel` is set."""
         waited = 0.0
         need = min(float(n), self.capacity)
         while True:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
             with self._lock:
                 now = self._clock()
                 self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
@@ -39,7 +42,10 @@ class TokenBucket:
                     self._tokens -= n
                     return waited
                 delay = (need - self._tokens) / self.rate
-            self._sleep(delay)
+            if cancel is not None and self._sleep is time.sleep:
+                cancel.wait(delay)
+            else:
+                self._sleep(delay)
             waited += delay
 
 
@@ -61,16 +67,16 @@ class _Limits:
         with self.lock:
             self.pause_until = max(self.pause_until, time.monotonic() + seconds)
 
-    def wait_for_budget(self, methods: Sequence[str]) -> float:
+    def wait_for_budget(self, methods: Sequence[str], cancel: threading.Event | None = None) -> float:
         """Sleep out any 429 pause, then take one token per call (its method named) from both buckets;
-        seconds waited."""
+        seconds waited. Raises `Cancelled` as soon as `cancel` is set."""
         waited = 0.0
         with self.lock:
             pause = self.pause_until - time.monotonic()
         if pause > 0:
-            time.sleep(pause)
+            _nap(pause, cancel)
         if self.bucket is not None:
-            waited += self.bucket.acquire(len(methods))
+            waited += self.bucket.acquire(len(methods), cancel)
         if self.method_rps:
             by_method: dict[str, int] = {}
             for method in methods:
@@ -80,8 +86,30 @@ class _Limits:
                     bucket = self.method_buckets.get(method)
                     if bucket is None:
                         bucket = self.method_buckets[method] = TokenBucket(self.method_rps)
-                waited += bucket.acquire(n)
+                waited += bucket.acquire(n, cancel)
         return waited
+
+    @contextmanager
+    def slot(self, cancel: threading.Event | None = None) -> Iterator[None]:
+        """One of the `concurrency` in-flight places; waiting for it ends with `Cancelled` when `cancel` is set."""
+        while not self.in_flight.acquire(timeout=0.1):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+        try:
+            yield
+        finally:
+            self.in_flight.release()
+
+
+class Cancelled(Exception):
+    """A wait for budget or a slot was given up because the work was cancelled."""
+
+
+def _nap(seconds: float, cancel: threading.Event | None) -> None:
+    if cancel is None:
+        time.sleep(seconds)
+    elif cancel.wait(seconds):
+        raise Cancelled()
 
 
 _LIMITS: dict[tuple, _Limits] = {}
@@ -105,8 +133,9 @@ class RpcStats:
     retries: int = 0               # calls sent again after a retryable failure
     http_429: int = 0
     http_5xx: int = 0
-    timeouts: int = 0
+    timeouts: int = 0              # connect/read timeouts and request deadlines
     dropped: int = 0               # connections closed or reset without a complete answer
+    connect_errors: int = 0        # connection refused, or the host name did not resolve
     retryable_rpc_errors: int = 0  # -32004 / -32005 / -32014 answers
     skipped_slots: int = 0
     signatures_paged: int = 0      # getSignaturesForAddress entries received (sources add these)

@@ -6,11 +6,12 @@ tx_index as the CAR source). Signatures given without a slot are located with `g
 from __future__ import annotations
 
 import threading
+from contextlib import closing
 from typing import Any, Iterable, Iterator, Mapping
 
 from iq_etl.errors import SourceError
 from iq_etl.ingest.sources.rpc.client import RpcClient, SkippedSlot, history_commitment
-from iq_etl.ingest.sources.rpc.convert import transaction_from_rpc
+from iq_etl.ingest.sources.rpc.convert import check, optional, require, transaction_from_rpc
 from iq_etl.solana.model import ChainBlock, ChainTransaction
 
 STATUSES_PER_CALL = 256
@@ -36,15 +37,17 @@ def locate_signatures(client: RpcClient, signatures: Iterable[str]) -> dict[str,
     chunks = [todo[i:i + STATUSES_PER_CALL] for i in range(0, len(todo), STATUSES_PER_CALL)]
     params = ([chunk, {"searchTransactionHistory": True}] for chunk in chunks)
     for chunk, result in zip(chunks, client.imap("getSignatureStatuses", params, batch_size=1)):
-        values = result.get("value") if isinstance(result, dict) else None
-        if not isinstance(values, list) or len(values) != len(chunk):
-            raise SourceError(f"getSignatureStatuses at {client.url_redacted}: expected {len(chunk)} statuses")
-        missing = [sig for sig, status in zip(chunk, values) if not status]
+        where = f"getSignatureStatuses at {client.url_redacted}"
+        check(result, "object", f"{where}: result")
+        values = require(result, "value", "list", f"{where}: result")
+        if len(values) != len(chunk):
+            raise SourceError(f"{where}: expected {len(chunk)} statuses, got {len(values)}")
+        missing = [sig for sig, status in zip(chunk, values) if status is None]  # null: not found (per the spec)
         if missing:
-            raise SourceError(f"getSignatureStatuses at {client.url_redacted}: {len(missing)} signature(s) not found, "
-                              f"e.g. {missing[0]}")
+            raise SourceError(f"{where}: {len(missing)} signature(s) not found, e.g. {missing[0]}")
         for sig, status in zip(chunk, values):
-            found[sig] = int(status["slot"])
+            check(status, "object", f"{where}: status of {sig}", nullable=True)
+            found[sig] = require(status, "slot", "int", f"{where}: status of {sig}")
     with _SLOT_CACHE_LOCK:
         if len(_SLOT_CACHE) + len(todo) > _SLOT_CACHE_MAX:
             _SLOT_CACHE.clear()
@@ -92,37 +95,48 @@ class RpcSignatureSource:
                                 "maxSupportedTransactionVersion": 0, "commitment": commitment}] for slot in slots)
         tx_results = self.client.imap("getTransaction", tx_params)
         block_results = self.client.imap("getBlock", block_params)
-        pos = 0
-        for slot, block_result in zip(slots, block_results):
-            if isinstance(block_result, SkippedSlot) or not isinstance(block_result, dict):
-                raise SourceError(f"getBlock({slot}) at {self.client.url_redacted}: no block for a slot that holds "
-                                  f"transaction {picked[pos][1]}")
-            order = {sig: i for i, sig in enumerate(block_result.get("signatures") or [])}
-            block = ChainBlock(slot=slot, parent_slot=block_result.get("parentSlot"),
-                               block_time=block_result.get("blockTime"), block_height=block_result.get("blockHeight"))
-            while pos < len(picked) and picked[pos][0] == slot:
-                sig = picked[pos][1]
-                result = next(tx_results)
-                pos += 1
-                block.transactions.append(self._transaction(sig, slot, result, order))
-            block.transactions.sort(key=lambda t: t.index)
-            block.transactions_seen = len(block.transactions)
-            yield block
+        with closing(tx_results), closing(block_results):  # leaving early stops both prefetches at once
+            pos = 0
+            for slot, block_result in zip(slots, block_results):
+                where = f"getBlock({slot}) at {self.client.url_redacted}"
+                if isinstance(block_result, SkippedSlot) or block_result is None:
+                    raise SourceError(f"{where}: no block for a slot that holds transaction {picked[pos][1]}")
+                check(block_result, "object", f"{where}: result")
+                # transactionDetails=signatures: the list is always sent (empty for an empty block)
+                sigs = require(block_result, "signatures", "list", f"{where}: block")
+                order = {}
+                for i, s in enumerate(sigs):
+                    order[check(s, "str", f"{where}: signature {i}")] = i
+                block = ChainBlock(slot=slot, parent_slot=require(block_result, "parentSlot", "int", f"{where}: block"),
+                                   block_time=require(block_result, "blockTime", "int", f"{where}: block", nullable=True),
+                                   block_height=require(block_result, "blockHeight", "int", f"{where}: block",
+                                                        nullable=True))
+                while pos < len(picked) and picked[pos][0] == slot:
+                    sig = picked[pos][1]
+                    result = next(tx_results)
+                    pos += 1
+                    block.transactions.append(self._transaction(sig, slot, result, order))
+                block.transactions.sort(key=lambda t: t.index)
+                block.transactions_seen = len(block.transactions)
+                yield block
 
     def _transaction(self, sig: str, slot: int, result: Any, order: Mapping[str, int]) -> ChainTransaction:
-        where = f"getTransaction({sig})"
+        where = f"getTransaction({sig}) at {self.client.url_redacted}"
         if result is None or isinstance(result, SkippedSlot):
-            raise SourceError(f"{where} at {self.client.url_redacted}: not found at commitment "
-                              f"{history_commitment(self.client)}")
-        if result.get("slot") != slot:
-            raise SourceError(f"{where}: the node says slot {result.get('slot')}, discovery said {slot}")
+            raise SourceError(f"{where}: not found at commitment {history_commitment(self.client)}")
+        check(result, "object", f"{where}: result")
+        node_slot = require(result, "slot", "int", f"{where}: result")
+        if node_slot != slot:
+            raise SourceError(f"{where}: the node says slot {node_slot}, discovery said {slot}")
         index = order.get(sig)
         if index is None:
             raise SourceError(f"{where}: not among the signatures of block {slot}")
-        stated = result.get("transactionIndex")  # newer nodes state it; it must agree with the block
-        if isinstance(stated, int) and stated != index:
+        # not in the RPC spec; some nodes state it, and then it must agree with the block
+        stated = optional(result, "transactionIndex", "int", f"{where}: result")
+        if stated is not None and stated != index:
             raise SourceError(f"{where}: transactionIndex {stated} but position {index} in block {slot}")
-        tx = transaction_from_rpc(result, slot=slot, index=index, block_time=result.get("blockTime"), where=where)
+        block_time = require(result, "blockTime", "int", f"{where}: result", nullable=True)
+        tx = transaction_from_rpc(result, slot=slot, index=index, block_time=block_time, where=f"getTransaction({sig})")
         if tx.signature != sig:
             raise SourceError(f"{where}: the node returned transaction {tx.signature}")
         self.client.stats.add(transactions_fetched=1)
