@@ -27,14 +27,14 @@ def test_markdown_escapes_chain_text_and_lists_sections():
                  "gaps": [{"first_slot": 6, "last_slot": 8, "slots": 3}], "gaps_total": 1},
     }
     markdown = status_markdown(report)
-    assert "| evil\\|key with newline | g3 | missing_chunks | 2/3 | 1 | 10-12 | 1 of 3 chunk(s) missing: 1 |" in markdown
+    assert "| evil\\|key with newline | g3 | missing_chunks | 2/3 | 1 | 10:12 | 1 of 3 chunk(s) missing: 1 |" in markdown  # S:E: pasteable into `iq-etl ingest`
     assert "| 6 | 8 | 3 |" in markdown and "2 uploads: 1 complete, 1 missing chunks" in markdown
     assert json.loads(render_status(report, "json"))["incomplete"][0]["missing_window_last_slot"] == 12
     import io
 
     out = io.StringIO()
     print_status(report, file=out)
-    assert "Scan coverage gaps" in out.getvalue() and "10-12" in out.getvalue()
+    assert "Scan coverage gaps" in out.getvalue() and "10:12" in out.getvalue()
 
 
 def test_cli_status_json_on_an_empty_warehouse(settings_env, tmp_path, monkeypatch, capsys):
