@@ -42,3 +42,14 @@ def test_a_broken_callback_does_not_stop_ingest(caplog):
     with IngestProgress(False, 10, heartbeat_s=0, on_progress=broken) as p:
         p.advance(10, _stats(0, 9, 1, 0, 0))
     assert any("progress callback failed" in r.getMessage() for r in caplog.records)
+
+
+def test_the_last_heartbeat_is_said_once(caplog):
+    now = [0.0]
+    with caplog.at_level(logging.INFO, logger="iq_etl.ingest.progress"):
+        with IngestProgress(False, 10, heartbeat_s=30, clock=lambda: now[0]) as p:
+            now[0] = 1
+            p.advance(10, _stats(0, 9, 5, 1, 1))
+            now[0] = 2
+            p.advance(0, _stats(0, 9, 5, 1, 1))  # the run's closing advance of a finished sub-range
+    assert len(caplog.records) == 1

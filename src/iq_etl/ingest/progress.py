@@ -66,6 +66,7 @@ class IngestProgress:
         self.slots = self.txs = self.matches = self.rows = 0
         self._range: tuple[int, int] | None = None
         self._base = (0, 0, 0)
+        self._finished = False
 
     def __enter__(self) -> "IngestProgress":
         if self.bar:
@@ -96,8 +97,10 @@ class IngestProgress:
             self._p.update(self._task, advance=max(slots, 0),
                            rate=f"{self.slots / elapsed:,.0f} slots/s  {self.txs / elapsed:,.0f} tx/s  "
                                 f"{self.matches:,} IQ matches")
-        if now - self.last_beat >= self.heartbeat_s or (self.slots >= self.total and self.last_beat != now):
+        finished = self.slots >= self.total and not self._finished
+        if now - self.last_beat >= self.heartbeat_s or finished:
             self.last_beat = now
+            self._finished = self._finished or finished
             report = self.report()
             if not self.bar:
                 log.info("%s", report.line())
