@@ -16,10 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from iq_etl.devchain.servers.reader_backend import Faults, serve_reader_backend
+from iq_etl.devchain.servers.reader_backend import Faults
 from iq_etl.export import export_ready
 
-from tests.support.export_rows import FAST, create_standin_mart, insert_rows, ledger_rows, many_uploads, reader_settings
+from tests.support.export_rows import FAST, insert_rows, ledger_rows, many_uploads, reader_settings
 
 TOKEN = "tok-DO-NOT-LEAK-hostile-0987654321"
 # One second per attempt, two attempts: a trickling backend costs about two seconds, not forever.
@@ -29,24 +29,6 @@ REFUSED_TOKEN = ("HTTP 401 Unauthorized: the backend refused the token; set IQ_R
 NO_TOKEN = "HTTP 401 Unauthorized: no token was sent; set IQ_READER_TOKEN (and check IQ_READER_ENDPOINT_PATH)"
 
 
-@pytest.fixture
-def backend():
-    servers = []
-
-    def start(**kwargs):
-        server = serve_reader_backend(**kwargs)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-
-
-@pytest.fixture
-def mart(warehouse):
-    create_standin_mart(warehouse)
-    return warehouse
 
 
 def _outcomes_settle(server, expected, timeout=3.0):

@@ -13,33 +13,15 @@ import logging
 import pytest
 
 from iq_etl.export import export_ready
-from iq_etl.devchain.servers.reader_backend import Faults, serve_reader_backend
+from iq_etl.devchain.servers.reader_backend import Faults
 from iq_etl.errors import IQEtlError
 
-from tests.support.export_rows import SESSION_A, SIG_TAIL, create_standin_mart, insert_rows, many_uploads, upload_row
+from tests.support.export_rows import SESSION_A, SIG_TAIL, insert_rows, many_uploads, upload_row
 from tests.support.export_rows import FAST, ledger_rows, reader_settings
 
 TOKEN = "tok-DO-NOT-LEAK-1234567890"
 
 
-@pytest.fixture
-def backend():
-    servers = []
-
-    def start(**kwargs):
-        server = serve_reader_backend(**kwargs)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-
-
-@pytest.fixture
-def mart(warehouse):
-    create_standin_mart(warehouse)
-    return warehouse
 
 
 def test_every_ready_upload_is_delivered_once_with_the_right_body(settings, mart, backend):
