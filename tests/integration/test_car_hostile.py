@@ -17,6 +17,7 @@ from iq_etl.devchain.servers.files import Faults, serve_files
 from iq_etl.errors import SourceError
 from iq_etl.ingest.sources.car.byte_range import HttpSource, preflight
 from iq_etl.ingest.sources.car.source import CarSource
+from tests.support.car_sections import sections as car_sections
 from tests.support.synthetic_car import build_synthetic_car
 
 FAST = {"backoff": 0.01, "retries": 2}
@@ -350,27 +351,10 @@ def test_credentials_never_reach_error_messages(files):
 
 # --- truncated and bit-flipped archives over HTTP ---------------------------------------------------
 
-def _sections(data: bytes):
-    def uvarint(p):
-        v = s = 0
-        while True:
-            b = data[p]
-            v |= (b & 0x7F) << s
-            p += 1
-            if b < 0x80:
-                return v, p
-            s += 7
-    n, p = uvarint(0)
-    pos, out = p + n, []
-    while pos < len(data):
-        n, p = uvarint(pos)
-        out.append((pos, p, p + 36, p + n))
-        pos = p + n
-    return out
 
 
 def _damaged(sample: bytes, how: str) -> bytes:
-    sections = _sections(sample)
+    sections = car_sections(sample)
     if how == "cut-at-boundary":
         return sample[:sections[len(sections) // 2][0]]
     if how.startswith("cut-"):

@@ -10,29 +10,11 @@ import pytest
 from iq_etl.errors import SourceError
 from iq_etl.ingest.sources.car.reader import CarFile, IncompleteRange
 from iq_etl.ingest.sources.car.source import CarSource
+from tests.support.car_sections import sections as car_sections
 
 NAME = "epoch-0-1.car"
 
 
-def _sections(data: bytes):
-    """(offset, cid start, node start, end) of every section, parsed independently."""
-    def uvarint(p):
-        v = s = 0
-        while True:
-            b = data[p]
-            v |= (b & 0x7F) << s
-            p += 1
-            if b < 0x80:
-                return v, p
-            s += 7
-    n, p = uvarint(0)
-    pos = p + n
-    out = []
-    while pos < len(data):
-        n, p = uvarint(pos)
-        out.append((pos, p, p + 36, p + n))
-        pos = p + n
-    return out
 
 
 def _read_all(path, **kw):
@@ -63,7 +45,7 @@ def test_truncated_copies(sample, tmp_path, cut):
 
 def test_truncated_at_a_section_boundary(sample, tmp_path):
     """Dropping whole trailing sections (the Subset root, or slots) is still caught."""
-    sections = _sections(sample)
+    sections = car_sections(sample)
     for keep in (len(sections) - 1, len(sections) - 200):
         path = tmp_path / NAME
         path.write_bytes(sample[:sections[keep][0]])
@@ -73,7 +55,7 @@ def test_truncated_at_a_section_boundary(sample, tmp_path):
 
 
 def test_truncation_reported_after_the_good_slots(sample, tmp_path):
-    sections = _sections(sample)
+    sections = car_sections(sample)
     path = tmp_path / NAME
     path.write_bytes(sample[:sections[len(sections) // 2][3] + 10])
     got = []
@@ -85,7 +67,7 @@ def test_truncation_reported_after_the_good_slots(sample, tmp_path):
 
 
 def test_bad_cid(sample, tmp_path):
-    off, p, _, _ = _sections(sample)[5]
+    off, p, _, _ = car_sections(sample)[5]
     data = bytearray(sample)
     data[p] = 0x07  # CID version 7
     path = tmp_path / NAME
@@ -97,7 +79,7 @@ def test_bad_cid(sample, tmp_path):
 
 
 def test_unexpected_node_kind(sample, tmp_path):
-    off, _, d, _ = _sections(sample)[3]
+    off, _, d, _ = car_sections(sample)[3]
     data = bytearray(sample)
     data[d + 1] = 9
     path = tmp_path / NAME
@@ -109,7 +91,7 @@ def test_unexpected_node_kind(sample, tmp_path):
 
 
 def test_corrupt_transaction_bytes_fail_the_cid_check(sample, tmp_path):
-    tx = next(s for s in _sections(sample) if sample[s[2] + 1] == 0)
+    tx = next(s for s in car_sections(sample) if sample[s[2] + 1] == 0)
     data = bytearray(sample)
     data[tx[3] - 100] ^= 0x55  # inside the transaction's signature/message
     path = tmp_path / NAME
@@ -121,7 +103,7 @@ def test_corrupt_transaction_bytes_fail_the_cid_check(sample, tmp_path):
 
 
 def test_corrupt_block_node(sample, tmp_path):
-    block = next(s for s in _sections(sample) if sample[s[2] + 1] == 2)
+    block = next(s for s in car_sections(sample) if sample[s[2] + 1] == 2)
     data = bytearray(sample)
     data[block[2] + 2] = 0xFF  # a CBOR break where the slot should be
     path = tmp_path / NAME
@@ -132,7 +114,7 @@ def test_corrupt_block_node(sample, tmp_path):
 
 
 def test_corrupt_section_length(sample, tmp_path):
-    off = _sections(sample)[10][0]
+    off = car_sections(sample)[10][0]
     data = bytearray(sample)
     data[off:off + 2] = b"\xff\xff"  # a varint that claims a huge section
     path = tmp_path / NAME
@@ -143,7 +125,7 @@ def test_corrupt_section_length(sample, tmp_path):
 
 
 def test_verify_mode_checks_entries_too(sample, tmp_path):
-    entry = next(s for s in _sections(sample) if sample[s[2] + 1] == 1)
+    entry = next(s for s in car_sections(sample) if sample[s[2] + 1] == 1)
     data = bytearray(sample)
     data[entry[3] - 1] ^= 0x01  # inside the entry hash: not decoded by the normal walk
     path = tmp_path / NAME
@@ -172,4 +154,4 @@ def test_incomplete_range_is_a_source_error(fixtures_dir):
 
 def test_sections_decode_after_a_good_read(sample):
     # guard for the helpers above: the independent parser agrees with libipld
-    assert len(_sections(sample)) == len(libipld.decode_car(sample)[1])
+    assert len(car_sections(sample)) == len(libipld.decode_car(sample)[1])

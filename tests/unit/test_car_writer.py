@@ -17,6 +17,7 @@ from iq_etl.ingest.sources.car.format import (SLOT_RANGE_RECORD, crc64_iso, crc_
 from iq_etl.devchain.car_writer import CarWriter, Link, encode_dag_cbor
 from iq_etl.solana.model import TX_OK, TX_UNKNOWN, TxMeta
 from tests.support.synthetic_car import PROGRAM_KEY, build_synthetic_car, legacy_transfer, v0_with_lookups
+from tests.support.car_sections import header_span, sections
 
 EPOCH = 2
 SLOT0 = EPOCH * 432_000
@@ -25,25 +26,8 @@ SLOT0 = EPOCH * 432_000
 def _sections(path):
     """Independent parse with cbor2: (cid bytes, node) per section, after the header."""
     data = path.read_bytes()
-
-    def uvarint(p):
-        v = s = 0
-        while True:
-            b = data[p]
-            v |= (b & 0x7F) << s
-            p += 1
-            if b < 0x80:
-                return v, p
-            s += 7
-    n, p = uvarint(0)
-    header = cbor2.loads(data[p:p + n])
-    pos = p + n
-    out = []
-    while pos < len(data):
-        n, p = uvarint(pos)
-        out.append((data[p:p + 36], cbor2.loads(data[p + 36:p + n])))
-        pos = p + n
-    return header, out
+    start, end = header_span(data)
+    return cbor2.loads(data[start:end]), [(data[c:n], cbor2.loads(data[n:e])) for _, c, n, e in sections(data)]
 
 
 def _write(tmp_path, slots, **options):
