@@ -13,35 +13,21 @@ import json
 import sys
 
 from iq_etl.errors import IQEtlError
-from iq_etl.ingest.request import DEFAULTS, SOURCES
+from iq_etl.ingest.request import DEFAULTS
 from iq_etl.ingest.run import IngestSummary, run_ingest
 from iq_etl.ingest.request import IngestRequest
 from iq_etl.settings import load_settings
+from iq_etl.cli.commands.run import add_ingest_arguments
 from iq_etl.warehouse.client import close_client
 
 
 def register(sub) -> None:
     p = sub.add_parser("ingest", help="load IQ instructions from chain history into the warehouse",
                        description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    p.add_argument("slot_spec", nargs="?", metavar="SLOT_SPEC",
-                   help="S:E (inclusive slots), N (an epoch) or A-B (inclusive epochs); "
-                        "omit with --session-pda to discover the window")
-    p.add_argument("--source", choices=SOURCES, default=DEFAULTS.source)
-    p.add_argument("--car-url", metavar="TEMPLATE",
-                   help="CAR path/URL, may contain {epoch} (default IQ_CAR_URL or the Old Faithful bucket)")
-    p.add_argument("--rpc-url", help="Solana JSON-RPC URL (default IQ_RPC_URL / SOLANA_RPC_URL / mainnet)")
-    p.add_argument("--session-pda", metavar="A,B", help="only these session accounts; without SLOT_SPEC "
-                   "their slot window is discovered over RPC")
-    p.add_argument("--slot-padding", type=int, default=DEFAULTS.slot_padding, help="slots added on both sides of a discovered window")
-    p.add_argument("--max-signature-pages", type=int, default=DEFAULTS.max_signature_pages, help="getSignaturesForAddress pages per PDA (1000 each)")
-    p.add_argument("--threads", type=int, default=None, help="workers (default JETSTREAMER_THREADS or 1)")
-    p.add_argument("--program-id", action="append", default=[], metavar="ID",
-                   help="also ingest this program id (e.g. a development chain's extra programs); repeatable")
+    add_ingest_arguments(p)  # the options `iq-etl run` shares, declared once
     p.add_argument("--subrange-slots", type=int, default=DEFAULTS.subrange_slots, help="slots per resumable sub-range")
     p.add_argument("--batch-rows", type=int, default=DEFAULTS.batch_rows, help="rows per insert")
     p.add_argument("--flush-interval", type=float, default=DEFAULTS.flush_interval_s, help="seconds between flushes at most")
-    p.add_argument("--resume", action=__import__("argparse").BooleanOptionalAction, default=DEFAULTS.resume,
-                   help="skip sub-ranges an earlier run completed (default on)")
     p.add_argument("--rpc-rps", type=float, default=None,
                    help="requests/s over all methods (default 9: under public mainnet RPC's 10/s per IP; 0: unlimited)")
     p.add_argument("--rpc-method-rps", type=float, default=None,

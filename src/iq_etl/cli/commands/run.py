@@ -22,14 +22,15 @@ from iq_etl.settings import Settings, load_settings
 
 def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("slot_spec", nargs="?", metavar="SLOT_SPEC",
-                   help="S:E (inclusive slots), N (an epoch) or A-B (inclusive epochs)")
+                   help="S:E (inclusive slots), N (an epoch) or A-B (inclusive epochs); "
+                        "omit with --session-pda to discover the window")
     p.add_argument("--source", choices=SOURCES, default=DEFAULTS.source)
-    p.add_argument("--car-url", metavar="TEMPLATE", help="CAR path/URL, may contain {epoch} (default IQ_CAR_URL)")
-    p.add_argument("--rpc-url", help="Solana JSON-RPC URL (default IQ_RPC_URL / SOLANA_RPC_URL)")
+    p.add_argument("--car-url", metavar="TEMPLATE", help="CAR path/URL, may contain {epoch} (default IQ_CAR_URL or the Old Faithful bucket)")
+    p.add_argument("--rpc-url", help="Solana JSON-RPC URL (default IQ_RPC_URL / SOLANA_RPC_URL / mainnet)")
     p.add_argument("--session-pda", metavar="A,B", help="only these session accounts; without SLOT_SPEC their "
                    "window is discovered over RPC (default IQ_SESSION_PDA_LIST)")
     p.add_argument("--slot-padding", type=int, default=DEFAULTS.slot_padding, help="slots added on both sides of a discovered window")
-    p.add_argument("--max-signature-pages", type=int, default=DEFAULTS.max_signature_pages, help="getSignaturesForAddress pages per PDA")
+    p.add_argument("--max-signature-pages", type=int, default=DEFAULTS.max_signature_pages, help="getSignaturesForAddress pages per PDA (1000 each)")
     p.add_argument("--threads", type=int, default=None, help="ingest workers (default JETSTREAMER_THREADS or 1)")
     p.add_argument("--program-id", action="append", default=[], metavar="ID",
                    help="also ingest this program id (e.g. a development chain's extra program); repeatable")
