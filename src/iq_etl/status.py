@@ -1,5 +1,7 @@
-"""What the warehouse knows, for people: uploads by status and generation, the incomplete uploads
-with their missing chunk ranges, and the holes in scan coverage.
+"""What the warehouse knows, for people: uploads by status and generation, their verification
+(verified / mismatch / unverifiable, docs/protocol.md "Verification"; a mismatch is listed and
+never exported), the incomplete uploads with their missing chunk ranges, and the holes in scan
+coverage.
 
 `status_report(client)` reads the dbt marts (iq.session_completeness, iq.scan_coverage) and the
 raw ledgers, and returns a plain dict (JSON-ready). `status_markdown(report)` renders it as
@@ -15,12 +17,49 @@ from clickhouse_connect.driver import Client
 from iq_etl.warehouse.catalog import rows_as_dicts, table_exists
 
 STATUSES = ("complete", "missing_chunks", "awaiting_finalize", "conflicting_chunks", "total_mismatch")
+VERIFICATIONS = ("verified", "mismatch", "unverifiable")
 DEFAULT_INCOMPLETE_LIMIT = 20
+DEFAULT_MISMATCH_LIMIT = 50
 DEFAULT_GAP_LIMIT = 20
 
 
+def _has_column(client: Client, table: str, column: str) -> bool:
+    """A mart built before an upgrade may lack a newer column (until `transform --full-refresh`)."""
+    return bool(client.query(
+        "SELECT count() FROM system.columns WHERE database = 'iq' AND table = {t:String} AND name = {c:String}",
+        parameters={"t": table, "c": column}).result_rows[0][0])
+
+
+def _verification(client: Client, mismatch_limit: int) -> dict[str, Any]:
+    """Uploads by verification and generation, and the mismatches (uploads whose rebuilt bytes are
+    not what the chain commits to: never exported), each with its reason."""
+    if not _has_column(client, "session_completeness", "verification"):
+        return {"available": False, "totals": {}, "by_generation": [], "mismatches": [], "mismatches_total": 0}
+    rows = rows_as_dicts(client, """
+        SELECT verification, toString(generation) AS generation, count() AS uploads,
+               countIf(status = 'complete') AS complete, any(verification_reason) AS example_reason
+        FROM iq.session_completeness
+        GROUP BY verification, generation
+        ORDER BY verification, generation""")
+    totals = {v: 0 for v in VERIFICATIONS}
+    for row in rows:
+        row["uploads"], row["complete"] = int(row["uploads"]), int(row["complete"])
+        totals[row["verification"]] = totals.get(row["verification"], 0) + row["uploads"]
+    mismatches = [
+        {**r, "first_slot": int(r["first_slot"]), "last_slot": int(r["last_slot"])}
+        for r in rows_as_dicts(client, """
+            SELECT upload_key, toString(generation) AS generation, status, verification_reason,
+                   first_slot, last_slot
+            FROM iq.session_completeness
+            WHERE verification = 'mismatch'
+            ORDER BY last_slot DESC, upload_key
+            LIMIT {limit:UInt32}""", {"limit": mismatch_limit})]
+    return {"available": True, "totals": totals, "by_generation": rows, "mismatches": mismatches,
+            "mismatches_total": totals.get("mismatch", 0)}
+
+
 def status_report(client: Client, *, incomplete_limit: int = DEFAULT_INCOMPLETE_LIMIT,
-                  gap_limit: int = DEFAULT_GAP_LIMIT) -> dict[str, Any]:
+                  gap_limit: int = DEFAULT_GAP_LIMIT, mismatch_limit: int = DEFAULT_MISMATCH_LIMIT) -> dict[str, Any]:
     """A snapshot of upload completeness and scan coverage (plain JSON-ready values)."""
     report: dict[str, Any] = {
         "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -30,7 +69,8 @@ def status_report(client: Client, *, incomplete_limit: int = DEFAULT_INCOMPLETE_
     }
     if not report["models_built"]:
         report.update(totals={}, by_status_generation=[], incomplete=[], scan={"scanned": [], "gaps": []},
-                      ready_to_export=0)
+                      ready_to_export=0, verification={"available": False, "totals": {}, "by_generation": [],
+                                                       "mismatches": [], "mismatches_total": 0})
         return report
 
     by_group = rows_as_dicts(client, """
@@ -64,6 +104,8 @@ def status_report(client: Client, *, incomplete_limit: int = DEFAULT_INCOMPLETE_
             ORDER BY status = 'awaiting_finalize', chunks_missing DESC, last_slot DESC, upload_key
             LIMIT {limit:UInt32}""", {"limit": incomplete_limit})]
 
+    report["verification"] = _verification(client, mismatch_limit)
+
     scan: dict[str, Any] = {"scanned": [], "gaps": []}
     if table_exists(client, "scan_coverage"):
         for row in rows_as_dicts(client, """
@@ -79,10 +121,14 @@ def status_report(client: Client, *, incomplete_limit: int = DEFAULT_INCOMPLETE_
         scan["gaps"] = scan["gaps"][:gap_limit]
     report["scan"] = scan
     report["delivery"] = _deliveries(client)
+    # Complete, never delivered anywhere, and exportable: a verification mismatch never will be.
+    exportable = "verification != 'mismatch'" if report["verification"]["available"] else "1"
     report["ready_to_export"] = int(client.query(
-        "SELECT count() FROM iq.session_completeness WHERE status = 'complete'").result_rows[0][0]) \
+        f"SELECT count() FROM iq.session_completeness WHERE status = 'complete' AND {exportable}").result_rows[0][0]) \
         if not table_exists(client, "sessions_ready_to_export") else int(client.query(
-            "SELECT countIf(empty(delivered_targets)) FROM iq.sessions_ready_to_export").result_rows[0][0])
+            "SELECT countIf(empty(delivered_targets) AND "
+            + ("verification != 'mismatch'" if _has_column(client, "sessions_ready_to_export", "verification") else "1")
+            + ") FROM iq.sessions_ready_to_export").result_rows[0][0])
     return report
 
 
@@ -137,11 +183,22 @@ def _tables(report: dict[str, Any], terminal: bool = False) -> list[tuple[str, l
             row.append(r["status_reason"])
         incomplete_rows.append(row)
     scan = report.get("scan") or {}
+    verification = report.get("verification") or {}
     return [(
         "Uploads by status and generation",
         ["status", "generation", "uploads", "chunks present", "chunks missing"],
         [[r["status"], r["generation"], r["uploads"], r["chunks_present"], r["chunks_missing"]]
          for r in report["by_status_generation"]],
+    ), (
+        "Verification by generation",
+        ["verification", "generation", "uploads", "complete"] + ([] if terminal else ["why (one example)"]),
+        [[r["verification"], r["generation"], r["uploads"], r["complete"]] + ([] if terminal else [r["example_reason"]])
+         for r in verification.get("by_generation", [])],
+    ), (
+        "Verification mismatches (never exported)",
+        ["upload", "generation", "status", "slots", "why"],
+        [[m["upload_key"], m["generation"], m["status"], f"{m['first_slot']}:{m['last_slot']}", m["verification_reason"]]
+         for m in verification.get("mismatches", [])],
     ), (
         "Incomplete uploads (top)", incomplete_columns, incomplete_rows,
     ), (
@@ -161,11 +218,13 @@ def _summary_line(report: dict[str, Any]) -> str:
         return (f"{report['raw_instructions']} raw instructions, {report['undecoded_instructions']} undecoded; "
                 "the models are not built yet: run `iq-etl transform`")
     t = report["totals"]
+    v = (report.get("verification") or {}).get("totals") or {}
     scan = report.get("scan") or {}
     scanned = sum(r["slots"] for r in scan.get("scanned", []))
     return (f"{t.get('uploads', 0)} uploads: {t.get('complete', 0)} complete, {t.get('missing_chunks', 0)} missing "
             f"chunks, {t.get('awaiting_finalize', 0)} awaiting finalize, {t.get('conflicting_chunks', 0)} "
-            f"conflicting, {t.get('total_mismatch', 0)} total mismatch; {report.get('ready_to_export', 0)} complete "
+            f"conflicting, {t.get('total_mismatch', 0)} total mismatch; {v.get('verified', 0)} verified, "
+            f"{v.get('mismatch', 0)} verification mismatch (never exported); {report.get('ready_to_export', 0)} complete "
             f"and never delivered; {scanned} slots scanned, {scan.get('gaps_total', 0)} gap(s); "
             f"{report['undecoded_instructions']} undecoded instructions")
 

@@ -99,13 +99,14 @@ def test_export_view_has_the_contract_columns_and_reads_deliveries_at_query_time
         "upload_key", "generation", "program_id", "session_account", "session_id", "total_chunks", "chunk_count",
         "merkle_root", "method", "first_slot", "last_slot", "finalize_slot", "finalize_signature", "payload_base64",
         "sha256", "payload_length", "file_base64", "file_sha256", "decode_rule", "filename", "filetype", "metadata",
-        "delivered_targets"]
+        "verification", "verification_reason", "delivered_targets"]
     assert types["total_chunks"] == types["chunk_count"] == "UInt32"
     assert types["method"] == "Nullable(UInt8)" and types["finalize_slot"] == "Nullable(UInt64)"
     assert types["first_slot"] == types["last_slot"] == types["payload_length"] == "UInt64"
     assert types["delivered_targets"] == "Array(String)"
     assert all(types[c] == "String" for c in ("upload_key", "session_id", "merkle_root", "payload_base64", "sha256",
-                                              "file_base64", "file_sha256", "decode_rule", "filename", "metadata"))
+                                              "file_base64", "file_sha256", "decode_rule", "filename", "metadata",
+                                              "verification", "verification_reason"))
 
     g3_key = account("g3session")
     row = query_dicts(client, "SELECT * FROM iq.sessions_ready_to_export WHERE upload_key = {k:String}", {"k": g3_key})[0]

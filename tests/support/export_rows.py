@@ -25,7 +25,7 @@ CONTRACT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("finalize_signature", "String"), ("payload_base64", "String"), ("sha256", "String"),
     ("payload_length", "UInt64"), ("file_base64", "String"), ("file_sha256", "String"),
     ("decode_rule", "String"), ("filename", "String"), ("filetype", "String"), ("metadata", "String"),
-    ("delivered_targets", "Array(String)"),
+    ("verification", "String"), ("verification_reason", "String"), ("delivered_targets", "Array(String)"),
 )
 COLUMN_NAMES = [name for name, _ in CONTRACT_COLUMNS]
 
@@ -54,7 +54,8 @@ def upload_row(upload_key: str, joined: bytes, *, generation: str = "g2_pinocchi
                filetype: str = "txt", first_slot: int = 1000, session_account: str = SESSION_A,
                session_id: str = "00112233445566778899aabbccddeeff", merkle_root: str = "ab" * 32,
                method: int | None = 0, finalize_slot: int | None = 1010, finalize_signature: str = "finsig",
-               chunks: int = 3, delivered_targets: tuple[str, ...] = ()) -> dict[str, Any]:
+               chunks: int = 3, delivered_targets: tuple[str, ...] = (), verification: str = "unverifiable",
+               verification_reason: str = "G2 merkle_root algorithm is not public") -> dict[str, Any]:
     program = {"g1": G1_PROGRAM_ID, "g3": G3_PROGRAM_ID}.get(generation, G2_PROGRAM_ID)
     data, rule = file_bytes(joined)
     return {
@@ -66,6 +67,7 @@ def upload_row(upload_key: str, joined: bytes, *, generation: str = "g2_pinocchi
         "payload_length": len(joined), "file_base64": base64.b64encode(data).decode(),
         "file_sha256": hashlib.sha256(data).hexdigest(), "decode_rule": rule, "filename": filename,
         "filetype": filetype, "metadata": '{"filename": "%s"}' % filename.replace('"', "'"),
+        "verification": verification, "verification_reason": verification_reason,
         "delivered_targets": list(delivered_targets),
     }
 

@@ -70,3 +70,20 @@ def test_chain_text_read_as_bytes_is_decoded_leniently():
     row["filename"] = b"caf\xc3\xa9\xff.txt"
     upload = _upload(row)
     assert upload.filename == "café\ufffd.txt"
+
+
+def test_body_carries_the_verification_and_a_mismatch_is_never_sendable():
+    from iq_etl.export.body import verification_problem
+
+    row = upload_row(SIG_TAIL, b"piece one piece two", generation="g1", session_account="", session_id="",
+                     merkle_root="", verification="verified",
+                     verification_reason="G1 Merkle root of 2 piece(s) equals db_code_in offset")
+    body = build_body(_upload(row))
+    assert body["verification"] == "verified" and body["verification_reason"].startswith("G1 Merkle root")
+    assert verification_problem("verified", "", SIG_TAIL) is None
+    assert verification_problem("unverifiable", "G2 merkle_root algorithm is not public", SIG_TAIL) is None
+    refused = verification_problem("mismatch", "G1 Merkle root of the 2 piece(s) is X but db_code_in offset is Y",
+                                   SIG_TAIL)
+    assert refused is not None and refused.startswith("verification mismatch: G1 Merkle root") \
+        and refused.endswith("never exported")
+    assert verification_problem("", "", SIG_TAIL) is not None   # an unknown verdict is not sent either

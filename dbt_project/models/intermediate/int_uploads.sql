@@ -129,6 +129,7 @@ session_uploads as (
         length(f.declared_totals) > 1 as total_disagreement,
         -- content
         coalesce(f.merkle_root, '') as merkle_root,
+        '' as committed_root,
         coalesce(f.metadata, '') as metadata,
         s.seq as seq,
         -- slots and signatures
@@ -255,6 +256,8 @@ linked_uploads as (
         false as total_disagreement,
         -- content
         '' as merkle_root,
+        -- G1: db_code_in offset, the Merkle root of the pieces (docs/protocol.md, Verification)
+        if(i.generation = 'g1', i.offset, '') as committed_root,
         multiIf(
             i.metadata != '', i.metadata,
             i.generation = 'g1', toJSONString(map('handle', i.handle, 'type_field', i.type_field, 'offset', i.offset)),
@@ -321,6 +324,7 @@ inline_uploads as (
         false as total_disagreement,
         -- content
         '' as merkle_root,
+        '' as committed_root,
         metadata,
         CAST(NULL AS Nullable(UInt64)) as seq,
         -- slots and signatures
@@ -371,6 +375,7 @@ select
     CAST(expected_total AS Nullable(UInt32)) as expected_total,
     total_disagreement,
     merkle_root,
+    committed_root,
     metadata,
     JSONExtractString(metadata, 'filename') as filename,
     JSONExtractString(metadata, 'filetype') as filetype,

@@ -19,6 +19,10 @@
 --                       finalize yet) has no successful copy
 --   awaiting_finalize   no successful finalize / index / code-in seen yet, no gap (normal in flight)
 --   complete            otherwise: every index in [0, total) present, all copies of each identical
+-- Verification (docs/protocol.md, "Verification"): 'verified' / 'mismatch' when the upload's bytes
+-- can be checked against what the chain commits to (a complete G1 list: the Merkle root of its
+-- pieces against db_code_in offset), else 'unverifiable'; verification_reason says why. Export
+-- never sends a 'mismatch'.
 -- Incremental (delete+insert on refresh_group, as int_uploads): only the refresh groups whose
 -- uploads saw new rows since the previous build are recomputed.
 with
@@ -53,6 +57,26 @@ chunk_stats as (
     group by upload_key
 ),
 
+g1_pieces as (
+    -- the pieces of complete-looking G1 lists in walk order, as Merkle leaves (macros/verification.sql)
+    select
+        upload_key,
+        toUInt32(count()) as root_leaves,
+        arrayMap(leaf -> leaf.2, arraySort(leaf -> leaf.1,
+            groupArray((chunk_index, {{ g1_merkle_leaf('payload') }})))) as leaves
+    from {{ ref('int_session_chunks') }}
+    where upload_key in (
+            select upload_key from current_uploads
+            where generation = 'g1' and upload_shape = 'linked_list' and missing_piece_signature = '')
+      and copies_seen > 0
+    group by upload_key
+),
+
+g1_roots as (
+    select upload_key as g1_upload_key, root_leaves as g1_root_leaves, {{ g1_merkle_root('leaves') }} as g1_computed_root
+    from g1_pieces
+),
+
 uploads as (
     select
         u.*,
@@ -69,6 +93,16 @@ uploads as (
     left join chunk_stats as c on c.upload_key = u.upload_key
 ),
 
+rooted as (
+    -- a separate step: a third join under `u.*` above makes ClickHouse 26.9 lose upload_key
+    select
+        u.*,
+        toUInt32(coalesce(r.g1_root_leaves, 0)) as root_leaves,
+        coalesce(r.g1_computed_root, '') as computed_root
+    from uploads as u
+    left join g1_roots as r on r.g1_upload_key = u.upload_key
+),
+
 expected_totals as (
     select
         *,
@@ -79,7 +113,7 @@ expected_totals as (
             linked_walk_complete, toNullable(chunk_rows),
             expected_total) AS Nullable(UInt32)) as chunks_expected,
         linked_walk_complete and metadata_total is not null and metadata_total != chunk_rows as linked_total_differs
-    from uploads
+    from rooted
 ),
 
 measured as (
@@ -113,6 +147,14 @@ classified as (
             'complete') as status,
         arrayMap(g -> (toUInt32(g.1), toUInt32(g.2)), gaps) as missing_ranges
     from measured
+),
+
+verified as (
+    -- verification qualifies a status: only a complete G1 list can be checked (macros/verification.sql)
+    select
+        *,
+        {{ verification_verdict() }} as verification
+    from classified
 )
 
 select
@@ -147,6 +189,8 @@ select
             concat(toString(arraySum(arrayMap(g -> g.2 - g.1 + 1, gaps))), ' of ', toString(chunks_expected),
                    ' chunk(s) missing: ', {{ compact_ranges('missing_ranges') }}),
         '') as status_reason,
+    verification,
+    {{ verification_reason() }} as verification_reason,
     chunks_expected,
     toUInt32(length(present_in_range)) as chunks_present,
     chunks_beyond_total,
@@ -188,6 +232,8 @@ select
     missing_piece_failed,
     CAST(first_chunk_method AS Nullable(UInt8)) as method,
     merkle_root,
+    committed_root,
+    computed_root,
     metadata,
     filename,
     filetype,
@@ -200,4 +246,4 @@ select
     finalize_slot,
     finalize_signature,
     all_ingested_at as source_ingested_at
-from classified
+from verified

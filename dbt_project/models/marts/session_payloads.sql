@@ -5,6 +5,8 @@
 select
     upload_key,
     upload_group,
+    verification,
+    verification_reason,
     chunk_count,
     payload,
     payload_length,

@@ -4,6 +4,8 @@
 -- delivered_targets: the targets with a 'delivered' row in iq.exports (via stg_exports) for this
 -- (upload_key, sha256), read at query time. Export sends rows where
 -- NOT has(delivered_targets, {target:String}). filename/metadata are raw chain input (hostile).
+-- verification: a 'mismatch' row stays here so that export can list it, and export refuses it
+-- (never sends it; iq.exports records the refusal with verification_reason).
 with delivered as (
     select session_key, sha256, groupUniqArray(target) as delivered_targets
     from {{ ref('stg_exports') }}
@@ -34,6 +36,8 @@ select
     c.filename as filename,
     c.filetype as filetype,
     c.metadata as metadata,
+    c.verification as verification,
+    c.verification_reason as verification_reason,
     d.delivered_targets as delivered_targets
 from {{ ref('session_payloads') }} as p
 inner join {{ ref('session_completeness') }} as c on c.upload_key = p.upload_key

@@ -12,6 +12,7 @@
 -- for a linked list the index is the walk order from "Genesis".
 -- file bytes: the joined text after the IQ gateway's rule (docs/protocol.md §5): decode_rule says
 -- which of data_url / base64 / text applied.
+-- verification / verification_reason: copied from session_completeness (the G1 Merkle check).
 -- Incremental: whole upload groups whose completeness row changed since the previous build are
 -- recomputed and replaced (delete+insert on upload_group).
 with
@@ -24,7 +25,7 @@ changed_groups as (
 {% endif %}
 
 uploads as (
-    select upload_key, upload_group, status, chunks_expected, source_ingested_at
+    select upload_key, upload_group, status, verification, verification_reason, chunks_expected, source_ingested_at
     from {{ ref('session_completeness') }}
     {% if is_incremental() %}where upload_group in (select upload_group from changed_groups){% endif %}
 ),
@@ -50,6 +51,8 @@ reconstructed as (
         u.upload_key as upload_key,
         u.upload_group as upload_group,
         u.status as status,
+        u.verification as verification,
+        u.verification_reason as verification_reason,
         u.source_ingested_at as source_ingested_at,
         if(u.status = 'complete', j.joined_payload, '') as payload,
         if(u.status = 'complete', j.chunk_count, 0) as chunk_count
@@ -68,6 +71,8 @@ select
     upload_key,
     upload_group,
     status,
+    verification,
+    verification_reason,
     chunk_count,
     payload,
     toUInt64(length(payload)) as payload_length,

@@ -2,8 +2,9 @@
 
 Field names follow the seed plugin (docs/protocol.md §8) so the backend sees what it always saw; fields
 that do not apply to an upload's shape (a G3 session has no session_id, a linked list no merkle
-root...) are null. iq-etl adds `sha256`, `program_id`, `generation` and a few descriptive fields;
-extra fields are accepted by the backend.
+root...) are null. iq-etl adds `sha256`, `program_id`, `generation`, `verification` (verified /
+unverifiable: docs/protocol.md, "Verification") and a few descriptive fields; extra fields are
+accepted by the backend.
 """
 from __future__ import annotations
 
@@ -19,10 +20,15 @@ UPLOAD_COLUMNS: tuple[str, ...] = (
     "upload_key", "generation", "program_id", "session_account", "session_id", "total_chunks",
     "chunk_count", "merkle_root", "method", "first_slot", "last_slot", "finalize_slot",
     "finalize_signature", "payload_base64", "sha256", "payload_length", "file_base64", "file_sha256",
-    "decode_rule", "filename", "filetype", "metadata",
+    "decode_rule", "filename", "filetype", "metadata", "verification", "verification_reason",
 )
 # Free text from chain metadata: read as bytes (it may not be valid UTF-8) and decoded leniently.
 TEXT_FROM_CHAIN: tuple[str, ...] = ("filename", "filetype", "metadata")
+
+# `verification` values (docs/protocol.md, "Verification"): the mart's verdict on whether the rebuilt
+# bytes are the ones the chain commits to. A MISMATCH is never sent.
+VERIFIED, MISMATCH, UNVERIFIABLE = "verified", "mismatch", "unverifiable"
+VERIFICATIONS: tuple[str, ...] = (VERIFIED, MISMATCH, UNVERIFIABLE)
 
 # The seed's `reader_mode` named the G2 instruction layout. Other generations have no such mode.
 READER_MODE_BY_GENERATION = {"g2_pinocchio": "pinocchio", "g2_legacy": "legacy"}
@@ -60,6 +66,8 @@ class ReadyUpload:
     filename: str
     filetype: str
     metadata: str
+    verification: str
+    verification_reason: str
 
     @classmethod
     def from_row(cls, columns: Sequence[str], row: Sequence[Any]) -> "ReadyUpload":
@@ -87,6 +95,17 @@ def payload_problem(upload: ReadyUpload) -> str | None:
         return f"payload_base64 of {upload.upload_key} is not base64: {exc}"
     if len(joined) != upload.payload_length or hashlib.sha256(joined).hexdigest() != upload.sha256:
         return f"payload of {upload.upload_key} does not match its sha256/payload_length; not sent"
+    return None
+
+
+def verification_problem(verification: str, reason: str, upload_key: str) -> str | None:
+    """Why an upload must not be sent because of its verification (a mismatch: its bytes are not
+    what the chain commits to), or None. An unknown value is refused too: the mart and this code
+    disagree about the contract."""
+    if verification == MISMATCH:
+        return f"verification mismatch: {reason or 'the rebuilt bytes are not what the chain commits to'}; never exported"
+    if verification not in VERIFICATIONS:
+        return f"unknown verification {verification!r} for {upload_key}; not sent"
     return None
 
 
@@ -121,6 +140,9 @@ def build_body(upload: ReadyUpload, include_payload: bool = True) -> dict[str, A
         "decode_rule": _or_none(upload.decode_rule),
         "filename": _or_none(upload.filename),
         "filetype": _or_none(upload.filetype),
+        # verified / unverifiable (a mismatch is never sent) and why.
+        "verification": upload.verification,
+        "verification_reason": _or_none(upload.verification_reason),
     }
     if not include_payload:
         del body["payload_base64"]

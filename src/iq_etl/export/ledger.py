@@ -26,7 +26,7 @@ MART = "iq.sessions_ready_to_export"
 DELIVERED = "delivered"
 FAILED = "failed"          # this run gave up on the upload; a later run tries again
 RETRYING = "retrying"      # a transient failure; another attempt follows within the run
-REFUSED = "refused"        # not sent: over the size limit or the content does not match its sha256
+REFUSED = "refused"        # not sent: over the size limit, content not matching its sha256, or a verification mismatch
 DRY_RUN = "dry_run"        # `--dry-run`: would have been sent
 STATUSES = (DELIVERED, FAILED, RETRYING, REFUSED, DRY_RUN)
 
@@ -83,6 +83,8 @@ class Candidate:
     upload_key: str
     sha256: str
     payload_length: int
+    verification: str = "unverifiable"
+    verification_reason: str = ""
 
 
 def mart_exists(client: Client) -> bool:
@@ -90,12 +92,13 @@ def mart_exists(client: Client) -> bool:
 
 
 def pending_uploads(client: Client, target: str, limit: int | None = None) -> list[Candidate]:
-    """Complete uploads not yet delivered to `target`, oldest first.
+    """Complete uploads not yet delivered to `target`, oldest first, with their verification (the
+    runner refuses a 'mismatch' and records the refusal: it is listed, never sent).
 
     Besides the mart's `delivered_targets`, the ledger is consulted directly: the mart may be a
     table built before this process's last deliveries (dbt runs between exports, not after each)."""
     sql = f"""
-        SELECT upload_key, sha256, payload_length
+        SELECT upload_key, sha256, payload_length, verification, verification_reason
         FROM {MART}
         WHERE NOT has(delivered_targets, {{target:String}})
           AND (upload_key, sha256) NOT IN (
@@ -113,11 +116,11 @@ def pending_uploads(client: Client, target: str, limit: int | None = None) -> li
         raise WarehouseError(f"reading {MART}: {str(exc).strip().splitlines()[0][:300]}") from None
     seen: set[tuple[str, str]] = set()
     out: list[Candidate] = []
-    for key, sha, length in rows:
+    for key, sha, length, verification, reason in rows:
         if (key, sha) in seen:  # the same upload twice in the mart must still be sent once
             continue
         seen.add((key, sha))
-        out.append(Candidate(key, sha, int(length)))
+        out.append(Candidate(key, sha, int(length), str(verification), str(reason)))
     return out
 
 

@@ -33,7 +33,7 @@ from iq_etl.errors import IQEtlError, SettingsError
 from iq_etl.settings import Settings, read_dotenv
 
 from iq_etl.export import ledger
-from iq_etl.export.body import ReadyUpload, payload_problem
+from iq_etl.export.body import ReadyUpload, payload_problem, verification_problem
 from iq_etl.export.file_target import FileTarget
 from iq_etl.export.http_target import HttpTarget, RetryPolicy
 from iq_etl.export.ledger import DELIVERED, DRY_RUN, FAILED, REFUSED, RETRYING, AttemptOutcome, AttemptRecord, Candidate
@@ -105,7 +105,8 @@ class ExportSummary:
     selected: int = 0           # complete uploads not yet delivered to the target
     delivered: int = 0
     failed: int = 0
-    refused: int = 0            # over the size limit or content not matching its hash; not sent
+    refused: int = 0            # over the size limit, content not matching its hash, or a verification
+                                # mismatch (bytes not what the chain commits to); not sent
     would_send: int = 0         # dry run: uploads that a real run would send
     attempts: int = 0           # sends tried (HTTP requests or file writes), retries included
     retries: int = 0            # attempts that ended in 'retrying'
@@ -227,8 +228,11 @@ class _Run:
     def run(self, candidates: list[Candidate]) -> None:
         todo: deque[Candidate] = deque()
         for candidate in candidates:
-            if candidate.payload_length > self.options.max_bytes:
-                reason = f"payload of {candidate.payload_length} bytes exceeds the export limit of {self.options.max_bytes} bytes"
+            unverified = verification_problem(candidate.verification, candidate.verification_reason,
+                                              candidate.upload_key)
+            if unverified or candidate.payload_length > self.options.max_bytes:
+                reason = unverified or \
+                    f"payload of {candidate.payload_length} bytes exceeds the export limit of {self.options.max_bytes} bytes"
                 if self.summary.dry_run:
                     outcome = AttemptOutcome(DRY_RUN, error=f"would be refused: {reason}")
                     self.summary.refused += 1
@@ -256,8 +260,11 @@ class _Run:
             self.record(candidate.upload_key, candidate.sha256, candidate.payload_length, attempt, outcome)
 
         # The content must be what its hash says before anything leaves; a mismatch is a bug
-        # upstream, and sending it would deliver the wrong bytes under a "stable" key.
-        problem = payload_problem(upload)
+        # upstream, and sending it would deliver the wrong bytes under a "stable" key. A
+        # verification mismatch (checked when selected, again here in case the mart changed) is
+        # bytes the chain does not commit to: never sent.
+        problem = verification_problem(upload.verification, upload.verification_reason, upload.upload_key) \
+            or payload_problem(upload)
         if problem:
             refused = AttemptOutcome(REFUSED, error=problem)
             report(0, refused)
