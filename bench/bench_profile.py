@@ -142,7 +142,7 @@ def _package(filename: str, name: str) -> str:
     """Who owns a function: the top-level package under site-packages, `iq-etl`, the stdlib, or
     for C functions the object they are a method of."""
     if filename == "~":
-        for owner in ("chdb", "zstandard", "libipld", "solders", "_hashlib", "_json", "_io", "_thread", "select",
+        for owner in ("_walker", "chdb", "zstandard", "libipld", "solders", "_hashlib", "_json", "_io", "_thread", "select",
                       "_socket", "_pickle", "re", "posix", "msgpack"):
             if owner in name:
                 return f"C: {owner}"
@@ -186,18 +186,24 @@ def summarize(stats: pstats.Stats, top: int) -> dict:
 
 # --- child functions ----------------------------------------------------------------------------
 
-def profile_scan(chain: dict, top: int = TOP) -> dict:
+def profile_scan(chain: dict, top: int = TOP, scanner: str | None = None) -> dict:
+    """scanner: IQ_SCANNER for this run (python, native; None: the environment's)."""
+    import os
+
+    if scanner is not None:
+        os.environ["IQ_SCANNER"] = scanner
     from iq_etl.ingest.sources.car.source import CarSource
 
     c = Chain.from_json(chain)
     source = CarSource(c.template, wanted_keys=c.wanted_keys())
+    used = source.car_file(c.first_slot // common.SLOTS_PER_EPOCH).scanner_used
 
     def walk() -> int:
         return sum(b.transactions_seen for b in source.iter_blocks(c.first_slot, c.last_slot))
 
     with AllThreads() as prof:
         seen, wall, _ = timed(walk)
-    return {"stage": "CAR scan (reader + IQ pre-filter)", "wall_s": wall, "transactions": seen,
+    return {"stage": f"CAR scan (reader + IQ pre-filter, IQ_SCANNER={used})", "wall_s": wall, "transactions": seen,
             **summarize(prof.stats(), top)}
 
 
@@ -268,8 +274,10 @@ def run(quick: bool = False, top: int = TOP) -> list[str]:
     chain = common.ensure_chain(quick)
     common.warm_page_cache(chain.car_paths)
     transform = run_child("bench_profile:profile_transform", chain=chain.to_json(), top=top)
-    return [as_markdown(p) for name, p in transform.items() if isinstance(p, dict)] + [
-        as_markdown(run_child("bench_profile:profile_scan", chain=chain.to_json(), top=top))]
+    scans = [run_child("bench_profile:profile_scan", chain=chain.to_json(), top=top, scanner="python")]
+    if run_child("bench_scan:native_built")["available"]:
+        scans.append(run_child("bench_profile:profile_scan", chain=chain.to_json(), top=top, scanner="native"))
+    return [as_markdown(p) for name, p in transform.items() if isinstance(p, dict)] + [as_markdown(p) for p in scans]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,12 +1,15 @@
-"""1. CAR scan: iq-etl's streaming reader with the IQ pre-filter over the whole benchmark chain,
-against two floors measured in the same run:
+"""1. CAR scan: iq-etl's streaming reader with the IQ pre-filter over the whole benchmark chain, with
+each section walker (`IQ_SCANNER=python`, the pure-Python walk; `native`, the compiled walker when it
+is built), against two floors measured in the same run:
 
 - reading the CAR files' bytes (8 MiB readinto, page cache warm): MB/s;
 - `libipld.decode_car` on each whole file held in memory (decoding only is timed): transactions/s.
 
 Every run is a fresh child process (peak RSS per variant); variants are interleaved so load
-changes on the machine hit them alike. Targets: reader/decode_car >= 2.0 with flat
-memory, and >= 500,000 transactions/s on one core.
+changes on the machine hit them alike. Both walkers must keep the same candidates (checked here on
+the benchmark chain). Targets: pure-Python reader/decode_car >= 2.0 with flat memory and >= 500,000
+transactions/s on one core; compiled walker >= 1 GB/s and >= 5x decode_car. The lookup-table cache's
+hit rate (v0 transactions answered without decompressing their metadata) is reported.
 
     .venv/bin/python bench/bench_scan.py [--quick] [--repeats N]
 """
@@ -22,6 +25,8 @@ from common import Chain, Row, fmt, median, ratio_row, run_child, seconds_text, 
 
 DECODE_CAR_TARGET = 2.0
 TX_PER_S_TARGET = 500_000
+NATIVE_DECODE_CAR_TARGET = 5.0
+NATIVE_MB_S_TARGET = 1000.0
 
 
 # --- child functions ----------------------------------------------------------------------------
@@ -58,24 +63,34 @@ def decode_car_floor(paths: list[str]) -> dict:
     return {"seconds": seconds, "cpu_s": cpu, "bytes": nbytes, "transactions": transactions}
 
 
-def scan(chain: dict, wanted: bool = True, without_v0_check: bool = False) -> dict:
+def scan(chain: dict, wanted: bool = True, without_v0_check: bool = False, scanner: str | None = None) -> dict:
     """The reader as ingest uses it: CarSource over the epoch template, the IQ program ids as
-    wanted keys, every block of the chain's slot range.
+    wanted keys, every block of the chain's slot range. scanner: IQ_SCANNER for this run (None:
+    the environment's, default auto).
 
     without_v0_check (diagnostic, not a product mode): the reader's check of v0 transactions'
-    loaded addresses (decompressing their metadata) answers "no", to measure what that check
-    costs. It misses IQ calls made through lookup tables; its figures only explain the others."""
+    loaded addresses (lookup-table cache, else their metadata) answers "no", to measure what that
+    check costs. It misses IQ calls made through lookup tables; its figures only explain the others."""
+    import hashlib
+    import os
+
+    if scanner is not None:
+        os.environ["IQ_SCANNER"] = scanner
     from iq_etl.ingest.sources.car import prefilter as prefilter_module
     from iq_etl.ingest.sources.car import reader as car_module
     from iq_etl.ingest.sources.car.source import CarSource
 
     if without_v0_check:
-        if not hasattr(car_module, "_meta_verdict"):
+        if not hasattr(car_module, "_lut_verdict"):
             return {"unavailable": True}
-        # the walk calls it directly and through _quick_verdict: answer "no" in both modules
-        car_module._meta_verdict = prefilter_module._meta_verdict = lambda *args, **kwargs: 0
+        # the Python walk calls the cache check inline and the whole check through _quick_verdict:
+        # answer "no" in both places (the compiled walker is not patched: run this with python)
+        car_module._lut_verdict = lambda *args, **kwargs: 0
+        prefilter_module._v0_verdict = lambda *args, **kwargs: 0
     c = Chain.from_json(chain)
-    source = CarSource(c.template, wanted_keys=c.wanted_keys() if wanted else None)
+    keys = c.wanted_keys() if wanted else None
+    source = CarSource(c.template, wanted_keys=keys)
+    digest = hashlib.sha256()
 
     def walk() -> tuple[int, int, int]:
         seen = matched = blocks = 0
@@ -84,26 +99,40 @@ def scan(chain: dict, wanted: bool = True, without_v0_check: bool = False) -> di
                 blocks += 1
             seen += block.transactions_seen
             matched += len(block.transactions)
+            for t in block.transactions:
+                digest.update(f"{t.slot}:{t.index}:{t.signature};".encode())
         return seen, matched, blocks
 
     (seen, matched, blocks), wall, cpu = timed(walk)
     if seen != c.transactions:
         raise AssertionError(f"scan saw {seen} transactions, the chain has {c.transactions}")
+    used = source.car_file(c.first_slot // common.SLOTS_PER_EPOCH).scanner_used
+    lut = prefilter_module.lookup_cache(keys).stats() if keys else {}
     return {"seconds": wall, "cpu_s": cpu, "transactions": seen, "matched": matched, "blocks": blocks,
-            "bytes": c.car_bytes}
+            "bytes": c.car_bytes, "scanner": used, "candidates_digest": digest.hexdigest()[:16], "lookups": lut}
 
 
 # --- the measurement ----------------------------------------------------------------------------
 
+def native_built() -> dict:
+    from iq_etl.ingest.sources.car import scanner
+
+    return {"available": scanner.native_available(), "why": scanner.NATIVE_MISSING}
+
+
 def measure_scan(chain: Chain, repeats: int) -> dict[str, list[dict]]:
-    """Interleaved runs of the reader and both floors: {'scan': [...], 'read': [...], 'decode_car': [...]}."""
+    """Interleaved runs of both walkers and both floors:
+    {'read': [...], 'decode_car': [...], 'python': [...], 'native': [...], 'no_v0_check': [...]}."""
     common.warm_page_cache(chain.car_paths)
-    runs: dict[str, list[dict]] = {"read": [], "decode_car": [], "scan": [], "no_v0_check": []}
+    native = run_child("bench_scan:native_built")["available"]
+    runs: dict[str, list[dict]] = {"read": [], "decode_car": [], "python": [], "native": [], "no_v0_check": []}
     for _ in range(repeats):
         runs["read"].append(run_child("bench_scan:read_floor", paths=list(chain.car_paths)))
         runs["decode_car"].append(run_child("bench_scan:decode_car_floor", paths=list(chain.car_paths)))
-        runs["scan"].append(run_child("bench_scan:scan", chain=chain.to_json()))
-        diag = run_child("bench_scan:scan", chain=chain.to_json(), without_v0_check=True)
+        runs["python"].append(run_child("bench_scan:scan", chain=chain.to_json(), scanner="python"))
+        if native:
+            runs["native"].append(run_child("bench_scan:scan", chain=chain.to_json(), scanner="native"))
+        diag = run_child("bench_scan:scan", chain=chain.to_json(), without_v0_check=True, scanner="python")
         if not diag.get("unavailable"):
             runs["no_v0_check"].append(diag)
     return runs
@@ -118,8 +147,8 @@ def scan_rates(runs: list[dict]) -> dict[str, float]:
 
 
 def rows_from(chain: Chain, runs: dict[str, list[dict]]) -> list[Row]:
-    scan_r, read_r, dec_r = runs["scan"], runs["read"], runs["decode_car"]
-    s = scan_rates(scan_r)
+    py_r, nat_r, read_r, dec_r = runs["python"], runs["native"], runs["read"], runs["decode_car"]
+    s = scan_rates(py_r)
     read_mb_s = median([r["bytes"] / r["seconds"] / 1e6 for r in read_r])
     dec_tx_s = median([r["transactions"] / r["seconds"] for r in dec_r])
     dec_cpu = median([r["transactions"] / r["cpu_s"] for r in dec_r])
@@ -127,36 +156,60 @@ def rows_from(chain: Chain, runs: dict[str, list[dict]]) -> list[Row]:
     if dec_r and dec_r[0]["transactions"] != chain.transactions:
         raise AssertionError(f"decode_car found {dec_r[0]['transactions']} transactions, chain has {chain.transactions}")
     m = "1 CAR scan"
-    n = len(scan_r)
+    n = len(py_r)
     size = f"{chain.transactions:,} tx, {chain.car_bytes / 1e6:.0f} MB, {len(chain.car_paths)} file(s), {n} runs"
     vs_dec = s["tx_s"] / dec_tx_s
     vs_read = s["mb_s"] / read_mb_s
-    return [
+    lut = py_r[0].get("lookups") or {}
+    rows = [
         Row(m, "iq-etl reader + IQ pre-filter", f"{fmt(s['tx_s'])} tx/s",
-            f"{fmt(s['mb_s'])} MB/s; {fmt(s['tx_cpu_s'])} tx per CPU-s; {seconds_text([r['seconds'] for r in scan_r])}; peak RSS {s['rss']:.0f} MB; "
-            f"{scan_r[0]['matched']} candidates kept; {size}",
+            f"pure-Python walk (IQ_SCANNER=python); {fmt(s['mb_s'])} MB/s; {fmt(s['tx_cpu_s'])} tx per CPU-s; {seconds_text([r['seconds'] for r in py_r])}; peak RSS {s['rss']:.0f} MB; "
+            f"{py_r[0]['matched']} candidates kept; {size}",
             f"≥ {TX_PER_S_TARGET:,} tx/s", s["tx_s"] >= TX_PER_S_TARGET),
         Row(m, "floor: read the bytes", f"{fmt(read_mb_s)} MB/s",
             f"{seconds_text([r['seconds'] for r in read_r])} (8 MiB readinto, page cache)"),
         Row(m, "floor: libipld.decode_car in memory", f"{fmt(dec_tx_s)} tx/s",
             f"{fmt(dec_cpu)} tx per CPU-s; {seconds_text([r['seconds'] for r in dec_r])} decoding; "
             f"peak RSS {dec_rss:.0f} MB (whole file in memory)"),
-        ratio_row(m, "reader / decode_car (tx/s)", vs_dec, f"≥ {DECODE_CAR_TARGET}", vs_dec >= DECODE_CAR_TARGET,
-                  f"peak RSS reader {s['rss']:.0f} MB vs decode_car {dec_rss:.0f} MB"),
+        ratio_row(m, "reader / decode_car (tx/s)", vs_dec, f"≥ {DECODE_CAR_TARGET}",
+                  vs_dec >= DECODE_CAR_TARGET, f"pure-Python walk; peak RSS reader {s['rss']:.0f} MB vs decode_car {dec_rss:.0f} MB"),
         ratio_row(m, "reader / read floor (MB/s)", vs_read, detail="share of raw read speed the reader keeps"),
-    ] + _diagnostic_rows(m, runs["no_v0_check"], scan_r, dec_tx_s, dec_cpu)
+    ]
+    if lut:
+        rows.append(Row(m, "lookup-table cache hit rate", f"{lut['hit_rate']:.2%}",
+                        f"{lut['v0_checked']:,} v0 transactions checked, {lut['metadata_decompressed']:,} needed their "
+                        f"metadata decompressed; {lut['tables']} tables learned (one cold scan)"))
+    if nat_r:
+        nr = scan_rates(nat_r)
+        vs_dec_n = nr["tx_s"] / dec_tx_s
+        same = {r["candidates_digest"] for r in nat_r} == {r["candidates_digest"] for r in py_r} \
+            and nat_r[0]["matched"] == py_r[0]["matched"]
+        rows += [
+            Row(m, "iq-etl reader + IQ pre-filter, compiled walker (IQ_SCANNER=native)", f"{fmt(nr['mb_s'])} MB/s",
+                f"{fmt(nr['tx_s'])} tx/s; {fmt(nr['tx_cpu_s'])} tx per CPU-s; {seconds_text([r['seconds'] for r in nat_r])}; "
+                f"peak RSS {nr['rss']:.0f} MB; {nat_r[0]['matched']} candidates kept, "
+                f"{'the same as' if same else 'DIFFERENT FROM'} the pure-Python walk's",
+                f"≥ {NATIVE_MB_S_TARGET:,.0f} MB/s", nr["mb_s"] >= NATIVE_MB_S_TARGET and same),
+            ratio_row(m, "compiled walker / decode_car (tx/s)", vs_dec_n, f"≥ {NATIVE_DECODE_CAR_TARGET}",
+                      vs_dec_n >= NATIVE_DECODE_CAR_TARGET,
+                      f"compiled / pure Python {nr['tx_s'] / s['tx_s']:.2f}x; compiled / read floor "
+                      f"{nr['mb_s'] / read_mb_s:.2f}x"),
+        ]
+    else:
+        rows.append(Row(m, "compiled walker (IQ_SCANNER=native)", "not built", "no C compiler at install time"))
+    return rows + _diagnostic_rows(m, runs["no_v0_check"], py_r, dec_tx_s, dec_cpu)
 
 
 def _diagnostic_rows(m: str, runs: list[dict], scan_r: list[dict], dec_tx_s: float, dec_cpu: float) -> list[Row]:
-    """What the v0 lookup-table check costs: the same walk with it answering "no"."""
+    """What the v0 lookup-table check costs the pure-Python walk: the same walk with it answering "no"."""
     if not runs:
         return []
     d = scan_rates(runs)
     share = 1 - median([r["cpu_s"] for r in runs]) / median([r["cpu_s"] for r in scan_r])
-    return [Row(m, "diagnostic: reader without the v0 lookup-table check", f"{fmt(d['tx_s'])} tx/s",
+    return [Row(m, "diagnostic: pure-Python reader without the v0 lookup-table check", f"{fmt(d['tx_s'])} tx/s",
                 f"{fmt(d['tx_cpu_s'])} tx per CPU-s = {d['tx_s'] / dec_tx_s:.2f}x decode_car by wall, "
-                f"{d['tx_cpu_s'] / dec_cpu:.2f}x by CPU; the check (decompressing every v0 transaction's "
-                f"metadata) takes {share:.0%} of the reader's CPU time. Not a product mode: it would miss IQ "
+                f"{d['tx_cpu_s'] / dec_cpu:.2f}x by CPU; the check (lookup-table cache, metadata on a miss) "
+                f"takes {share:.0%} of the reader's CPU time. Not a product mode: it would miss IQ "
                 f"calls through lookup tables")]
 
 

@@ -2,7 +2,8 @@
 
   inspect <path or URL> [--slots S:E] [--json]   node counts, slots, transactions per slot
   index <path> [--force]                        write epoch-{N}-slot-ranges.raw for seeking
-  scan <path, URL or template> --slots SPEC     stream blocks with the IQ pre-filter, print throughput
+  scan <path, URL or template> --slots SPEC     stream blocks with the IQ pre-filter, print throughput and the
+                                                section walker that ran (IQ_SCANNER=python|native|auto)
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from iq_etl.errors import IQEtlError
 
@@ -127,7 +129,7 @@ def run_scan(args) -> int:
 
     from iq_etl.ingest.sources.car.source import CarSource
     from iq_etl.ingest.sources.car.reader import IncompleteRange
-    from iq_etl.solana.slots import parse_slot_spec
+    from iq_etl.solana.slots import epoch_of, parse_slot_spec
 
     first, last = parse_slot_spec(args.slots)
     keys = None
@@ -142,6 +144,9 @@ def run_scan(args) -> int:
 
             keys = [bytes(Pubkey.from_string(k)) for k in load_settings().program_ids]
     source = CarSource(args.location, wanted_keys=keys, use_index=not args.no_index)
+    from iq_etl.ingest.sources.car import prefilter
+
+    scanner = source.car_file(epoch_of(first) if source.is_template else None).scanner_used
     blocks = skipped = seen = matched = 0
     incomplete = None
     started = time.perf_counter()
@@ -156,14 +161,20 @@ def run_scan(args) -> int:
     except IncompleteRange as exc:
         incomplete = str(exc)
     seconds = time.perf_counter() - started
-    result = {"blocks": blocks, "skipped_slots": skipped, "transactions_seen": seen, "transactions_matched": matched,
+    result: dict[str, Any] = {"blocks": blocks, "skipped_slots": skipped, "transactions_seen": seen, "transactions_matched": matched,
               "seconds": round(seconds, 3), "transactions_per_second": round(seen / seconds) if seconds else None,
-              "incomplete": incomplete}
+              "scanner": scanner, "incomplete": incomplete}
+    if keys:
+        result["lookup_tables"] = prefilter.lookup_cache(keys).stats()
     if args.json:
         print(json.dumps(result))
     else:
         print(f"{blocks:,} blocks, {skipped:,} skipped slots, {seen:,} transactions seen, {matched:,} matched "
-              f"in {seconds:.2f}s ({result['transactions_per_second'] or 0:,} tx/s)")
+              f"in {seconds:.2f}s ({result['transactions_per_second'] or 0:,} tx/s; scanner {scanner})")
+        lut = result.get("lookup_tables")
+        if lut and lut["v0_checked"]:
+            print(f"lookup-table cache: {lut['hit_rate']:.1%} of {lut['v0_checked']:,} v0 transactions answered "
+                  f"without decompressing their metadata ({lut['tables']:,} tables learned)")
         if incomplete:
             print(f"incomplete: {incomplete}")
     return 1 if incomplete else 0

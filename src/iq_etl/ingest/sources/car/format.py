@@ -6,7 +6,7 @@ import hashlib
 import os
 import struct
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 from iq_etl.solana.slots import SLOTS_PER_EPOCH, epoch_bounds
 
@@ -46,11 +46,21 @@ def _make_crc_table() -> list[int]:
 
 _CRC_TABLE = _make_crc_table()
 _MASK64 = (1 << 64) - 1
+try:
+    from iq_etl.ingest.sources.car._walker import crc64_iso as _crc64_native
+except ImportError:  # not built: the Python loop
+    _crc64_native = None
 
 
 def crc64_iso(data: bytes) -> int:
     """Unsigned CRC as Go's crc64.Checksum(data, MakeTable(ISO)). Only multi-frame payloads are
-    hashed (rare), so a table-driven loop is fast enough."""
+    hashed (rare): the compiled walker's loop when it is built, else a table-driven Python loop."""
+    if _crc64_native is not None:
+        return _crc64_native(data)
+    return _crc64_python(data)
+
+
+def _crc64_python(data: bytes) -> int:
     table = _CRC_TABLE
     crc = _MASK64
     for byte in data:
@@ -82,6 +92,40 @@ def write_slot_ranges(path: str | os.PathLike, epoch: int, ranges: Mapping[int, 
             f.write(SLOT_RANGE_RECORD.pack(offset, length))
     os.replace(tmp, path)
     return path
+
+
+class SlotSpan(NamedTuple):
+    """What a slot scan needs from the index records of first..last: the byte range [start, end)
+    holding every present slot, the last present slot (None: no block in the range) and how many
+    slots are present."""
+    first_slot: int
+    last_slot: int
+    start: int
+    end: int
+    last_present: int | None
+    present: int
+
+
+def slot_span(raw: bytes, first_slot: int) -> SlotSpan:
+    """One pass over the records (from first_slot on), without a Python object per slot: a whole
+    epoch's index (432,000 records, 5 MB) costs its bytes, not the 70 MB of a list of tuples."""
+    if len(raw) % SLOT_RANGE_RECORD.size:
+        raise ValueError(f"slot-ranges data of {len(raw)} bytes is not a whole number of 12-byte records")
+    start = end = 0
+    last = -1
+    present = 0
+    i = -1
+    for i, (off, length) in enumerate(SLOT_RANGE_RECORD.iter_unpack(raw)):
+        if length:
+            if not present or off < start:
+                start = off
+            if off + length > end:
+                end = off + length
+            last = i
+            present += 1
+    count = i + 1
+    return SlotSpan(first_slot, first_slot + count - 1, start, end,
+                    first_slot + last if present else None, present)
 
 
 def parse_slot_ranges(raw: bytes, first_slot: int) -> list[tuple[int, int, int]]:

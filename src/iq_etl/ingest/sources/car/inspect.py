@@ -58,13 +58,11 @@ def summarize(car: CarFile, first_slot: int | None = None, last_slot: int | None
     and then with the current byte offset."""
     start = end = None
     if first_slot is not None and last_slot is not None:
-        ranges = car.slot_ranges(first_slot, last_slot)
-        if ranges is not None:
-            present = [(off, ln) for _, off, ln in ranges if ln]
-            if not present:
+        span = car.slot_span(first_slot, last_slot)
+        if span is not None:
+            if span.last_present is None:
                 return CarSummary({k: 0 for k in KIND_NAMES}, None, None, {}, [], 0)
-            start = min(off for off, _ in present)
-            end = max(off + ln for off, ln in present)
+            start, end = span.start, span.end
     lo = first_slot if first_slot is not None else -1
     hi = last_slot if last_slot is not None else 2**63
     kinds = dict.fromkeys(KIND_NAMES, 0)

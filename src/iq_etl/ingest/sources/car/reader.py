@@ -7,13 +7,19 @@ pre-filter, with libipld.decode_dag_cbor on that one section. A slot's nodes com
 node (the last node of the slot), so only the current slot's candidate transactions and
 DataFrames are buffered.
 
-Pre-filter (`wanted_keys`, 32-byte keys): a transaction is a candidate when one of the keys occurs
-verbatim in its section (keys are searched once per read chunk with bytes.find, so the per-section
-cost is one comparison). A v0 transaction can name a program through an address lookup table: its
-loaded keys are only in the compressed metadata, so v0 transactions are checked against the
-decompressed metadata too. Multi-frame transactions are never rejected before reassembly.
-Candidates are fully decoded and kept only if a key is one of their account keys (static keys plus
-loaded addresses), the same rule every source applies.
+Pre-filter (`wanted_keys`, 32-byte keys): a transaction is a candidate when one of the keys is one
+of its message's static account keys (keys are searched once per read chunk with bytes.find, so the
+per-section cost is one comparison; with more than 16 keys the static keys are looked up in a set).
+A v0 transaction can name a program through an address lookup table: its loaded keys are only in
+the compressed metadata, so v0 transactions are checked through the lookup-table cache
+(prefilter.LookupCache), decompressing the metadata only when a lookup is unknown. Multi-frame
+transactions are never rejected before reassembly. Candidates are fully decoded and kept only if a
+key is one of their account keys (static keys plus loaded addresses), the same rule every source
+applies.
+
+The hot loop runs in the compiled walker (`_walker.c`) when it is built and `IQ_SCANNER` allows
+(scanner.py): it drops what this loop would drop and stops at every other section, which this
+loop then handles, so both give the same candidates and errors.
 
 With `epoch-{N}-slot-ranges.raw` next to the CAR the reader seeks straight to the first wanted
 slot and stops after the last; without it, it walks from the start and drops earlier slots without
@@ -45,18 +51,25 @@ from iq_etl.ingest.sources.car.format import (
     KIND_TRANSACTION,
     MAX_SECTION_BYTES,
     SLOT_RANGE_RECORD,
+    SlotSpan,
     crc64_iso,
     parse_slot_ranges,
     slot_ranges_name,
+    slot_span,
 )
 from iq_etl.ingest.sources.car.prefilter import (
     _TX_FRAME_1B,
     _TX_FRAME_2B,
     _find_all,
+    _lut_verdict,
     _mentions,
     _meta_verdict,
     _quick_verdict,
+    _section_hits,
+    _static_hit,
+    lookup_cache,
 )
+from iq_etl.ingest.sources.car.scanner import native_walk, resolve
 from iq_etl.ingest.sources.car.tx_meta import MetaError, decode_meta
 from iq_etl.solana.model import ChainBlock, ChainTransaction
 from iq_etl.solana.slots import epoch_bounds, epoch_of
@@ -141,8 +154,10 @@ class CarFile:
 
     def __init__(self, location: str, *, wanted_keys: Collection[bytes] | None = None,
                  source: ByteSource | None = None, read_size: int = READ_SIZE, verify_cids: bool = False,
-                 epoch: int | None = None, http_options: dict | None = None):
+                 epoch: int | None = None, http_options: dict | None = None, scanner: str | None = None):
+        """scanner: 'python', 'native' or 'auto' (None: `IQ_SCANNER`, default auto; see scanner.py)."""
         self.location = str(location)
+        self.scanner = resolve(scanner)
         self.http_options = http_options or {}
         self.source = source or open_byte_source(self.location, **self.http_options)
         self.name = self.source.name
@@ -159,6 +174,13 @@ class CarFile:
         m = _EPOCH_IN_NAME.search(self.name)
         self.epoch = epoch if epoch is not None else (int(m.group(1)) if m else None)
         self._header: CarHeader | None = None
+
+    @property
+    def scanner_used(self) -> str:
+        """The walker a slot scan of this file runs: the compiled one covers the key pre-filter with
+        few keys and unverified CIDs (what ingest does); everything else is the Python walk."""
+        fast = self.wanted is not None and len(self.wanted) <= _FEW_KEYS and not self.verify_cids
+        return "native" if self.scanner == "native" and fast else "python"
 
     # -- errors
     def _error(self, what: str, offset: int, slot_hint: str) -> SourceError:
@@ -191,15 +213,16 @@ class CarFile:
         return self._header
 
     # -- slot-ranges index
-    def slot_ranges(self, first_slot: int, last_slot: int) -> list[tuple[int, int, int]] | None:
-        """[(slot, offset, length)] for first..last from `epoch-{N}-slot-ranges.raw` next to the
-        CAR, or None when there is no such index (or the epoch of the file is unknown)."""
+    def _slot_index(self, first_slot: int, last_slot: int) -> tuple[bytes, int] | None:
+        """(raw records of first..last clipped to the file's epoch, first slot of them) from
+        `epoch-{N}-slot-ranges.raw` next to the CAR; None when there is no usable index (or the
+        epoch of the file is unknown); (b"", first) when the range misses the epoch."""
         if self.epoch is None:
             return None
         lo, hi = epoch_bounds(self.epoch)
         first, last = max(first_slot, lo), min(last_slot, hi)
         if first > last:
-            return []
+            return b"", first
         index = open_byte_source(sibling(self.location, slot_ranges_name(self.epoch)), **self.http_options)
         try:
             if not index.exists():
@@ -212,6 +235,25 @@ class CarFile:
         if len(raw) != (last - first + 1) * rec:
             log.warning("%s: slot-ranges index %s is short; scanning from the start", self.name, index.name)
             return None
+        return raw, first
+
+    def slot_span(self, first_slot: int, last_slot: int) -> SlotSpan | None:
+        """The byte range and last present slot of first..last from the slot-ranges index, parsed in
+        one pass (no object per slot); None when there is no index."""
+        got = self._slot_index(first_slot, last_slot)
+        if got is None:
+            return None
+        raw, first = got
+        return slot_span(raw, first)
+
+    def slot_ranges(self, first_slot: int, last_slot: int) -> list[tuple[int, int, int]] | None:
+        """[(slot, offset, length)] for first..last from `epoch-{N}-slot-ranges.raw` next to the
+        CAR, or None when there is no such index (or the epoch of the file is unknown). A list entry
+        per slot: for a whole epoch prefer `slot_span`."""
+        got = self._slot_index(first_slot, last_slot)
+        if got is None:
+            return None
+        raw, first = got
         return parse_slot_ranges(raw, first)
 
     # -- generic section walk (inspect, index, tests)
@@ -270,11 +312,11 @@ class CarFile:
         None bounds mean "whatever the file holds" (no coverage claims on that side). With a bound,
         raises IncompleteRange (after yielding what it had) when the data does not reach it and
         nothing says the missing slots are empty."""
-        ranges = None
+        span = None
         if use_index and first_slot is not None and last_slot is not None:
-            ranges = self.slot_ranges(first_slot, last_slot)
-        if ranges is not None:
-            yield from self._iter_indexed(ranges, first_slot, last_slot, yield_skipped)
+            span = self.slot_span(first_slot, last_slot)
+        if span is not None:
+            yield from self._iter_indexed(span, first_slot, last_slot, yield_skipped)
             return
         # Without an index, a full epoch file (its epoch known from its name) starts at the epoch's
         # first block, so slots before its first block are skipped; for other files nothing is known.
@@ -295,21 +337,19 @@ class CarFile:
             raise IncompleteRange(f"{self.name}: data ends before slot {last_slot} ({shown}; covers up to "
                                   f"{covered if covered is not None else 'nothing'})", covered)
 
-    def _iter_indexed(self, ranges, first_slot: int, last_slot: int, yield_skipped: bool) -> Iterator[ChainBlock]:
-        present = [(s, off, ln) for s, off, ln in ranges if ln]
-        if present:
-            start = min(off for _, off, _ in present)
-            end = max(off + ln for _, off, ln in present)
+    def _iter_indexed(self, span: SlotSpan, first_slot: int, last_slot: int,
+                      yield_skipped: bool) -> Iterator[ChainBlock]:
+        if span.last_present is not None:
             walk = _SlotWalk(self, first_slot, last_slot, yield_skipped, leading_gap_skipped=True)
-            yield from walk.run(start, end)
-            if walk.last_block_slot != present[-1][0]:
+            yield from walk.run(span.start, span.end)
+            if walk.last_block_slot != span.last_present:
                 raise IncompleteRange(
-                    f"{self.name}: slot-ranges index lists slot {present[-1][0]} but the data ended after "
+                    f"{self.name}: slot-ranges index lists slot {span.last_present} but the data ended after "
                     f"slot {walk.last_block_slot}", walk.last_block_slot)
-            after = present[-1][0] + 1
+            after = span.last_present + 1
         else:
             after = first_slot
-        covered_to = ranges[-1][0] if ranges else first_slot - 1
+        covered_to = span.last_slot if span.last_slot >= span.first_slot else first_slot - 1
         if yield_skipped:
             for s in range(after, covered_to + 1):
                 yield ChainBlock(slot=s, skipped=True)
@@ -352,6 +392,11 @@ class _SlotWalk:
         wanted = car.wanted
         few_keys = wanted is not None and len(wanted) <= _FEW_KEYS
         keyset = frozenset(wanted) if wanted is not None else frozenset()
+        cache = lookup_cache(keyset) if wanted is not None else None
+        walker = native_walk() if car.scanner_used == "native" else None
+        tables = cache.tables if cache is not None else {}
+        keys_blob = b"".join(wanted) if wanted is not None else b""
+        lut_checks = 0  # v0 transactions checked here or answered by the compiled walker (cache statistics)
         verify = car.verify_cids
         fast = few_keys and not verify
         first = self.first
@@ -360,6 +405,8 @@ class _SlotWalk:
         # One reused buffer: bytes [0, n) are valid; each refill moves the unread tail to the front
         # and reads into the rest (no per-chunk allocation, no page faults on fresh memory).
         buf = bytearray(max(car.read_size, 1 << 16))
+        starts = buf.startswith  # the buffer object never changes (refills write into it)
+        cid_prefix, txn_2b, txn_1b = CID_PREFIX, _TXN_2B, _TXN_1B
         n = 0
         base = start  # file offset of buf[0]
         pos = 0
@@ -377,10 +424,22 @@ class _SlotWalk:
             while True:
                 n1 = n - 1  # a section needs at least 2 bytes of varint lookahead in the buffer
                 while pos < n1:
+                    if walker is not None:
+                        # the compiled walker drops what this loop would drop and stops at the first
+                        # section that needs this loop (see _walker.c)
+                        pos, k, c, maybe_tx = walker(buf, pos, n, keys_blob, tables)
+                        seen += k
+                        lut_checks += c
+                        if pos >= n1:
+                            break
+                        # the wanted keys of this one section (a Block, frame... needs none)
+                        hits = _section_hits(buf, wanted, pos, n) if maybe_tx else []
+                        hi = 0
+                        next_hit = hits[0] if hits else inf
                     b0 = buf[pos]
-                    if b0 >= 0x80 and buf[pos + 1] < 0x80:
+                    if b0 >= 0x80 and (b1 := buf[pos + 1]) < 0x80:
                         p = pos + 2
-                        e = p + ((b0 & 0x7F) | (buf[pos + 1] << 7))
+                        e = p + ((b0 & 0x7F) | (b1 << 7))
                     elif b0 < 0x80:
                         p = pos + 1
                         e = p + b0
@@ -399,16 +458,16 @@ class _SlotWalk:
                     if e > n:
                         need = e - pos
                         break
-                    if buf.startswith(CID_PREFIX, p):
+                    if starts(cid_prefix, p):
                         d = p + 36
                         # Hot path (pre-filter on, few keys): a Transaction node whose data is a
                         # single DataFrame of 24..65535 bytes, i.e. nearly every transaction.
                         if not fast:
                             ts = 0
-                        elif buf.startswith(_TXN_2B, d):
+                        elif starts(txn_2b, d):
                             ts = d + 10
                             te = ts + (buf[d + 8] << 8 | buf[d + 9])
-                        elif buf.startswith(_TXN_1B, d):
+                        elif starts(txn_1b, d):
                             ts = d + 9
                             te = ts + buf[d + 8]
                         else:
@@ -419,20 +478,25 @@ class _SlotWalk:
                                 while next_hit < pos:
                                     hi += 1
                                     next_hit = hits[hi] if hi < len(hits) else inf
-                                if next_hit < e:
+                                if next_hit < e and _static_hit(buf, ts, te, e, hits, hi):
                                     cands.append((base + pos, bytes(buf[p:d]), bytes(buf[d:e]), seen - 1, False))
                                     pos = e
                                     continue
-                            # No wanted key in the section. One signature and a legacy message (all
+                            # No wanted key among the static keys. One signature and a legacy message (all
                             # keys static): rejected. v0: the metadata's loaded keys are checked.
                             if buf[ts] == 1 and te < e and (buf[te] == 0xF6 or buf[te] == 0x80):
                                 if buf[ts + 65] >= 0x80:
-                                    verdict = _meta_verdict(buf, te, e, wanted)
+                                    # _v0_verdict inlined (the most common check): the cache, else metadata
+                                    lut_checks += 1
+                                    verdict = _lut_verdict(buf, ts + 65, te, cache)
+                                    if verdict < 0:
+                                        cache.misses += 1
+                                        verdict = _meta_verdict(buf, te, e, wanted, None, cache, ts + 65)
                                     if verdict:
                                         cands.append((base + pos, bytes(buf[p:d]), bytes(buf[d:e]), seen - 1,
                                                       verdict == 2))
                             else:
-                                verdict = _quick_verdict(buf, d, e, wanted, None)
+                                verdict = _quick_verdict(buf, d, e, wanted, None, cache)
                                 if verdict:
                                     cands.append((base + pos, bytes(buf[p:d]), bytes(buf[d:e]), seen - 1,
                                                   verdict == 2))
@@ -456,9 +520,9 @@ class _SlotWalk:
                                 while next_hit < pos:
                                     hi += 1
                                     next_hit = hits[hi] if hi < len(hits) else inf
-                            verdict = 1 if next_hit < e else _quick_verdict(buf, d, e, wanted, None)
+                            verdict = 1 if next_hit < e else _quick_verdict(buf, d, e, wanted, None, cache)
                         else:
-                            verdict = _quick_verdict(buf, d, e, wanted, keyset)
+                            verdict = _quick_verdict(buf, d, e, wanted, keyset, cache)
                         if verdict:
                             cands.append((base + pos, bytes(buf[p:d]), bytes(buf[d:e]), seen - 1, verdict == 2))
                     elif kind == KIND_ENTRY or kind == KIND_REWARDS:
@@ -541,12 +605,14 @@ class _SlotWalk:
                 n = left + got
                 if not got:
                     eof = True
-                if few_keys:
+                if few_keys and walker is None:
                     hits = _find_all(buf, wanted, n)
                     hi = 0
                     next_hit = hits[0] if hits else inf
         finally:
             stream.close()
+            if lut_checks:
+                cache.checks += lut_checks
 
     # -- helpers (called per block / per candidate, not per section)
     def _decode(self, buf: bytes, d: int, e: int, offset: int, prev_slot: int | None):

@@ -317,6 +317,20 @@ def loaded_keys(plain: bytes) -> list[bytes]:
     return [bytes(v) for f, w, v in _iter_fields(plain, 0, len(plain)) if (f == 12 or f == 13) and w == 2]
 
 
+def loaded_addresses(plain: bytes) -> tuple[list[bytes], list[bytes]]:
+    """(writable, readonly) raw loaded addresses of decompressed protobuf metadata, in the order the
+    runtime loaded them: writable = each lookup's writable indexes, lookup after lookup; readonly alike.
+    Raises MetaError when the bytes are not a protobuf or an address is not 32 bytes."""
+    writable: list[bytes] = []
+    readonly: list[bytes] = []
+    for f, w, v in _iter_fields(plain, 0, len(plain)):
+        if w == 2 and (f == 12 or f == 13):
+            if len(v) != 32:
+                raise MetaError(f"loaded address of {len(v)} bytes, expected 32")
+            (writable if f == 12 else readonly).append(bytes(v))
+    return writable, readonly
+
+
 def encode_protobuf_meta(meta: TxMeta) -> bytes:
     parts: list[bytes] = []
     if meta.status == TX_FAILED:
