@@ -153,6 +153,18 @@ def validate_dsn(dsn: str, name: str = "IQ_CLICKHOUSE_DSN") -> str:
                         f"supported: {SUPPORTED_DSNS}")
 
 
+_DASK_ADDRESS = re.compile(r"^(tcp|tls)://[A-Za-z0-9.\-]+:[0-9]{1,5}$")
+
+
+def check_dask_address(address: str | None, name: str = "--dask-address") -> str | None:
+    """A Dask scheduler address, `tcp://HOST:PORT` (or tls://); None stays None."""
+    if address is None:
+        return None
+    if not _DASK_ADDRESS.match(address) or not 0 < int(address.rsplit(":", 1)[1]) < 65536:
+        raise SettingsError(f"{name}: {address!r} is not a Dask scheduler address like tcp://HOST:8786")
+    return address
+
+
 @dataclass(frozen=True)
 class Settings:
     program_ids: tuple[str, ...] = DEFAULT_PROGRAM_IDS
@@ -167,6 +179,7 @@ class Settings:
     clickhouse_cluster: str | None = None
     warehouse_lock_wait_s: float = 0.0
     threads: int = 1
+    dask_address: str | None = None        # IQ_DASK_ADDRESS: tcp://HOST:PORT of a Dask scheduler for ingest fan-out
     rpc_url: str = DEFAULT_RPC_URL
     rpc_url_configured: bool = False
     car_url: str = DEFAULT_CAR_URL
@@ -262,6 +275,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = No
         clickhouse_cluster=cluster,
         warehouse_lock_wait_s=lock_wait,
         threads=_positive_int(merged, "JETSTREAMER_THREADS", 1),
+        dask_address=check_dask_address(merged.get("IQ_DASK_ADDRESS", "").strip() or None, "IQ_DASK_ADDRESS"),
         rpc_url=rpc_url,
         rpc_url_configured=bool(rpc_raw),
         car_url=merged.get("IQ_CAR_URL", "").strip() or DEFAULT_CAR_URL,

@@ -4,6 +4,7 @@ the status artifact is published, and a second run delivers nothing again."""
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
@@ -57,7 +58,17 @@ def test_pipeline_exports_every_complete_upload_once(chain, tmp_path, monkeypatc
         arts = artifacts_of(state.state_details.flow_run_id)
         from iq_etl.orchestration.flows import PROGRESS_ARTIFACT_KEY
 
-        assert sorted(a.key for a in arts) == sorted([STATUS_ARTIFACT_KEY, PROGRESS_ARTIFACT_KEY])
+        from iq_etl.orchestration.artifacts import INCOMPLETE_ARTIFACT_KEY, REPORT_ARTIFACT_KEY
+
+        assert sorted(a.key for a in arts) == sorted([STATUS_ARTIFACT_KEY, PROGRESS_ARTIFACT_KEY,
+                                                      INCOMPLETE_ARTIFACT_KEY, REPORT_ARTIFACT_KEY])
+        # ... and the coverage report: a link to the page it wrote, a table of the incomplete uploads
+        link = next(a for a in arts if a.key == REPORT_ARTIFACT_KEY)
+        assert link.type == "markdown" and (tmp_path / "home" / "report" / "index.html").as_uri() in link.data
+        assert (tmp_path / "home" / "report" / "index.html").is_file()
+        table = next(a for a in arts if a.key == INCOMPLETE_ARTIFACT_KEY)
+        incomplete = {u.upload_key for u in manifest.uploads if u.expected_status != "complete"}
+        assert table.type == "table" and incomplete <= {row["upload_key"] for row in json.loads(table.data)}
         status_art = next(a for a in arts if a.key == STATUS_ARTIFACT_KEY)
         assert "complete" in status_art.data
         progress_art = next(a for a in arts if a.key == PROGRESS_ARTIFACT_KEY)

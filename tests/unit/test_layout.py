@@ -29,9 +29,10 @@ ALLOWED: dict[str, set[str]] = {
     "export": {"errors", "settings", "warehouse"},
     "reconcile": {"errors", "settings", "solana", "warehouse"},
     "status": {"errors", "settings", "warehouse", "output"},
-    "orchestration": PATH | {"reconcile", "status", "output"},
+    "report": {"errors", "settings", "solana", "warehouse", "output"},
+    "orchestration": PATH | {"reconcile", "status", "report", "output"},
     "devchain": PATH | {"reconcile", "status", "output", "orchestration"},
-    "cli": PATH | {"reconcile", "status", "output", "orchestration", "devchain"},
+    "cli": PATH | {"reconcile", "status", "report", "output", "orchestration", "devchain"},
 }
 
 

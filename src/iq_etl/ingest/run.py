@@ -7,36 +7,35 @@ the sub-range unmarked (or `partial`); rerunning the same command skips `done` s
 the rest. Raw tables are ReplacingMergeTree on the instruction's identity, so redone rows replace
 themselves: no row is lost or duplicated (read with FINAL).
 
-Parallelism: with `threads > 1` CAR sub-ranges are scanned in worker *processes* and RPC
-sub-ranges in threads. Measured (bench/RESULTS.md, "6 threads", quiet 10:27 run on 2 cores):
---threads 2 with processes ran 1.14x --threads 1 on the benchmark chain and 1.54x on the 10x chain,
-while a thread pool never beat one thread (0.83-0.98x): the reader's section walk is Python under
-one GIL. Processes pay ~1 s of start-up and pickle their rows back, so they only pay off when a core
-is free and sub-ranges are large; RPC work is I/O-bound, where threads overlap well.
-`worker_kind="thread"|"process"` overrides the choice. All writes go through the one warehouse
-client in the caller.
+Parallelism: sub-ranges go to a fan-out (iq_etl.ingest.fanout). With `threads > 1`, `PoolFanout`: CAR
+sub-ranges in worker *processes* (started before the set-up so their start overlaps it), RPC
+sub-ranges in threads; `worker_kind="thread"|"process"` overrides the choice. Measured (bench/RESULTS.md,
+"6 threads"; docs/SCALING.md): with the native walker the parent's inserts and ledger became the serial
+part, so finished sub-ranges are settled in groups (`_run_fanout`); --threads 2 then ran 1.74x --threads 1
+on the 10x chain on a quiet 2-core machine (1.2-1.3x with one flush and ledger insert each). A thread pool
+never beat one thread for CAR: the Python parts run under one GIL. The caller may pass another fan-out,
+e.g. the Dask one of iq_etl.orchestration.backfill (Prefect tasks on a Dask cluster), whose jobs insert
+their own rows when the warehouse is remote. With the embedded warehouse every row is written through
+the one client of this process.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import datetime as dt
 import logging
-import multiprocessing
-import os
-import signal
-import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 from clickhouse_connect.driver import Client
 
 from iq_etl.errors import IQEtlError, SourceError
-from iq_etl.ingest.decode import Extracted, InstructionFilter, extract
+from iq_etl.ingest.decode import Extracted, InstructionFilter
+from iq_etl.ingest.fanout import (  # noqa: F401 - scan_range, process_pool: this module's public names
+    Fanout, PoolFanout, SubrangeJob, process_pool, scan_range)
 from iq_etl.ingest.progress import IngestProgress
 from iq_etl.ingest.request import IngestRequest
-from iq_etl.ingest.sources.base import SOURCES, Source, SourceSpec, open_source
+from iq_etl.ingest.sources.base import SOURCES, SourceSpec, open_source
 from iq_etl.settings import Settings
 from iq_etl.solana.slots import SlotRange, covered, merge_ranges, parse_slot_spec, split_range
 from iq_etl.warehouse.client import get_client
@@ -56,6 +55,7 @@ class IngestSummary:
     transactions_seen: int = 0
     matches: int = 0
     rows_written: int = 0
+    remote_rows_written: int = 0     # of rows_written: inserted by fan-out workers into a remote warehouse
     undecoded: int = 0
     skipped_slots: int = 0
     skipped_ranges: int = 0          # sub-ranges already done by an earlier run (resume)
@@ -71,66 +71,17 @@ class IngestSummary:
         return asdict(self)
 
 
-# --- sources ----------------------------------------------------------------------------------
-
-
-def scan_range(source: Source, rng: SlotRange, filt: InstructionFilter, source_name: str, run_id: str,
-               sink: Callable[[Extracted, RangeStats], None], batch_rows: int) -> RangeStats:
-    """Scan one sub-range, handing rows to `sink` every `batch_rows` rows and at the end."""
-    stats = RangeStats(rng.first_slot, rng.last_slot)
-    out = Extracted()
-    t_read = time.perf_counter()
-    blocks: Iterator = iter(source.iter_blocks(rng.first_slot, rng.last_slot))
-    while True:
-        try:
-            block = next(blocks)
-        except StopIteration:
-            stats.read_s += time.perf_counter() - t_read
-            break
-        t_extract = time.perf_counter()
-        stats.read_s += t_extract - t_read
-        stats.last_slot_seen = block.slot
-        stats.slots_done += 1
-        if block.skipped:
-            stats.skipped_slots.append(block.slot)
-        stats.transactions_seen += block.transactions_seen
-        for tx in block.transactions:
-            stats.iq_matches += extract(tx, filt, source_name, run_id, out)
-        if len(out.rows) + len(out.undecoded) >= batch_rows:
-            stats.rows += len(out.rows)
-            stats.undecoded += len(out.undecoded)
-            sink(out, stats)
-            out = Extracted()
-        t_read = time.perf_counter()
-        stats.extract_s += t_read - t_extract
-    stats.rows += len(out.rows)
-    stats.undecoded += len(out.undecoded)
-    sink(out, stats)
-    return stats
-
-
-def _scan_in_worker(spec: SourceSpec, wanted: frozenset[bytes], rng: SlotRange, filt: InstructionFilter,
-                    run_id: str) -> tuple[Extracted, RangeStats]:
-    """Process/thread entry point: scan a whole sub-range and return its rows to the writer."""
-    source = open_source(spec, wanted)
-    collected = Extracted()
-
-    def keep(out: Extracted, _stats: RangeStats) -> None:
-        collected.rows.extend(out.rows)
-        collected.undecoded.extend(out.undecoded)
-
-    stats = scan_range(source, rng, filt, spec.kind, run_id, keep, batch_rows=1 << 62)
-    return collected, stats
-
-
 # --- the stage --------------------------------------------------------------------------------
 
-def run_ingest(settings: Settings, request: IngestRequest, *, client: Client | None = None) -> IngestSummary:
+def run_ingest(settings: Settings, request: IngestRequest, *, client: Client | None = None,
+               fanout: Fanout | None = None) -> IngestSummary:
     """Ingest the slot ranges of the request's slot spec (or its explicit ranges, or the window discovered
-    for its session PDAs) from its source into the warehouse. Returns the run's summary."""
-    source, slot_spec, session_pdas = request.source, request.slot_spec, list(request.session_pdas) or None
-    slot_padding, max_signature_pages, resume = request.slot_padding, request.max_signature_pages, request.resume
-    subrange_slots, batch_rows, rpc_options = request.subrange_slots, request.batch_rows, request.rpc_options
+    for its session PDAs) from its source into the warehouse. Returns the run's summary.
+
+    `fanout`: where sub-ranges are scanned (e.g. the Dask fan-out of iq_etl.orchestration); default: in
+    this process, or `PoolFanout` with `threads > 1`. A fan-out with `writes_remotely` lets its jobs
+    insert their own rows when the warehouse is remote; with the embedded one rows always come back here."""
+    source, session_pdas = request.source, list(request.session_pdas) or None
     if source not in SOURCES:
         raise IQEtlError(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
     started = time.perf_counter()
@@ -142,6 +93,30 @@ def run_ingest(settings: Settings, request: IngestRequest, *, client: Client | N
         settings = _with_session_pdas(settings, session_pdas)
     filt = InstructionFilter.from_settings(settings, request.extra_program_ids)
     summary = IngestSummary(run_id=run_id, source=source)
+    own_pool: list[PoolFanout] = []
+    if fanout is None and threads > 1 and _several_subranges(request):
+        # Started now: the workers' interpreter start and imports overlap the set-up below.
+        own_pool.append(make_fanout(threads, request.worker_kind, source).start())
+    try:
+        return _run(settings, request, client, fanout, summary, filt, run_id, rpc_url, car_url, session_pdas,
+                    started, threads, own_pool)
+    finally:
+        for pool in own_pool:
+            pool.close()
+
+
+def _several_subranges(request: IngestRequest) -> bool:
+    """Whether the request's explicit slots make more than one sub-range (discovered windows: unknown
+    yet, so no). Only then are `--threads` worker processes started before the sub-ranges are known."""
+    wanted = list(request.ranges) + ([parse_slot_spec(request.slot_spec)] if request.slot_spec else [])
+    return sum(len(split_range(r, request.subrange_slots)) for r in merge_ranges(wanted)) > 1
+
+
+def _run(settings, request, client, fanout, summary, filt, run_id, rpc_url, car_url, session_pdas, started,
+         threads, own_pool):
+    source, slot_spec = request.source, request.slot_spec
+    slot_padding, max_signature_pages, resume = request.slot_padding, request.max_signature_pages, request.resume
+    subrange_slots, batch_rows, rpc_options = request.subrange_slots, request.batch_rows, request.rpc_options
 
     wanted_ranges: list[SlotRange] = list(request.ranges)
     sig_slots: dict[str, int] = {}
@@ -193,14 +168,23 @@ def run_ingest(settings: Settings, request: IngestRequest, *, client: Client | N
     wanted = filt.wanted_keys()
     with IngestProgress(request.progress, total_slots, heartbeat_s=request.heartbeat_s,
                         on_progress=request.on_progress) as bar:
-        if threads <= 1 or len(todo) <= 1:
+        if fanout is None and threads > 1 and len(todo) > 1:
+            fanout = own_pool[0] if own_pool else make_fanout(threads, request.worker_kind, source).start()
+            if not own_pool:
+                own_pool.append(fanout)
+        elif own_pool:
+            fanout = own_pool[0]
+        if fanout is None or (len(todo) <= 1 and isinstance(fanout, PoolFanout)):
             src = open_source(spec, wanted)
             for sub in todo:
                 _run_subrange_inline(src, sub, filt, spec, run_id, client, writer, summary, bar, batch_rows)
-        else:
-            _run_parallel(spec, wanted, todo, filt, run_id, client, writer, summary, bar, threads, request.worker_kind)
-    summary.rows_written = writer.rows_written
-    summary.insert_s = writer.insert_s
+        elif todo:
+            remote = fanout.writes_remotely and not settings.embedded
+            job = SubrangeJob(spec, wanted, filt, run_id, write_settings=settings if remote else None,
+                              batch_rows=batch_rows)
+            _run_fanout(fanout, job, todo, client, writer, summary, bar)
+    summary.rows_written = writer.rows_written + summary.remote_rows_written
+    summary.insert_s += writer.insert_s
     summary.by_kind = count_by_kind(client, run_id)
     summary.seconds = time.perf_counter() - started
     summary.incomplete = any(r["status"] != "done" for r in summary.ranges)
@@ -265,64 +249,80 @@ def preflight(spec: SourceSpec, first_slot: int) -> None:
             client.preflight()
 
 
-def process_pool(workers: int) -> cf.ProcessPoolExecutor:
-    """Worker processes that end with this process, even when it is SIGKILLed: otherwise they live on
-    under PID 1 holding its stdout/stderr, and `iq-etl ingest ... | tee` never ends."""
-    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                  initializer=_die_with_parent, initargs=(os.getpid(),))
+def make_fanout(threads: int, worker_kind: str, source_kind: str) -> PoolFanout:
+    """The `--threads N` fan-out: processes for CAR (CPU-bound), threads for RPC (I/O-bound); see the
+    module docstring. `worker_kind` "process" / "thread" overrides the choice."""
+    if worker_kind == "process" or (worker_kind == "auto" and source_kind == "car"):
+        return PoolFanout(threads, "process")
+    return PoolFanout(threads, "thread")
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Worker initializer: ask Linux for SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG), and, where
-    that is not available, watch the parent from a thread. Either way the worker exits with it."""
-    try:
-        import ctypes
+class _LedgerRows:
+    """Collects the rows `record_range` would insert (same layout, written by record_range itself), to
+    insert a group of them at once."""
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent_pid:  # the parent died before the request took effect
-        os._exit(1)
+    def __init__(self) -> None:
+        self.table, self.columns, self.rows = "", None, []   # type: tuple[str, Any, list]
 
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(1.0)
-        os._exit(1)
+    def insert(self, table: str, rows: Sequence[Any], column_names: Any = None, **_: Any) -> None:
+        self.table, self.columns = table, column_names
+        self.rows.extend(rows)
 
-    threading.Thread(target=watch, name="iq-parent-watch", daemon=True).start()
+    def insert_into(self, client: Client) -> None:
+        if self.rows:
+            client.insert(self.table, self.rows, column_names=self.columns)
 
 
-def _run_parallel(spec, wanted, todo, filt, run_id, client, writer, summary, bar, threads, worker_kind) -> None:
-    # auto: processes for CAR (CPU-bound), threads for RPC (I/O-bound); see the module docstring.
-    if worker_kind == "process" or (worker_kind == "auto" and spec.kind == "car"):
-        pool: cf.Executor = process_pool(threads)
-    else:
-        pool = cf.ThreadPoolExecutor(max_workers=threads)
+SETTLE_INTERVAL_S = 1.0   # fan-out: the longest a finished sub-range waits for its rows' insert and ledger row
+
+
+def _run_fanout(fanout: Fanout, job: SubrangeJob, todo, client, writer, summary, bar) -> None:
+    """Hand the sub-ranges to the fan-out and write (or count) each one's rows as it comes back. Finished
+    sub-ranges are settled in groups -- their rows flushed, then each recorded `done` -- at most every
+    SETTLE_INTERVAL_S and at the end, so that many small sub-ranges cost a few inserts, not one each
+    (the writer of an embedded warehouse is the serial part of a parallel ingest). A crash before a group
+    is settled leaves its sub-ranges unrecorded: the next run redoes them (rows are deduplicated). The
+    first failure settles what finished, is recorded and raised (the other jobs are cancelled)."""
+    kind = job.spec.kind
     started_at = dt.datetime.now(dt.timezone.utc)
-    with pool:
-        futures = {pool.submit(_scan_in_worker, spec, wanted, sub, filt, run_id): sub for sub in todo}
-        try:
-            for fut in cf.as_completed(futures):
-                sub = futures[fut]
-                try:
-                    out, stats = fut.result()
-                except SourceError as exc:
-                    stats = RangeStats(sub.first_slot, sub.last_slot)
-                    record_range(client, spec.kind, run_id, stats, "failed", started_at, str(exc))
-                    _add(summary, stats, "failed", str(exc))
-                    raise
-                writer.add(out.rows, out.undecoded)
-                writer.flush()
-                record_range(client, spec.kind, run_id, stats, "done", started_at)
-                log.debug("sub-range %s done: %d transactions, %d IQ matches", sub, stats.transactions_seen,
-                          stats.iq_matches)
-                _add(summary, stats, "done")
-                bar.advance(sub.slot_count, stats)
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+    pending: list[tuple[SlotRange, RangeStats, str]] = []
+    last_settle = time.monotonic()
+
+    def settle() -> None:
+        if not pending:
+            return
+        writer.flush()
+        ledger = _LedgerRows()
+        for sub, stats, worker in pending:
+            record_range(ledger, kind, job.run_id, stats, "done", started_at)  # type: ignore[arg-type]
+            log.debug("sub-range %s done on %s: %d transactions, %d IQ matches", sub, worker or "?",
+                      stats.transactions_seen, stats.iq_matches)
+        ledger.insert_into(client)   # only now, after their rows: the group's `done` rows in one insert
+        for _sub, stats, _worker in pending:
+            _add(summary, stats, "done")
+        pending.clear()
+
+    try:
+        for sub, outcome in fanout.run(job, todo):
+            if isinstance(outcome, BaseException):
+                settle()
+                stats = RangeStats(sub.first_slot, sub.last_slot)
+                record_range(client, kind, job.run_id, stats, "failed", started_at, str(outcome))
+                _add(summary, stats, "failed", str(outcome))
+                raise outcome
+            if outcome.out.rows or outcome.out.undecoded:
+                writer.add(outcome.out.rows, outcome.out.undecoded)
+            summary.remote_rows_written += outcome.rows_written
+            summary.insert_s += outcome.insert_s
+            pending.append((sub, outcome.stats, outcome.worker))
+            bar.advance(sub.slot_count, outcome.stats)
+            if time.monotonic() - last_settle >= SETTLE_INTERVAL_S:
+                settle()
+                last_settle = time.monotonic()
+    except KeyboardInterrupt:
+        settle()   # what finished is written and recorded; the rest is redone by the next run
+        raise
+    settle()
 
 
 def _add(summary: IngestSummary, stats: RangeStats, status: str, error: str = "") -> None:

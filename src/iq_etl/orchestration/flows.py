@@ -9,6 +9,8 @@ Flows (each one is also a Prefect deployment in `prefect.yaml` and served by `iq
 - `pipeline_flow`   ingest → transform → export in one run
 - `reconcile_flow`  finds the chunks of incomplete uploads again (see `iq_etl.reconcile.plan`), re-ingests,
                     re-transforms, exports what became complete and retries failed exports
+- `backfill_flow`   (in `iq_etl.orchestration.backfill`) an epoch range, sub-ranges as Prefect tasks on a
+                    Dask cluster; `dask_address` / `dask_workers` give ingest_flow and pipeline_flow the same
 
 Every flow run holds the warehouse for its whole length through `iq_etl.orchestration.locking.warehouse_session`
 (run lock next to the embedded warehouse, optional Prefect global concurrency limit): overlapping
@@ -19,7 +21,9 @@ build; export: delivered uploads are never re-sent and attempts carry an Idempot
 
 Settings (DSN, tokens, program ids) come from the environment / `.env` of the process running the
 flow, never from flow parameters: Prefect stores parameters in its database and shows them in the UI.
-Each run ends by publishing a markdown artifact (key `iq-etl-status`) with the `iq-etl status` table.
+Each run ends by publishing a markdown artifact (key `iq-etl-status`) with the `iq-etl status` table;
+pipeline and reconcile runs also write the coverage report and publish a table artifact of the
+incomplete uploads and a link artifact to the report (orchestration/artifacts.py).
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from iq_etl.errors import DeliveryFailed
 from iq_etl.ingest.request import DEFAULTS
 from iq_etl.settings import Settings, load_settings
 
+from iq_etl.orchestration.artifacts import publish_report
 from iq_etl.orchestration.locking import DEFAULT_TIMEOUT_S, GLOBAL_LIMIT_NAME, warehouse_session
 
 log = logging.getLogger(__name__)
@@ -117,19 +122,29 @@ def ingest_task(settings: Settings, *, slot_spec: str | None = None, ranges: Seq
                 session_pdas: Sequence[str] | None = None, slot_padding: int = DEFAULTS.slot_padding,
                 max_signature_pages: int = DEFAULTS.max_signature_pages, threads: int | None = None,
                 resume: bool = DEFAULTS.resume, extra_program_ids: Sequence[str] = (),
-                progress: bool = False) -> dict[str, Any]:
-    """Idempotent: batches carry content dedup tokens and `resume` skips sub-ranges already done."""
+                progress: bool = False, dask_address: str | None = None,
+                dask_workers: int | None = None) -> dict[str, Any]:
+    """Idempotent: batches carry content dedup tokens and `resume` skips sub-ranges already done.
+    With `dask_address` (or IQ_DASK_ADDRESS) or `dask_workers`, sub-ranges are Prefect tasks on a Dask
+    cluster (iq_etl.orchestration.backfill.DaskFanout) instead of `threads` local workers."""
+    import contextlib
+
     from iq_etl.ingest.run import run_ingest
     from iq_etl.ingest.request import IngestRequest
+    from iq_etl.orchestration.backfill import dask_fanout
     from iq_etl.solana.slots import SlotRange
 
-    summary = run_ingest(
-        settings, IngestRequest(slot_spec=slot_spec, ranges=[SlotRange(a, b) for a, b in ranges] if ranges else None,
-        source=source, car_url=car_url, rpc_url=rpc_url, session_pdas=list(session_pdas) if session_pdas else None,
-        slot_padding=slot_padding, max_signature_pages=max_signature_pages, threads=threads, resume=resume,
-        run_id=_run_id().replace("-", "")[:12] or None, progress=progress, extra_program_ids=tuple(extra_program_ids),
-        on_progress=_progress_artifact()),
-    )
+    fanout = dask_fanout(settings, dask_address, dask_workers)
+    if fanout is not None:
+        _logger().info("ingest: sub-ranges as tasks on %s", fanout.describe())
+    with fanout if fanout is not None else contextlib.nullcontext():
+        summary = run_ingest(
+            settings, IngestRequest(slot_spec=slot_spec, ranges=[SlotRange(a, b) for a, b in ranges] if ranges else None,
+            source=source, car_url=car_url, rpc_url=rpc_url, session_pdas=list(session_pdas) if session_pdas else None,
+            slot_padding=slot_padding, max_signature_pages=max_signature_pages, threads=threads, resume=resume,
+            run_id=_run_id().replace("-", "")[:12] or None, progress=progress, extra_program_ids=tuple(extra_program_ids),
+            on_progress=_progress_artifact()), fanout=fanout,
+        )
     result = _as_dict(summary)
     _logger().info("ingest: %s transactions seen, %s IQ matches, %s rows written, %s undecoded in %.1fs",
                    result.get("transactions_seen"), result.get("matches"), result.get("rows_written"),
@@ -264,14 +279,17 @@ def ingest_flow(slot_spec: str | None = None, source: str = DEFAULTS.source, car
                 slot_padding: int = DEFAULTS.slot_padding, max_signature_pages: int = DEFAULTS.max_signature_pages,
                 threads: int | None = None, resume: bool = DEFAULTS.resume,
                 extra_program_ids: list[str] | None = None, lock_timeout_s: float = DEFAULT_TIMEOUT_S,
-                publish_status: bool = True, progress: bool = False) -> dict[str, Any]:
-    """Ingest a slot range (`S:E`, epoch `N`, epochs `A-B`) or the window discovered for session PDAs."""
+                publish_status: bool = True, progress: bool = False, dask_address: str | None = None,
+                dask_workers: int | None = None) -> dict[str, Any]:
+    """Ingest a slot range (`S:E`, epoch `N`, epochs `A-B`) or the window discovered for session PDAs.
+    `dask_address` (or IQ_DASK_ADDRESS) / `dask_workers`: sub-ranges as tasks on a Dask cluster."""
     settings = _settings()
     with warehouse_session(settings, "ingest_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
         result = ingest_task(settings, slot_spec=slot_spec, source=source, car_url=car_url, rpc_url=rpc_url,
                              session_pdas=session_pdas, slot_padding=slot_padding,
                              max_signature_pages=max_signature_pages, threads=threads, resume=resume,
-                             extra_program_ids=extra_program_ids or (), progress=progress)
+                             extra_program_ids=extra_program_ids or (), progress=progress,
+                             dask_address=dask_address, dask_workers=dask_workers)
         if publish_status:
             status_artifact_task(settings, "ingest_flow")
     return result
@@ -316,7 +334,8 @@ def pipeline_flow(slot_spec: str | None = None, source: str = DEFAULTS.source, c
                   threads: int | None = None, resume: bool = DEFAULTS.resume,
                   extra_program_ids: list[str] | None = None, targets: list[str] | None = None,
                   export_concurrency: int | None = None, dry_run: bool = False, full_refresh: bool = False,
-                  lock_timeout_s: float = DEFAULT_TIMEOUT_S, progress: bool = False) -> dict[str, Any]:
+                  lock_timeout_s: float = DEFAULT_TIMEOUT_S, progress: bool = False,
+                  dask_address: str | None = None, dask_workers: int | None = None) -> dict[str, Any]:
     """Ingest → transform → export in one run, then publish the status artifact.
 
     Without `slot_spec` the window is discovered for `session_pdas` (or IQ_SESSION_PDA_LIST); with
@@ -332,10 +351,11 @@ def pipeline_flow(slot_spec: str | None = None, source: str = DEFAULTS.source, c
                                    session_pdas=session_pdas or list(settings.session_pdas) or None,
                                    slot_padding=slot_padding, max_signature_pages=max_signature_pages,
                                    threads=threads, resume=resume, extra_program_ids=extra_program_ids or (),
-                                   progress=progress)
+                                   progress=progress, dask_address=dask_address, dask_workers=dask_workers)
         transformed = transform_task(settings, full_refresh=full_refresh)
         exported = _export_all(settings, targets, dry_run, export_concurrency, None)
         report = status_artifact_task(settings, "pipeline_flow", extra_markdown=_export_markdown(exported))
+        publish_report(settings, "pipeline_flow")
     result = {"ingest": ingested, "transform": transformed, "export": exported, "status": report}
     return _finish(settings, result, exported)
 
@@ -445,6 +465,7 @@ def reconcile_flow(discovery: str = "auto", window_source: str = "car", car_url:
                                unreadable)
         status_artifact_task(settings, "reconcile_flow",
                              extra_markdown=f"{summary.markdown()}\n\n{_export_markdown(exports)}")
+        publish_report(settings, "reconcile_flow")
     _logger().info("reconcile: %d newly complete, %d exported, %d still incomplete", len(summary.newly_complete),
                    len(summary.exported), len(summary.still_missing))
     return _finish(settings, {"summary": summary.to_json(), "plan": plan.to_json(), "export": exports}, exports)

@@ -38,6 +38,14 @@ def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip sub-ranges an earlier run completed (default on)")
 
 
+def add_dask_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dask-address", metavar="tcp://HOST:PORT", default=None,
+                   help="scan sub-ranges as Prefect tasks on this Dask scheduler (default IQ_DASK_ADDRESS); "
+                        "see docs/SCALING.md")
+    p.add_argument("--dask-workers", type=int, default=None, metavar="N",
+                   help="without an address: a local Dask cluster of N worker processes for this run")
+
+
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", action="append", default=[], metavar="URL",
                    help="export target: http(s):// endpoint or file://DIR; repeatable (default: the reader backend)")
@@ -51,6 +59,7 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="run the pipeline once (ingest → transform → export) as a Prefect flow",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_ingest_arguments(p)
+    add_dask_arguments(p)
     add_export_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="export: record what would be sent, send nothing")
     p.add_argument("--full-refresh", action="store_true", help="transform: rebuild incremental models")
@@ -64,10 +73,15 @@ def split_pdas(text: str | None) -> list[str]:
 def check_numbers(args: argparse.Namespace) -> None:
     """Reject bad numbers before a flow run starts (one clear line, no flow traceback)."""
     for name, minimum in (("slot_padding", 0), ("max_signature_pages", 1), ("threads", 1),
-                          ("export_concurrency", 1), ("lock_timeout", 0)):
+                          ("export_concurrency", 1), ("lock_timeout", 0), ("dask_workers", 1),
+                          ("subrange_slots", 1)):
         value = getattr(args, name, None)
         if value is not None and value < minimum:
             raise IQEtlError(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
+    if getattr(args, "dask_address", None):
+        from iq_etl.settings import check_dask_address
+
+        check_dask_address(args.dask_address)
     if getattr(args, "slot_spec", None):
         from iq_etl.solana.slots import parse_slot_spec
 
@@ -138,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         extra_program_ids=args.program_id or None, targets=args.target or None,
         export_concurrency=args.export_concurrency, dry_run=args.dry_run, full_refresh=args.full_refresh,
         lock_timeout_s=args.lock_timeout, progress=not args.json and sys.stderr.isatty(),
+        dask_address=args.dask_address, dask_workers=args.dask_workers,
     )
     print_result(result, args.json)
     if delivery_failure:
