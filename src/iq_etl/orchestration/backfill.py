@@ -53,7 +53,7 @@ class BackfillIncomplete(IQEtlError):
 
 
 def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
-    from iq_etl.orchestration.flows import _worth_retrying as worth
+    from iq_etl.orchestration.run_context import worth_retrying as worth
 
     return worth(task, task_run, state)
 
@@ -266,7 +266,9 @@ def backfill_flow(slot_spec: str, source: str = DEFAULTS.source, car_url: str | 
     are reported and the next epoch goes on; the run then fails naming them. Rerunning resumes."""
     from iq_etl.ingest.request import IngestRequest
     from iq_etl.ingest.run import run_ingest
-    from iq_etl.orchestration.flows import _logger, _run_id, _settings
+    from iq_etl.orchestration.run_context import flow_settings as _settings
+    from iq_etl.orchestration.run_context import run_id as _run_id
+    from iq_etl.orchestration.run_context import run_logger as _logger
 
     settings = _settings()
     logger = _logger()

@@ -28,23 +28,24 @@ incomplete uploads and a link artifact to the report (orchestration/artifacts.py
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Any, Sequence
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.context import get_run_context
 from prefect.states import Failed
 
 from iq_etl.errors import DeliveryFailed
 from iq_etl.ingest.request import DEFAULTS
-from iq_etl.settings import Settings, load_settings
+from iq_etl.settings import Settings
 
 from iq_etl.orchestration.artifacts import publish_report
 from iq_etl.orchestration.locking import DEFAULT_TIMEOUT_S, GLOBAL_LIMIT_NAME, warehouse_session
+from iq_etl.orchestration.run_context import flow_settings as _settings
+from iq_etl.orchestration.run_context import run_id as _run_id
+from iq_etl.orchestration.run_context import run_logger as _logger
+from iq_etl.orchestration.run_context import worth_retrying as _worth_retrying
 
-log = logging.getLogger(__name__)
 
 STATUS_ARTIFACT_KEY = "iq-etl-status"
 
@@ -60,41 +61,7 @@ def _as_dict(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-def _run_id() -> str:
-    """The Prefect flow run id, used as the ingest run id and reconcile state run id so rows trace
-    back to the run ('' outside a run)."""
-    try:
-        ctx = get_run_context()
-    except Exception:  # noqa: BLE001 - outside a run context there is simply no id
-        return ""
-    flow_run = getattr(ctx, "flow_run", None)
-    if flow_run is not None:
-        return str(flow_run.id)
-    task_run = getattr(ctx, "task_run", None)
-    return str(task_run.flow_run_id) if task_run is not None and task_run.flow_run_id else ""
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
-        return get_run_logger()
-    except Exception:  # noqa: BLE001 - called outside a run (plain Python use of a task's .fn)
-        return log
-
-
 # --- tasks ------------------------------------------------------------------------------------
-
-def _worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect retry condition: not for errors a retry cannot fix (bad settings, an archive or file
-    that does not exist); yes for the rest (network, a busy or briefly unreachable warehouse)."""
-    from iq_etl.errors import SettingsError, SourceError
-
-    exc = getattr(state, "data", None)
-    if isinstance(exc, SettingsError):
-        return False
-    if isinstance(exc, SourceError) and "not found" in str(exc):
-        return False
-    return True
-
 
 PROGRESS_ARTIFACT_KEY = "iq-etl-ingest-progress"
 
@@ -223,12 +190,6 @@ def _export_all(settings: Settings, targets: Sequence[str] | None, dry_run: bool
                 limit: int | None) -> list[dict[str, Any]]:
     return [export_task(settings, target, dry_run=dry_run, concurrency=concurrency, limit=limit)
             for target in _targets(targets)]
-
-
-def _settings() -> Settings:
-    """Settings of the process running the flow (environment over `.env`); never flow parameters.
-    `extra_program_ids` parameters are added to IQ_PROGRAM_ID by the ingest stage itself."""
-    return load_settings()
 
 
 def _export_markdown(exported: Sequence[dict[str, Any]]) -> str:
