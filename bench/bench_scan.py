@@ -27,6 +27,7 @@ DECODE_CAR_TARGET = 2.0
 TX_PER_S_TARGET = 500_000
 NATIVE_DECODE_CAR_TARGET = 5.0
 NATIVE_MB_S_TARGET = 1000.0
+OLD_READ_SIZE = 8 << 20  # byte_range.READ_SIZE before the issue-15 addendum (diagnostic rows)
 
 
 # --- child functions ----------------------------------------------------------------------------
@@ -63,10 +64,12 @@ def decode_car_floor(paths: list[str]) -> dict:
     return {"seconds": seconds, "cpu_s": cpu, "bytes": nbytes, "transactions": transactions}
 
 
-def scan(chain: dict, wanted: bool = True, without_v0_check: bool = False, scanner: str | None = None) -> dict:
+def scan(chain: dict, wanted: bool = True, without_v0_check: bool = False, scanner: str | None = None,
+         read_size: int | None = None) -> dict:
     """The reader as ingest uses it: CarSource over the epoch template, the IQ program ids as
     wanted keys, every block of the chain's slot range. scanner: IQ_SCANNER for this run (None:
-    the environment's, default auto).
+    the environment's, default auto). read_size: bytes per read (None: the reader's default,
+    byte_range.READ_SIZE; the diagnostic rows run the 8 MiB used before the issue-15 addendum).
 
     without_v0_check (diagnostic, not a product mode): the reader's check of v0 transactions'
     loaded addresses (lookup-table cache, else their metadata) answers "no", to measure what that
@@ -89,7 +92,7 @@ def scan(chain: dict, wanted: bool = True, without_v0_check: bool = False, scann
         prefilter_module._v0_verdict = lambda *args, **kwargs: 0
     c = Chain.from_json(chain)
     keys = c.wanted_keys() if wanted else None
-    source = CarSource(c.template, wanted_keys=keys)
+    source = CarSource(c.template, wanted_keys=keys, **({"read_size": read_size} if read_size else {}))
     digest = hashlib.sha256()
 
     def walk() -> tuple[int, int, int]:
@@ -112,6 +115,29 @@ def scan(chain: dict, wanted: bool = True, without_v0_check: bool = False, scann
             "bytes": c.car_bytes, "scanner": used, "candidates_digest": digest.hexdigest()[:16], "lookups": lut}
 
 
+def key_search_floor(paths: list[str], program_ids: list[str]) -> dict:
+    """The pure-Python walk's key search alone: `prefilter._find_all` (one bytes.find pass per
+    wanted key) over every chunk of the files, read as the reader reads them (READ_SIZE readinto)."""
+    from solders.pubkey import Pubkey
+
+    from iq_etl.ingest.sources.car.byte_range import READ_SIZE
+    from iq_etl.ingest.sources.car.prefilter import _find_all
+
+    keys = tuple(bytes(Pubkey.from_string(p)) for p in program_ids)
+    buf = bytearray(READ_SIZE)
+
+    def search_all() -> int:
+        hits = 0
+        for path in paths:
+            with open(path, "rb", buffering=0) as f:
+                while n := f.readinto(buf):
+                    hits += len(_find_all(buf, keys, n))
+        return hits
+
+    hits, wall, cpu = timed(search_all)
+    return {"seconds": wall, "cpu_s": cpu, "hits": hits, "keys": len(keys), "read_size": READ_SIZE}
+
+
 # --- the measurement ----------------------------------------------------------------------------
 
 def native_built() -> dict:
@@ -122,10 +148,12 @@ def native_built() -> dict:
 
 def measure_scan(chain: Chain, repeats: int) -> dict[str, list[dict]]:
     """Interleaved runs of both walkers and both floors:
-    {'read': [...], 'decode_car': [...], 'python': [...], 'native': [...], 'no_v0_check': [...]}."""
+    {'read': [...], 'decode_car': [...], 'python': [...], 'native': [...], 'no_v0_check': [...],
+    'python_8m': [...], 'native_8m': [...], 'key_search': [...]} (the last three: diagnostics)."""
     common.warm_page_cache(chain.car_paths)
     native = run_child("bench_scan:native_built")["available"]
-    runs: dict[str, list[dict]] = {"read": [], "decode_car": [], "python": [], "native": [], "no_v0_check": []}
+    runs: dict[str, list[dict]] = {"read": [], "decode_car": [], "python": [], "native": [], "no_v0_check": [],
+                                   "python_8m": [], "native_8m": [], "key_search": []}
     for _ in range(repeats):
         runs["read"].append(run_child("bench_scan:read_floor", paths=list(chain.car_paths)))
         runs["decode_car"].append(run_child("bench_scan:decode_car_floor", paths=list(chain.car_paths)))
@@ -135,6 +163,13 @@ def measure_scan(chain: Chain, repeats: int) -> dict[str, list[dict]]:
         diag = run_child("bench_scan:scan", chain=chain.to_json(), without_v0_check=True, scanner="python")
         if not diag.get("unavailable"):
             runs["no_v0_check"].append(diag)
+        runs["python_8m"].append(run_child("bench_scan:scan", chain=chain.to_json(), scanner="python",
+                                           read_size=OLD_READ_SIZE))
+        if native:
+            runs["native_8m"].append(run_child("bench_scan:scan", chain=chain.to_json(), scanner="native",
+                                               read_size=OLD_READ_SIZE))
+        runs["key_search"].append(run_child("bench_scan:key_search_floor", paths=list(chain.car_paths),
+                                            program_ids=list(chain.program_ids)))
     return runs
 
 
@@ -197,7 +232,8 @@ def rows_from(chain: Chain, runs: dict[str, list[dict]]) -> list[Row]:
         ]
     else:
         rows.append(Row(m, "compiled walker (IQ_SCANNER=native)", "not built", "no C compiler at install time"))
-    return rows + _diagnostic_rows(m, runs["no_v0_check"], py_r, dec_tx_s, dec_cpu)
+    return rows + _diagnostic_rows(m, runs["no_v0_check"], py_r, dec_tx_s, dec_cpu) \
+        + _read_size_rows(m, runs, dec_tx_s)
 
 
 def _diagnostic_rows(m: str, runs: list[dict], scan_r: list[dict], dec_tx_s: float, dec_cpu: float) -> list[Row]:
@@ -211,6 +247,34 @@ def _diagnostic_rows(m: str, runs: list[dict], scan_r: list[dict], dec_tx_s: flo
                 f"{d['tx_cpu_s'] / dec_cpu:.2f}x by CPU; the check (lookup-table cache, metadata on a miss) "
                 f"takes {share:.0%} of the reader's CPU time. Not a product mode: it would miss IQ "
                 f"calls through lookup tables")]
+
+
+def _read_size_rows(m: str, runs: dict[str, list[dict]], dec_tx_s: float) -> list[Row]:
+    """Both walkers with the read size used before (8 MiB), and the key search on its own: what
+    the smaller reads gained and what the key search costs, from the same interleaved runs."""
+    rows = []
+    for key, name in (("python", "pure-Python reader"), ("native", "compiled walker")):
+        old, new = runs.get(f"{key}_8m") or [], runs.get(key) or []
+        if not old or not new:
+            continue
+        o, n = scan_rates(old), scan_rates(new)
+        same = {r["candidates_digest"] for r in old} == {r["candidates_digest"] for r in new}
+        rows.append(Row(m, f"diagnostic: {name} with {OLD_READ_SIZE >> 20} MiB reads (the read size before)",
+                        f"{fmt(o['tx_s'])} tx/s",
+                        f"{o['tx_s'] / dec_tx_s:.2f}x decode_car by wall ({n['tx_s'] / dec_tx_s:.2f}x with "
+                        f"the current reads); current / before: {n['tx_s'] / o['tx_s']:.2f}x by wall, "
+                        f"{n['tx_cpu_s'] / o['tx_cpu_s']:.2f}x by CPU; {seconds_text([r['seconds'] for r in old])}; "
+                        f"peak RSS {o['rss']:.0f} MB (current {n['rss']:.0f} MB); candidates "
+                        f"{'the same' if same else 'DIFFERENT'}"))
+    ks, py_r = runs.get("key_search") or [], runs.get("python") or []
+    if ks and py_r:
+        cpu = median([r["cpu_s"] for r in ks])
+        share = cpu / median([r["cpu_s"] for r in py_r])
+        rows.append(Row(m, "diagnostic: the pure-Python walk's key search alone", seconds_text([r["seconds"] for r in ks]),
+                        f"{ks[0]['keys']} bytes.find passes over every byte ({ks[0]['hits']:,} hits), "
+                        f"{ks[0]['read_size'] >> 20} MiB readinto chunks included; {cpu:.3f} CPU-s = {share:.0%} of "
+                        f"the pure-Python reader's CPU time"))
+    return rows
 
 
 def run(quick: bool = False, repeats: int | None = None) -> list[Row]:

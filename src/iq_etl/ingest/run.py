@@ -4,7 +4,9 @@ The wanted slot ranges are cut into sub-ranges. Each sub-range is scanned, its r
 batches (each with an insert_deduplication_token derived from the rows' content, so a retried batch
 is not stored twice), and only then recorded as `done` in `iq.scan_ranges`. A crash or Ctrl-C leaves
 the sub-range unmarked (or `partial`); rerunning the same command skips `done` sub-ranges and redoes
-the rest. Raw tables are ReplacingMergeTree on the instruction's identity, so redone rows replace
+the rest. Finished sub-ranges are recorded in groups (`_Settler`: one flush, then one ledger insert for
+the group, at most SETTLE_INTERVAL_S or a batch of rows apart), in this process as in a fan-out: each
+chDB insert costs milliseconds of fixed work, which once cost as much as the scan (bench/RESULTS.md). Raw tables are ReplacingMergeTree on the instruction's identity, so redone rows replace
 themselves: no row is lost or duplicated (read with FINAL).
 
 Parallelism: sub-ranges go to a fan-out (iq_etl.ingest.fanout). With `threads > 1`, `PoolFanout`: CAR
@@ -175,9 +177,7 @@ def _run(settings, request, client, fanout, summary, filt, run_id, rpc_url, car_
         elif own_pool:
             fanout = own_pool[0]
         if fanout is None or (len(todo) <= 1 and isinstance(fanout, PoolFanout)):
-            src = open_source(spec, wanted)
-            for sub in todo:
-                _run_subrange_inline(src, sub, filt, spec, run_id, client, writer, summary, bar, batch_rows)
+            _run_inline(open_source(spec, wanted), todo, filt, spec, run_id, client, writer, summary, bar, batch_rows)
         elif todo:
             remote = fanout.writes_remotely and not settings.embedded
             job = SubrangeJob(spec, wanted, filt, run_id, write_settings=settings if remote else None,
@@ -185,7 +185,8 @@ def _run(settings, request, client, fanout, summary, filt, run_id, rpc_url, car_
             _run_fanout(fanout, job, todo, client, writer, summary, bar)
     summary.rows_written = writer.rows_written + summary.remote_rows_written
     summary.insert_s += writer.insert_s
-    summary.by_kind = count_by_kind(client, run_id)
+    # Rows written here are counted as they are written; a fan-out writing remotely: ask the table.
+    summary.by_kind = count_by_kind(client, run_id) if summary.remote_rows_written else writer.by_kind()
     summary.seconds = time.perf_counter() - started
     summary.incomplete = any(r["status"] != "done" for r in summary.ranges)
     if tails and not summary.incomplete:
@@ -197,32 +198,40 @@ def _run(settings, request, client, fanout, summary, filt, run_id, rpc_url, car_
     return summary
 
 
-def _run_subrange_inline(src, sub, filt, spec, run_id, client, writer, summary, bar, batch_rows) -> None:
-    started_at = dt.datetime.now(dt.timezone.utc)
-    last_reported = [0]
+def _run_inline(src, todo, filt, spec, run_id, client, writer, summary, bar, batch_rows) -> None:
+    """Scan the sub-ranges one after the other in this process. Finished sub-ranges are settled in groups
+    (`_Settler`: their rows flushed, then their `done` rows in one ledger insert) when SETTLE_INTERVAL_S
+    passed or they made a batch of rows, and at the end: a run of a few short sub-ranges costs one insert
+    per table, not one each per sub-range. An interrupted or failing sub-range settles what finished, then
+    is recorded `partial` / `failed` after its rows so far are written."""
+    settler = _Settler(client, writer, spec.kind, run_id, summary, batch_rows)
+    for sub in todo:
+        started_at = dt.datetime.now(dt.timezone.utc)
+        last_reported = [0]
 
-    def sink(out: Extracted, stats: RangeStats) -> None:
-        writer.add(out.rows, out.undecoded)
-        bar.advance(stats.slots_done - last_reported[0], stats)
-        last_reported[0] = stats.slots_done
+        def sink(out: Extracted, stats: RangeStats) -> None:
+            writer.add(out.rows, out.undecoded)
+            bar.advance(stats.slots_done - last_reported[0], stats)
+            last_reported[0] = stats.slots_done
 
-    stats = RangeStats(sub.first_slot, sub.last_slot)
-    try:
-        stats = scan_range(src, sub, filt, spec.kind, run_id, sink, batch_rows)
-        writer.flush()
-    except KeyboardInterrupt:
-        writer.flush()
-        record_range(client, spec.kind, run_id, stats, "partial", started_at, "interrupted")
-        raise
-    except SourceError as exc:
-        writer.flush()
-        record_range(client, spec.kind, run_id, stats, "failed", started_at, str(exc))
-        _add(summary, stats, "failed", str(exc))
-        raise
-    bar.advance(sub.slot_count - last_reported[0], stats)
-    record_range(client, spec.kind, run_id, stats, "done", started_at)
-    log.debug("sub-range %s done: %d transactions, %d IQ matches", sub, stats.transactions_seen, stats.iq_matches)
-    _add(summary, stats, "done")
+        stats = RangeStats(sub.first_slot, sub.last_slot)
+        try:
+            stats = scan_range(src, sub, filt, spec.kind, run_id, sink, batch_rows)
+        except KeyboardInterrupt:
+            settler.settle()   # also writes this sub-range's rows so far
+            record_range(client, spec.kind, run_id, stats, "partial", started_at, "interrupted")
+            raise
+        except SourceError as exc:
+            settler.settle()
+            record_range(client, spec.kind, run_id, stats, "failed", started_at, str(exc))
+            _add(summary, stats, "failed", str(exc))
+            raise
+        except BaseException:
+            settler.settle_quietly()
+            raise
+        bar.advance(sub.slot_count - last_reported[0], stats)
+        settler.add(sub, stats, started_at)
+    settler.settle()
 
 
 def preflight(spec: SourceSpec, first_slot: int) -> None:
@@ -273,39 +282,73 @@ class _LedgerRows:
             client.insert(self.table, self.rows, column_names=self.columns)
 
 
-SETTLE_INTERVAL_S = 1.0   # fan-out: the longest a finished sub-range waits for its rows' insert and ledger row
+SETTLE_INTERVAL_S = 1.0   # the longest a finished sub-range waits for its rows' insert and ledger row
+
+
+class _Settler:
+    """Finished sub-ranges waiting to be settled: `settle()` flushes the writer (their rows), then records
+    them `done` with one ledger insert -- never before their rows are written. A crash before that leaves
+    them unrecorded: the next run redoes them, and the content dedup tokens / ReplacingMergeTree keep the
+    rows once. `due()`: SETTLE_INTERVAL_S passed since the last settle, or the waiting sub-ranges made a
+    batch of rows (the writer is flushing anyway)."""
+
+    def __init__(self, client: Client, writer: RowWriter, kind: str, run_id: str, summary: IngestSummary,
+                 batch_rows: int) -> None:
+        self.client, self.writer, self.kind, self.run_id, self.summary = client, writer, kind, run_id, summary
+        self.batch_rows = batch_rows
+        self.pending: list[tuple[SlotRange, RangeStats, dt.datetime, str]] = []
+        self.pending_rows = 0
+        self.last_settle = time.monotonic()
+
+    def add(self, sub: SlotRange, stats: RangeStats, started_at: dt.datetime, worker: str = "") -> None:
+        self.pending.append((sub, stats, started_at, worker))
+        self.pending_rows += stats.rows + stats.undecoded
+        if self.due():
+            self.settle()
+
+    def due(self) -> bool:
+        return (time.monotonic() - self.last_settle >= SETTLE_INTERVAL_S
+                or self.pending_rows >= self.batch_rows)
+
+    def settle(self) -> None:
+        self.writer.flush()   # the rows first, always (also those of an unfinished sub-range: harmless)
+        self.last_settle = time.monotonic()
+        if not self.pending:
+            return
+        ledger = _LedgerRows()
+        for _sub, stats, started_at, _worker in self.pending:
+            record_range(ledger, self.kind, self.run_id, stats, "done", started_at)  # type: ignore[arg-type]
+        ledger.insert_into(self.client)   # only now, after their rows: the group's `done` rows in one insert
+        for sub, stats, _started_at, worker in self.pending:
+            log.debug("sub-range %s done%s: %d transactions, %d IQ matches", sub, f" on {worker}" if worker else "",
+                      stats.transactions_seen, stats.iq_matches)
+            _add(self.summary, stats, "done")
+        self.pending.clear()
+        self.pending_rows = 0
+
+    def settle_quietly(self) -> None:
+        """On an unexpected error: settle what finished if the warehouse still takes it; the error wins."""
+        try:
+            self.settle()
+        except Exception:  # noqa: BLE001 - the original error is the one raised
+            log.warning("could not record the finished sub-ranges; the next run redoes them", exc_info=True)
 
 
 def _run_fanout(fanout: Fanout, job: SubrangeJob, todo, client, writer, summary, bar) -> None:
     """Hand the sub-ranges to the fan-out and write (or count) each one's rows as it comes back. Finished
-    sub-ranges are settled in groups -- their rows flushed, then each recorded `done` -- at most every
-    SETTLE_INTERVAL_S and at the end, so that many small sub-ranges cost a few inserts, not one each
-    (the writer of an embedded warehouse is the serial part of a parallel ingest). A crash before a group
-    is settled leaves its sub-ranges unrecorded: the next run redoes them (rows are deduplicated). The
-    first failure settles what finished, is recorded and raised (the other jobs are cancelled)."""
+    sub-ranges are settled in groups (`_Settler`) -- their rows flushed, then each recorded `done` -- at
+    most every SETTLE_INTERVAL_S and at the end, so that many small sub-ranges cost a few inserts, not one
+    each (the writer of an embedded warehouse is the serial part of a parallel ingest). A crash before a
+    group is settled leaves its sub-ranges unrecorded: the next run redoes them (rows are deduplicated).
+    The first failure settles what finished, is recorded and raised (the other jobs are cancelled)."""
     kind = job.spec.kind
     started_at = dt.datetime.now(dt.timezone.utc)
-    pending: list[tuple[SlotRange, RangeStats, str]] = []
-    last_settle = time.monotonic()
-
-    def settle() -> None:
-        if not pending:
-            return
-        writer.flush()
-        ledger = _LedgerRows()
-        for sub, stats, worker in pending:
-            record_range(ledger, kind, job.run_id, stats, "done", started_at)  # type: ignore[arg-type]
-            log.debug("sub-range %s done on %s: %d transactions, %d IQ matches", sub, worker or "?",
-                      stats.transactions_seen, stats.iq_matches)
-        ledger.insert_into(client)   # only now, after their rows: the group's `done` rows in one insert
-        for _sub, stats, _worker in pending:
-            _add(summary, stats, "done")
-        pending.clear()
-
+    settler = _Settler(client, writer, kind, job.run_id, summary, writer.batch_rows)
+    settler.batch_rows = 1 << 62   # fan-out: by time only, as before (rows come back a sub-range at a time)
     try:
         for sub, outcome in fanout.run(job, todo):
             if isinstance(outcome, BaseException):
-                settle()
+                settler.settle()
                 stats = RangeStats(sub.first_slot, sub.last_slot)
                 record_range(client, kind, job.run_id, stats, "failed", started_at, str(outcome))
                 _add(summary, stats, "failed", str(outcome))
@@ -314,15 +357,12 @@ def _run_fanout(fanout: Fanout, job: SubrangeJob, todo, client, writer, summary,
                 writer.add(outcome.out.rows, outcome.out.undecoded)
             summary.remote_rows_written += outcome.rows_written
             summary.insert_s += outcome.insert_s
-            pending.append((sub, outcome.stats, outcome.worker))
             bar.advance(sub.slot_count, outcome.stats)
-            if time.monotonic() - last_settle >= SETTLE_INTERVAL_S:
-                settle()
-                last_settle = time.monotonic()
+            settler.add(sub, outcome.stats, started_at, outcome.worker or "?")
     except KeyboardInterrupt:
-        settle()   # what finished is written and recorded; the rest is redone by the next run
+        settler.settle()   # what finished is written and recorded; the rest is redone by the next run
         raise
-    settle()
+    settler.settle()
 
 
 def _add(summary: IngestSummary, stats: RangeStats, status: str, error: str = "") -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from typing import Iterable, Sequence
 
 from clickhouse_connect.driver import Client
@@ -24,6 +25,7 @@ class RowWriter:
         self.insert_s = 0.0
         self.rows_written = 0
         self.undecoded_written = 0
+        self.kinds: Counter[tuple[str, str]] = Counter()   # (generation, kind) -> decoded rows written
 
     def add(self, rows: Iterable[RawInstruction], undecoded: Iterable[UndecodedInstruction]) -> None:
         self.rows.extend(rows)
@@ -42,10 +44,16 @@ class RowWriter:
                 self.client.insert(table, batch, column_names=columns,
                                    settings={"insert_deduplication_token": token})
         self.rows_written += len(self.rows)
+        self.kinds.update((r.generation, r.kind) for r in self.rows)
         self.undecoded_written += len(self.undecoded)
         self.rows, self.undecoded = [], []
         self.last_flush = time.monotonic()
         self.insert_s += time.perf_counter() - started
+
+    def by_kind(self) -> dict[str, int]:
+        """`generation/kind` -> decoded rows this writer wrote (what `catalog.count_by_kind` would count for
+        the run, without a query over the table)."""
+        return dict(sorted((f"{g}/{k}", n) for (g, k), n in self.kinds.items()))
 
 
 def content_token(parts: Sequence[bytes | str]) -> str:

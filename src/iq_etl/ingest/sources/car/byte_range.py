@@ -30,11 +30,14 @@ from iq_etl.errors import SourceError
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 8 << 20  # 8 MiB per read: few syscalls and few Python-level iterations per file
+# 2 MiB per read: few syscalls, and a chunk small enough to stay in the CPU caches while the CAR walk
+# makes its passes over it (key search, then the section walk): measured faster than 8 MiB for both
+# walkers (bench/RESULTS.md, issue 15 addendum)
+READ_SIZE = 2 << 20
 DEFAULT_RETRIES = 6
 DEFAULT_BACKOFF = 0.5  # seconds, doubled per consecutive failure
 DEFAULT_TIMEOUT = (10.0, 120.0)  # (connect, socket read) seconds
-DEFAULT_DEADLINE = 300.0  # wall-clock seconds for one read() of at most READ_SIZE bytes (>= ~28 KB/s)
+DEFAULT_DEADLINE = 75.0  # wall-clock seconds for one read() of at most READ_SIZE bytes (>= ~28 KB/s)
 _PIECE = 4 << 20  # most bytes asked of one socket read (it returns what has arrived; the deadline is checked between)
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")

@@ -222,13 +222,21 @@ _caches: dict[frozenset[bytes], LookupCache] = {}
 _caches_lock = threading.Lock()
 
 
-def lookup_cache(wanted) -> LookupCache:
-    """The process's cache for this set of wanted keys (shared by every scan, thread and file)."""
+_scopes: dict[frozenset[bytes], str] = {}
+
+
+def lookup_cache(wanted, scope: str | None = None) -> LookupCache:
+    """The process's cache for this set of wanted keys, for one chain: `scope` names where the archive
+    lives (its folder or URL prefix). Table entries never change on one chain, but two chains (a dev
+    chain and mainnet, two test chains) may reuse a table address with other entries, so a scan of
+    another scope starts a fresh cache. None: whichever cache is current (for its statistics)."""
     key = frozenset(wanted)
-    cache = _caches.get(key)
-    if cache is None:
-        with _caches_lock:
-            cache = _caches.setdefault(key, LookupCache(key))
+    with _caches_lock:
+        cache = _caches.get(key)
+        if cache is None or (scope is not None and _scopes.get(key) != scope):
+            cache = _caches[key] = LookupCache(key)
+            if scope is not None:
+                _scopes[key] = scope
     return cache
 
 
@@ -236,6 +244,7 @@ def reset_lookup_caches() -> None:
     """Forget everything learned (tests and benchmarks start cold with it)."""
     with _caches_lock:
         _caches.clear()
+        _scopes.clear()
 
 
 def _cu16(buf, q: int, end: int) -> tuple[int, int]:

@@ -392,7 +392,7 @@ class _SlotWalk:
         wanted = car.wanted
         few_keys = wanted is not None and len(wanted) <= _FEW_KEYS
         keyset = frozenset(wanted) if wanted is not None else frozenset()
-        cache = lookup_cache(keyset) if wanted is not None else None
+        cache = lookup_cache(keyset, car.location.rsplit("/", 2)[0]) if wanted is not None else None
         walker = native_walk() if car.scanner_used == "native" else None
         tables = cache.tables if cache is not None else {}
         keys_blob = b"".join(wanted) if wanted is not None else b""
