@@ -26,8 +26,7 @@ from typing import Any, Iterator
 
 from iq_etl.settings import Settings
 from iq_etl.transform.runner import (
-    TransformError, _environment, _failure_message, _node_results, _run_lock, dbt_args, dbt_home,
-    remote_target_env, DbtResult,
+    DbtResult, TransformError, _failure_message, _node_results, dbt_args, dbt_home, invoke_dbt, remote_target_env,
 )
 
 SITE_FILES = ("index.html", "manifest.json", "catalog.json")
@@ -59,8 +58,6 @@ def docs_args(settings: Settings, out_dir: Path) -> list[str]:
 
 def generate_docs(settings: Settings, out_dir: Path | None = None) -> DocsSite:
     """Run `dbt docs generate` against the warehouse; raise TransformError when dbt fails."""
-    from dbt.cli.main import dbtRunner
-
     out = Path(out_dir).resolve() if out_dir is not None else default_docs_dir(settings)
     out.mkdir(parents=True, exist_ok=True)
     dbt_home(settings).mkdir(parents=True, exist_ok=True)
@@ -70,19 +67,7 @@ def generate_docs(settings: Settings, out_dir: Path | None = None) -> DocsSite:
         env["IQ_DBT_TARGET"] = "embedded"
     else:
         env.update(remote_target_env(settings.clickhouse_dsn, settings.clickhouse_cluster))
-    if not _run_lock.acquire(blocking=False):
-        raise TransformError("a dbt run is already in progress in this process")
-    try:
-        with _environment(env):
-            if settings.embedded:
-                from iq_etl.transform.chdb_seam import embedded_engine
-
-                with embedded_engine(settings):
-                    outcome = dbtRunner().invoke(args)
-            else:
-                outcome = dbtRunner().invoke(args)
-    finally:
-        _run_lock.release()
+    outcome = invoke_dbt(settings, env, args)
     if not outcome.success:
         result = DbtResult(success=False, command="docs generate",
                            target="embedded" if settings.embedded else "remote", elapsed_s=0.0,

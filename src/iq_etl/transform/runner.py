@@ -177,8 +177,6 @@ def run_dbt(settings: Settings, select: Sequence[str] | str | None = None, full_
     prove the SQL, not the data, so the test suite runs them and production runs skip their cost."""
     if command not in COMMANDS:
         raise TransformError(f"unsupported dbt command {command!r}; use one of {', '.join(COMMANDS)}")
-    from dbt.cli.main import dbtRunner
-
     # Embedded: one process holds the chDB folder and every ingest has finished before a transform
     # starts, so no insert can still be in flight: incremental models need no look-back window.
     run_vars = {"iq_lookback_seconds": 0} if settings.embedded else {}
@@ -196,20 +194,8 @@ def run_dbt(settings: Settings, select: Sequence[str] | str | None = None, full_
     home = dbt_home(settings)
     home.mkdir(parents=True, exist_ok=True)
 
-    if not _run_lock.acquire(blocking=False):
-        raise TransformError("a dbt run is already in progress in this process")
     started = time.monotonic()
-    try:
-        with _environment(env):
-            if settings.embedded:
-                from iq_etl.transform.chdb_seam import embedded_engine
-
-                with embedded_engine(settings):
-                    outcome = dbtRunner().invoke(args)
-            else:
-                outcome = dbtRunner().invoke(args)
-    finally:
-        _run_lock.release()
+    outcome = invoke_dbt(settings, env, args)
     elapsed = time.monotonic() - started
 
     result = DbtResult(success=bool(outcome.success), command=command,
@@ -233,3 +219,24 @@ def _failure_message(result: DbtResult, outcome: Any, settings: Settings) -> str
     if password:
         text = text.replace(password, "***")
     return text[:4000]
+
+
+def invoke_dbt(settings: Settings, env: dict[str, str], args: list[str]) -> Any:
+    """One in-process dbt invocation with `env` set, through the chDB seam for the embedded warehouse;
+    one at a time per process (dbt's globals are not reentrant)."""
+    from dbt.cli.main import dbtRunner
+
+    if not _run_lock.acquire(blocking=False):
+        raise TransformError("a dbt run is already in progress in this process")
+    try:
+        with _environment(env):
+            if settings.embedded:
+                from iq_etl.transform.chdb_seam import embedded_engine
+
+                with embedded_engine(settings):
+                    outcome = dbtRunner().invoke(args)
+            else:
+                outcome = dbtRunner().invoke(args)
+    finally:
+        _run_lock.release()
+    return outcome
