@@ -5,11 +5,13 @@
 --   awaiting         the finalize comes after the last chunk: the 10 paddings after it.
 -- Conflicts and total mismatches are not a scanning problem and are left out. `padding` is the
 -- seed runner's --slot-padding default (200). already_scanned: the window lies inside slots that
--- iq.scan_coverage says were scanned (then rescanning the same source will not help; try another).
+-- iq.scan_coverage says were scanned over every account (then rescanning the same source will not
+-- help; try another).
 --   iq-etl sql --file sql/queries/slot_windows_to_rescan.sql
 WITH
     200 AS padding,
-    (SELECT groupArray((first_slot, last_slot)) FROM iq.scan_coverage WHERE kind = 'scanned') AS scanned_runs,
+    (SELECT groupArray((first_slot, last_slot)) FROM iq.scan_coverage
+     WHERE kind = 'scanned' AND empty(session_pdas) AND notEmpty(program_ids)) AS scanned_runs,
     windows AS (
         SELECT
             upload_key,

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from iq_etl.errors import SettingsError
@@ -27,7 +27,13 @@ READER_MODES = ("pinocchio", "legacy", "passthrough", "auto")
 # A flow run whose export failed or refused deliveries: `fail` the run (it pages someone) or only `warn`.
 EXPORT_FAILURE_POLICIES = ("fail", "warn")
 LOG_FORMATS = ("text", "json")
-DEFAULT_DSN = "chdb://./.iq-etl/warehouse"
+# The iq-etl home: warehouse, reports, Prefect state and dbt files live under it. One absolute folder
+# (IQ_ETL_HOME, else ~/.iq-etl), never the current folder: cron, systemd and workers started elsewhere
+# must open the same warehouse, not a fresh empty one.
+HOME_ENV = "IQ_ETL_HOME"
+DEFAULT_HOME = "~/.iq-etl"
+LEGACY_HOME = ".iq-etl"   # the default before issue 21: relative to the current folder
+DEFAULT_DSN = "chdb://<IQ_ETL_HOME>/warehouse"
 DEFAULT_RPC_URL = "https://api.mainnet-beta.solana.com"
 DEFAULT_READER_BASE_URL = "https://api.iqlabs.xyz"
 DEFAULT_READER_ENDPOINT_PATH = "/api/v2/inscribe/ingest"
@@ -52,7 +58,11 @@ def is_pubkey(value: str) -> bool:
 
 
 def redact_dsn(dsn: str) -> str:
-    """The DSN with any password (and query-string secrets) replaced by `***`."""
+    """The DSN with any password (and query-string secrets) replaced by `***`. A `chdb://PATH` keeps its
+    form (urlunsplit would drop the `//` of an empty host)."""
+    if dsn.startswith("chdb://"):
+        path, sep, query = dsn.partition("?")
+        return path + sep + re.sub(r"(?i)(password|token|secret|key)=[^&]*", r"\1=***", query)
     try:
         parts = urlsplit(dsn)
     except ValueError:
@@ -100,16 +110,18 @@ def _pubkey_list(env: Mapping[str, str], name: str, default: tuple[str, ...]) ->
     return items
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+MAX_THREADS = 256   # ingest workers: more is a typo (each is a process with its own memory)
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int, maximum: int = 1 << 31) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}: {raw!r} is not an integer") from None
-    if value < 1:
-        raise SettingsError(f"{name}: must be at least 1, got {value}")
+    if not (raw.isascii() and raw.isdigit()):
+        raise SettingsError(f"{name}: {raw!r} is not a whole number (ASCII digits)")
+    value = int(raw)
+    if value < 1 or value > maximum:
+        raise SettingsError(f"{name}: must be between 1 and {maximum}, got {value}")
     return value
 
 
@@ -130,9 +142,9 @@ def validate_dsn(dsn: str, name: str = "IQ_CLICKHOUSE_DSN") -> str:
     if dsn.split(":", 1)[0].lower() == "chdb":
         if not dsn.startswith("chdb://"):
             raise SettingsError(f"{name}: {redact_dsn(dsn)!r} is not a chdb DSN: write chdb://PATH "
-                                "(two slashes), e.g. chdb://./.iq-etl/warehouse")
+                                "(two slashes), e.g. chdb:///srv/iq-etl/warehouse")
         if not dsn[len("chdb://"):].split("?", 1)[0]:
-            raise SettingsError(f"{name}: chdb:// DSN needs a folder, e.g. chdb://./.iq-etl/warehouse")
+            raise SettingsError(f"{name}: chdb:// DSN needs a folder, e.g. chdb:///srv/iq-etl/warehouse")
         return dsn
     try:
         parts = urlsplit(dsn)
@@ -151,6 +163,102 @@ def validate_dsn(dsn: str, name: str = "IQ_CLICKHOUSE_DSN") -> str:
                             f"the native protocol); use http://host:8123 or https://host:8443")
     raise SettingsError(f"{name}: unsupported scheme {parts.scheme!r} in {redact_dsn(dsn)!r}; "
                         f"supported: {SUPPORTED_DSNS}")
+
+
+def absolute_chdb_dsn(dsn: str) -> str:
+    """`chdb://PATH[?query]` with PATH made absolute (relative paths are read from the current folder
+    once, here, and never again: messages and worker processes see one folder)."""
+    path, sep, query = dsn[len("chdb://"):].partition("?")
+    return f"chdb://{Path(path).expanduser().resolve()}{sep}{query}"
+
+
+# Every name iq-etl reads (settings, export limits, the scanner, logging, dbt, tests and benchmarks).
+# Any other IQ_* / JETSTREAMER_* name in the environment or .env is most likely a typo: warned once.
+KNOWN_NAMES = frozenset({
+    "IQ_ETL_HOME", "IQ_CLICKHOUSE_DSN", "IQ_CLICKHOUSE_CLUSTER", "IQ_WAREHOUSE_LOCK_WAIT", "IQ_PROGRAM_ID",
+    "IQ_SESSION_PDA_LIST", "IQ_READER_MODE", "IQ_READER_BASE_URL", "IQ_READER_ENDPOINT_PATH", "IQ_READER_TOKEN",
+    "IQ_RPC_URL", "IQ_CAR_URL", "IQ_EXPORT_MAX_BYTES", "IQ_EXPORT_MAX_ATTEMPTS", "IQ_EXPORT_TIMEOUT",
+    "IQ_EXPORT_BACKOFF", "IQ_EXPORT_RETRY_AFTER_CAP", "IQ_EXPORT_CONCURRENCY", "IQ_EXPORT_FAILURE_POLICY",
+    "IQ_SCANNER", "IQ_DASK_ADDRESS", "IQ_LOG_LEVEL", "IQ_LOG_FORMAT", "IQ_DBT_HOME",
+    # set by iq-etl itself for dbt's profile (transform/runner.py)
+    "IQ_DBT_TARGET", "IQ_DBT_HOST", "IQ_DBT_PORT", "IQ_DBT_USER", "IQ_DBT_PASSWORD", "IQ_DBT_SECURE",
+    "IQ_DBT_CLUSTER", "IQ_DBT_SCHEMA", "IQ_DBT_DATABASE",
+    # tests, CI and benchmarks
+    "IQ_TEST_CLICKHOUSE_DSN", "IQ_REQUIRE_NATIVE", "IQ_BENCH_CACHE", "IQ_PROPERTY_EXAMPLES", "IQ_FUZZ_EXAMPLES",
+    "IQ_ERA_FIRST_SLOT", "IQ_ERA_FIRST_TIME",
+    # the seed Jetstreamer plugin's names
+    "JETSTREAMER_CLICKHOUSE_MODE", "JETSTREAMER_CLICKHOUSE_DSN", "JETSTREAMER_THREADS", "JETSTREAMER_ARCHIVE_BASE",
+    "JETSTREAMER_HTTP_BASE_URL", "JETSTREAMER_COMPACT_INDEX_BASE_URL", "JETSTREAMER_NETWORK_CAPACITY_MB",
+})
+_WARNED_UNKNOWN: set[str] = set()
+
+
+def unknown_names(names: Iterable[str]) -> list[tuple[str, str | None]]:
+    """(name, nearest known name or None) for every IQ_* / JETSTREAMER_* name iq-etl does not read."""
+    import difflib
+
+    out = []
+    for name in sorted(set(names)):
+        if name.startswith(("IQ_", "JETSTREAMER_")) and name not in KNOWN_NAMES:
+            near = difflib.get_close_matches(name, sorted(KNOWN_NAMES), n=1, cutoff=0.6)
+            out.append((name, near[0] if near else None))
+    return out
+
+
+def warn_unknown_names(env: Mapping[str, str], dotenv_names: Iterable[str] = (), dotenv: Path | None = None) -> None:
+    """Log one WARNING per unknown name per process (a misspelt variable is otherwise ignored silently)."""
+    import logging
+
+    in_dotenv = set(dotenv_names)
+    for name, near in unknown_names(set(env) | in_dotenv):
+        if name in _WARNED_UNKNOWN:
+            continue
+        _WARNED_UNKNOWN.add(name)
+        where = f"in {dotenv}" if name in in_dotenv and dotenv is not None else "in the environment"
+        hint = f"; did you mean {near}?" if near else ""
+        logging.getLogger("iq_etl.settings").warning("unknown setting %s %s is ignored%s", name, where, hint)
+
+
+def _finite_number(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    """A finite number >= minimum (NaN and inf are refused: they pass every comparison test)."""
+    import math
+
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: {raw!r} is not a number") from None
+    if not math.isfinite(value) or value < minimum:
+        raise SettingsError(f"{name}: {raw!r} is not a finite number >= {minimum:g}")
+    return value
+
+
+def _car_url(env: Mapping[str, str]) -> str:
+    """IQ_CAR_URL, else the seed's JETSTREAMER_ARCHIVE_BASE / JETSTREAMER_HTTP_BASE_URL (an HTTP base:
+    the Old Faithful layout `{base}/{epoch}/epoch-{epoch}.car` under it), else Old Faithful."""
+    for name in ("IQ_CAR_URL", "JETSTREAMER_ARCHIVE_BASE", "JETSTREAMER_HTTP_BASE_URL"):
+        raw = env.get(name, "").strip()
+        if not raw:
+            continue
+        scheme = raw.split("://", 1)[0].lower() if "://" in raw else ""
+        if scheme and scheme not in ("http", "https", "file"):
+            raise SettingsError(f"{name}: {scheme}:// locations are not supported ({redact_dsn(raw)!r}); "
+                                "use an http(s):// URL, a file:// URL or a local path"
+                                + ("" if name == "IQ_CAR_URL" else " in IQ_CAR_URL"))
+        if name == "IQ_CAR_URL":
+            return raw
+        if scheme not in ("http", "https"):
+            raise SettingsError(f"{name}: {raw!r} is not an http(s):// base URL; for a local archive set "
+                                "IQ_CAR_URL to a path template with {epoch}")
+        return raw.rstrip("/") + "/{epoch}/epoch-{epoch}.car"
+    return DEFAULT_CAR_URL
+
+
+def home_from(env: Mapping[str, str]) -> Path:
+    """The iq-etl home: IQ_ETL_HOME (made absolute) or ~/.iq-etl."""
+    return Path(env.get(HOME_ENV, "").strip() or DEFAULT_HOME).expanduser().resolve()
 
 
 _DASK_ADDRESS = re.compile(r"^(tcp|tls)://[A-Za-z0-9.\-]+:[0-9]{1,5}$")
@@ -184,7 +292,15 @@ class Settings:
     rpc_url_configured: bool = False
     car_url: str = DEFAULT_CAR_URL
     log_level: str = "info"
-    home: Path = Path(".iq-etl")
+    home: Path = field(default_factory=lambda: Path(DEFAULT_HOME).expanduser().resolve())
+
+    def __post_init__(self) -> None:
+        # One absolute home and warehouse path, whatever the current folder (see DEFAULT_HOME).
+        object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
+        if self.clickhouse_dsn == DEFAULT_DSN:
+            object.__setattr__(self, "clickhouse_dsn", f"chdb://{self.home / 'warehouse'}")
+        elif self.clickhouse_dsn.startswith("chdb://"):
+            object.__setattr__(self, "clickhouse_dsn", absolute_chdb_dsn(self.clickhouse_dsn))
 
     @property
     def embedded(self) -> bool:
@@ -193,6 +309,18 @@ class Settings:
     @property
     def dsn_redacted(self) -> str:
         return redact_dsn(self.clickhouse_dsn)
+
+    @property
+    def warehouse_path(self) -> Path | None:
+        """The embedded warehouse's folder (absolute), or None for a remote one."""
+        return Path(self.clickhouse_dsn[len("chdb://"):].split("?", 1)[0]) if self.embedded else None
+
+    @property
+    def warehouse_name(self) -> str:
+        """What every figure shown to an operator names as its source: the embedded folder (absolute)
+        or the remote DSN without its password."""
+        path = self.warehouse_path
+        return f"embedded chDB at {path}" if path is not None else f"ClickHouse at {self.dsn_redacted}"
 
     @property
     def reader_url(self) -> str:
@@ -207,8 +335,12 @@ class Settings:
 
 def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = None) -> Settings:
     """Build `Settings` from `env` (default: os.environ) over `.env` in the working directory."""
-    merged: dict[str, str] = dict(read_dotenv(dotenv if dotenv is not None else Path.cwd() / ".env"))
+    dotenv_path = dotenv if dotenv is not None else Path.cwd() / ".env"
+    from_file = read_dotenv(dotenv_path)
+    merged: dict[str, str] = dict(from_file)
     merged.update(os.environ if env is None else env)
+    warn_unknown_names(os.environ if env is None else env, from_file, dotenv_path)
+    home = home_from(merged)
 
     program_ids = _pubkey_list(merged, "IQ_PROGRAM_ID", DEFAULT_PROGRAM_IDS)
     session_pdas = _pubkey_list(merged, "IQ_SESSION_PDA_LIST", ())
@@ -217,9 +349,17 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = No
     if mode not in READER_MODES:
         raise SettingsError(f"IQ_READER_MODE: {mode!r} is not one of {', '.join(READER_MODES)}")
 
+    # The seed's modes: auto (the DSN if one is set, else embedded), remote (the DSN, required), local
+    # (Jetstreamer spawns a local server; here: the embedded warehouse), embedded (iq-etl's name for
+    # local). `off` (no ClickHouse) cannot work: every stage reads and writes the warehouse.
     ch_mode = merged.get("JETSTREAMER_CLICKHOUSE_MODE", "").strip().lower()
-    if ch_mode and ch_mode not in ("embedded", "remote"):
-        raise SettingsError(f"JETSTREAMER_CLICKHOUSE_MODE: {ch_mode!r} is not 'embedded' or 'remote'")
+    if ch_mode == "local":
+        ch_mode = "embedded"
+    if ch_mode == "off":
+        raise SettingsError("JETSTREAMER_CLICKHOUSE_MODE: 'off' is not possible with iq-etl: every stage reads and "
+                            "writes its ClickHouse warehouse; unset it (embedded) or set a DSN (remote)")
+    if ch_mode and ch_mode not in ("auto", "embedded", "remote"):
+        raise SettingsError(f"JETSTREAMER_CLICKHOUSE_MODE: {ch_mode!r} is not one of auto, local, embedded, remote")
     if merged.get("IQ_CLICKHOUSE_DSN", "").strip():
         dsn = validate_dsn(merged["IQ_CLICKHOUSE_DSN"].strip(), "IQ_CLICKHOUSE_DSN")
     elif ch_mode == "remote":
@@ -230,19 +370,16 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = No
     elif merged.get("JETSTREAMER_CLICKHOUSE_DSN", "").strip() and ch_mode != "embedded":
         dsn = validate_dsn(merged["JETSTREAMER_CLICKHOUSE_DSN"].strip(), "JETSTREAMER_CLICKHOUSE_DSN")
     else:
-        dsn = DEFAULT_DSN
+        dsn = f"chdb://{home / 'warehouse'}"
+    if dsn.startswith("chdb://"):
+        dsn = absolute_chdb_dsn(dsn)
+        _warn_legacy_warehouse(dsn, merged)
 
     cluster = merged.get("IQ_CLICKHOUSE_CLUSTER", "").strip() or None
     if cluster and not _IDENT.match(cluster):
         raise SettingsError(f"IQ_CLICKHOUSE_CLUSTER: {cluster!r} is not a plain identifier")
 
-    lock_wait_raw = merged.get("IQ_WAREHOUSE_LOCK_WAIT", "").strip() or "0"
-    try:
-        lock_wait = float(lock_wait_raw)
-        if lock_wait < 0:
-            raise ValueError
-    except ValueError:
-        raise SettingsError(f"IQ_WAREHOUSE_LOCK_WAIT: {lock_wait_raw!r} is not a number of seconds >= 0") from None
+    lock_wait = _finite_number(merged, "IQ_WAREHOUSE_LOCK_WAIT", 0.0)
 
     rpc_raw = (merged.get("IQ_RPC_URL", "") or merged.get("SOLANA_RPC_URL", "")).strip()
     rpc_url = _http_url(merged, "IQ_RPC_URL" if merged.get("IQ_RPC_URL") else "SOLANA_RPC_URL", rpc_raw) if rpc_raw else DEFAULT_RPC_URL
@@ -274,11 +411,26 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = No
         clickhouse_dsn=dsn,
         clickhouse_cluster=cluster,
         warehouse_lock_wait_s=lock_wait,
-        threads=_positive_int(merged, "JETSTREAMER_THREADS", 1),
+        threads=_positive_int(merged, "JETSTREAMER_THREADS", 1, MAX_THREADS),
         dask_address=check_dask_address(merged.get("IQ_DASK_ADDRESS", "").strip() or None, "IQ_DASK_ADDRESS"),
         rpc_url=rpc_url,
         rpc_url_configured=bool(rpc_raw),
-        car_url=merged.get("IQ_CAR_URL", "").strip() or DEFAULT_CAR_URL,
+        car_url=_car_url(merged),
         log_level=log_level,
-        home=Path(merged.get("IQ_ETL_HOME", "").strip() or ".iq-etl"),
+        home=home,
     )
+
+
+def _warn_legacy_warehouse(dsn: str, env: Mapping[str, str]) -> None:
+    """Before issue 21 the default warehouse was ./.iq-etl/warehouse in the current folder. When one is
+    here and this process opens another, say so once: reports of `0 uploads` would otherwise look real."""
+    import logging
+
+    legacy = (Path.cwd() / LEGACY_HOME / "warehouse").resolve()
+    if env.get(HOME_ENV, "").strip() or env.get("IQ_CLICKHOUSE_DSN", "").strip() or "legacy" in _WARNED_UNKNOWN:
+        return
+    if legacy.is_dir() and absolute_chdb_dsn(f"chdb://{legacy}") != dsn.split("?", 1)[0]:
+        _WARNED_UNKNOWN.add("legacy")
+        logging.getLogger("iq_etl.settings").warning(
+            "a warehouse from an earlier iq-etl is in %s, but the default is now %s: set IQ_ETL_HOME=%s to keep "
+            "using it", legacy, dsn[len("chdb://"):], legacy.parent)

@@ -11,10 +11,12 @@ Before the first `iq-etl transform` the marts do not exist: the report says so i
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 from clickhouse_connect.driver import Client
 
-from iq_etl.warehouse.catalog import rows_as_dicts, table_exists
+from iq_etl.settings import DEFAULT_PROGRAM_IDS
+from iq_etl.warehouse.catalog import raw_counts, rows_as_dicts, table_exists
+from iq_etl.warehouse.scan_ledger import coverage
 
 STATUSES = ("complete", "missing_chunks", "awaiting_finalize", "conflicting_chunks", "total_mismatch")
 VERIFICATIONS = ("verified", "mismatch", "unverifiable")
@@ -58,19 +60,25 @@ def _verification(client: Client, mismatch_limit: int) -> dict[str, Any]:
             "mismatches_total": totals.get("mismatch", 0)}
 
 
-def status_report(client: Client, *, incomplete_limit: int = DEFAULT_INCOMPLETE_LIMIT,
-                  gap_limit: int = DEFAULT_GAP_LIMIT, mismatch_limit: int = DEFAULT_MISMATCH_LIMIT) -> dict[str, Any]:
-    """A snapshot of upload completeness and scan coverage (plain JSON-ready values)."""
+def status_report(client: Client, *, warehouse: str | None = None, program_ids: Iterable[str] = DEFAULT_PROGRAM_IDS,
+                  incomplete_limit: int = DEFAULT_INCOMPLETE_LIMIT, gap_limit: int = DEFAULT_GAP_LIMIT,
+                  mismatch_limit: int = DEFAULT_MISMATCH_LIMIT) -> dict[str, Any]:
+    """A snapshot of upload completeness and scan coverage (plain JSON-ready values).
+
+    `warehouse`: its name as shown to the operator (Settings.warehouse_name); `program_ids`: the
+    program set coverage is computed for (slots count as scanned only where a scan of a superset of
+    them, over every account, finished; see scan_ledger.coverage). Counts are deduplicated (FINAL)."""
     report: dict[str, Any] = {
         "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "warehouse": warehouse or "(not named)",
         "models_built": table_exists(client, "session_completeness"),
-        "raw_instructions": int(client.query("SELECT count() FROM iq.raw_instructions").result_rows[0][0]),
-        "undecoded_instructions": int(client.query("SELECT count() FROM iq.undecoded_instructions").result_rows[0][0]),
+        **raw_counts(client),
     }
+    report["scan"] = _scan(client, program_ids, gap_limit)
     if not report["models_built"]:
-        report.update(totals={}, by_status_generation=[], incomplete=[], scan={"scanned": [], "gaps": []},
-                      ready_to_export=0, verification={"available": False, "totals": {}, "by_generation": [],
-                                                       "mismatches": [], "mismatches_total": 0})
+        report.update(totals={}, by_status_generation=[], incomplete=[], ready_to_export=0,
+                      verification={"available": False, "totals": {}, "by_generation": [],
+                                    "mismatches": [], "mismatches_total": 0})
         return report
 
     by_group = rows_as_dicts(client, """
@@ -106,20 +114,6 @@ def status_report(client: Client, *, incomplete_limit: int = DEFAULT_INCOMPLETE_
 
     report["verification"] = _verification(client, mismatch_limit)
 
-    scan: dict[str, Any] = {"scanned": [], "gaps": []}
-    if table_exists(client, "scan_coverage"):
-        for row in rows_as_dicts(client, """
-                SELECT kind, first_slot, last_slot, slots, sources FROM iq.scan_coverage
-                ORDER BY first_slot"""):
-            item = {"first_slot": int(row["first_slot"]), "last_slot": int(row["last_slot"]),
-                    "slots": int(row["slots"])}
-            if row["kind"] == "scanned":
-                scan["scanned"].append({**item, "sources": list(row["sources"])})
-            else:
-                scan["gaps"].append(item)
-        scan["gaps_total"] = len(scan["gaps"])
-        scan["gaps"] = scan["gaps"][:gap_limit]
-    report["scan"] = scan
     report["delivery"] = _deliveries(client)
     # Complete, never delivered anywhere, and exportable: a verification mismatch never will be.
     exportable = "verification != 'mismatch'" if report["verification"]["available"] else "1"
@@ -130,6 +124,15 @@ def status_report(client: Client, *, incomplete_limit: int = DEFAULT_INCOMPLETE_
             + ("verification != 'mismatch'" if _has_column(client, "sessions_ready_to_export", "verification") else "1")
             + ") FROM iq.sessions_ready_to_export").result_rows[0][0])
     return report
+
+
+def _scan(client: Client, program_ids: Iterable[str], gap_limit: int) -> dict[str, Any]:
+    """Scan coverage for `program_ids` over every account (iq.scan_ranges, FINAL): merged runs, the
+    gaps between them (the first `gap_limit`), and every scope in the ledger (narrowed or unknown scans
+    are listed there, never counted as coverage)."""
+    cov = coverage(client, program_ids)
+    return {"program_ids": list(cov.program_ids), "scanned": cov.scanned, "gaps": cov.gaps[:gap_limit],
+            "gaps_total": len(cov.gaps), "scanned_slots": cov.scanned_slots, "scopes": cov.scopes}
 
 
 def _deliveries(client: Client) -> list[dict[str, Any]]:
@@ -162,7 +165,10 @@ def _window(row: dict[str, Any]) -> str:
 
 
 def _short(key: str, width: int = 48) -> str:
-    return key if len(key) <= width else key[: width - 1] + "…"
+    """Control characters escaped, cut after `width` with `…(N chars)` (iq_etl.output.visible)."""
+    from iq_etl.output import visible
+
+    return visible(key, width)
 
 
 def _tables(report: dict[str, Any], terminal: bool = False) -> list[tuple[str, list[str], list[list[Any]]]]:
@@ -214,24 +220,38 @@ def _tables(report: dict[str, Any], terminal: bool = False) -> list[tuple[str, l
 
 
 def _summary_line(report: dict[str, Any]) -> str:
+    """One paragraph: which warehouse, then the deduplicated figures and the coverage of the configured
+    program set (a scan narrowed to some PDAs or fewer programs is named, never counted)."""
+    where = f"Warehouse: {report.get('warehouse', '(not named)')}."
+    scan = report.get("scan") or {}
+    programs = len(scan.get("program_ids") or [])
+    narrowed = [s for s in scan.get("scopes", []) if not s.get("known") or s.get("session_pdas")
+                or not set(scan.get("program_ids") or []) <= set(s.get("program_ids") or [])]
+    coverage = (f"{scan.get('scanned_slots', sum(r['slots'] for r in scan.get('scanned', [])))} slots scanned for "
+                f"{programs} program(s) over every account, {scan.get('gaps_total', 0)} gap(s)")
+    if narrowed:
+        coverage += (f" ({len(narrowed)} narrower or unknown scan scope(s) not counted: "
+                     f"{sum(s['slots'] for s in narrowed)} slots; `status --json` lists them)")
     if not report.get("models_built"):
-        return (f"{report['raw_instructions']} raw instructions, {report['undecoded_instructions']} undecoded; "
-                "the models are not built yet: run `iq-etl transform`")
+        return (f"{where} {report['raw_instructions']} raw instructions, {report['undecoded_instructions']} "
+                f"undecoded; {coverage}; the models are not built yet: run `iq-etl transform`")
     t = report["totals"]
     v = (report.get("verification") or {}).get("totals") or {}
-    scan = report.get("scan") or {}
-    scanned = sum(r["slots"] for r in scan.get("scanned", []))
-    return (f"{t.get('uploads', 0)} uploads: {t.get('complete', 0)} complete, {t.get('missing_chunks', 0)} missing "
-            f"chunks, {t.get('awaiting_finalize', 0)} awaiting finalize, {t.get('conflicting_chunks', 0)} "
+    return (f"{where} {t.get('uploads', 0)} uploads: {t.get('complete', 0)} complete, {t.get('missing_chunks', 0)} "
+            f"missing chunks, {t.get('awaiting_finalize', 0)} awaiting finalize, {t.get('conflicting_chunks', 0)} "
             f"conflicting, {t.get('total_mismatch', 0)} total mismatch; {v.get('verified', 0)} verified, "
             f"{v.get('mismatch', 0)} verification mismatch (never exported); {report.get('ready_to_export', 0)} complete "
-            f"and never delivered; {scanned} slots scanned, {scan.get('gaps_total', 0)} gap(s); "
+            f"and never delivered; {coverage}; {report['raw_instructions']} raw instructions, "
             f"{report['undecoded_instructions']} undecoded instructions")
 
 
-def _md_cell(value: Any) -> str:
+def _md_cell(value: Any, limit: int = 400) -> str:
+    """A markdown table cell: line breaks as spaces, other control characters escaped, values longer
+    than `limit` cut (`…(N chars)`), `|` escaped. Clean text, e.g. an upload key, is unchanged."""
+    from iq_etl.output import visible
+
     text = "" if value is None else str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
+    return visible(text.replace("\r\n", " ").replace("\n", " "), limit).replace("|", "\\|")
 
 
 def status_markdown(report: dict[str, Any]) -> str:

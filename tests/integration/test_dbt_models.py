@@ -212,7 +212,7 @@ def test_saved_queries_run(built):
 def test_status_report_on_the_built_marts(built):
     from iq_etl.status import render_status, status_markdown, status_report
 
-    report = status_report(built.client, incomplete_limit=5)
+    report = status_report(built.client, incomplete_limit=5, program_ids=["P1", "P2"])  # scan_range_rows' scope
     assert report["models_built"] and report["totals"]["uploads"] == len(built.chain.uploads) + 1
     assert report["totals"]["complete"] == sum(1 for u in built.chain.uploads.values() if u.status == "complete")
     assert len(report["incomplete"]) == 5 and report["incomplete"][0]["status"] != "awaiting_finalize"

@@ -1,6 +1,8 @@
 """Settings: seed-compatible names, defaults, and clear errors naming the variable."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from iq_etl.errors import SettingsError
@@ -22,7 +24,8 @@ def load(env, tmp_path, dotenv_text=None):
 
 def test_defaults(tmp_path):
     s = load({}, tmp_path)
-    assert s.clickhouse_dsn == DEFAULT_DSN and s.embedded
+    assert DEFAULT_DSN == "chdb://<IQ_ETL_HOME>/warehouse"
+    assert s.clickhouse_dsn == f"chdb://{Path('~/.iq-etl').expanduser().resolve()}/warehouse" and s.embedded
     assert s.program_ids == DEFAULT_PROGRAM_IDS and len(DEFAULT_PROGRAM_IDS) == 3
     assert s.reader_mode == "auto"
     assert s.reader_url == "https://api.iqlabs.xyz/api/v2/inscribe/ingest"
@@ -124,3 +127,82 @@ def test_dsn_errors_hide_passwords(tmp_path):
     with pytest.raises(SettingsError) as err:
         load({"IQ_CLICKHOUSE_DSN": "clickhouse://u:hunter2@host:9000"}, tmp_path)
     assert "hunter2" not in str(err.value)
+
+
+# --- issue 21: the warehouse is the same whatever the current folder; typos are not ignored --------
+
+def test_the_default_warehouse_does_not_depend_on_the_current_folder(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    seen = set()
+    for folder in (tmp_path / "a", tmp_path / "b"):
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        seen.add(load({"IQ_ETL_HOME": str(home)}, tmp_path).clickhouse_dsn)
+    assert seen == {f"chdb://{home.resolve()}/warehouse"}
+    monkeypatch.chdir(tmp_path / "a")
+    rel = load({"IQ_ETL_HOME": "relhome"}, tmp_path)     # relative: read once, made absolute
+    assert rel.home == (tmp_path / "a" / "relhome").resolve() and rel.home.is_absolute()
+    explicit = load({"IQ_CLICKHOUSE_DSN": "chdb://./w"}, tmp_path)
+    assert explicit.clickhouse_dsn == f"chdb://{(tmp_path / 'a' / 'w').resolve()}"
+    assert explicit.warehouse_name == f"embedded chDB at {(tmp_path / 'a' / 'w').resolve()}"
+    remote = load({"IQ_CLICKHOUSE_DSN": "http://u:s3cret@ch.example:8123/iq"}, tmp_path)
+    assert remote.warehouse_name == "ClickHouse at http://u:***@ch.example:8123/iq"
+
+
+def test_unknown_names_are_warned_once_with_the_nearest_known_name(tmp_path, caplog):
+    import logging
+
+    from iq_etl import settings as st
+
+    st._WARNED_UNKNOWN.discard("IQ_CLICKHOUSE_DNS")
+    st._WARNED_UNKNOWN.discard("JETSTREAMER_THREDS")
+    with caplog.at_level(logging.WARNING, logger="iq_etl.settings"):
+        load({"IQ_CLICKHOUSE_DNS": "chdb:///x"}, tmp_path, "JETSTREAMER_THREDS=2\n")
+        load({"IQ_CLICKHOUSE_DNS": "chdb:///x"}, tmp_path, "JETSTREAMER_THREDS=2\n")
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings.count("unknown setting IQ_CLICKHOUSE_DNS in the environment is ignored; did you mean "
+                          "IQ_CLICKHOUSE_DSN?") == 1
+    assert sum("JETSTREAMER_THREDS in " in w and "did you mean JETSTREAMER_THREADS?" in w for w in warnings) == 1
+
+
+def test_legacy_warehouse_in_the_current_folder_is_pointed_out(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from iq_etl import settings as st
+
+    st._WARNED_UNKNOWN.discard("legacy")
+    (tmp_path / ".iq-etl" / "warehouse").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="iq_etl.settings"):
+        load({}, tmp_path)
+    assert any("a warehouse from an earlier iq-etl is in" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("mode,embedded", [("auto", True), ("local", True), ("embedded", True)])
+def test_jetstreamer_clickhouse_modes(tmp_path, mode, embedded):
+    assert load({"JETSTREAMER_CLICKHOUSE_MODE": mode}, tmp_path).embedded is embedded
+    auto_remote = load({"JETSTREAMER_CLICKHOUSE_MODE": "auto", "JETSTREAMER_CLICKHOUSE_DSN": "http://h:8123"}, tmp_path)
+    assert not auto_remote.embedded
+
+
+def test_jetstreamer_off_and_s3_are_refused_in_one_line(tmp_path):
+    with pytest.raises(SettingsError, match="JETSTREAMER_CLICKHOUSE_MODE: 'off' is not possible"):
+        load({"JETSTREAMER_CLICKHOUSE_MODE": "off"}, tmp_path)
+    with pytest.raises(SettingsError, match=r"IQ_CAR_URL: s3:// locations are not supported"):
+        load({"IQ_CAR_URL": "s3://bucket/{epoch}/epoch-{epoch}.car"}, tmp_path)
+    with pytest.raises(SettingsError, match=r"JETSTREAMER_ARCHIVE_BASE: s3:// .* in IQ_CAR_URL"):
+        load({"JETSTREAMER_ARCHIVE_BASE": "s3://bucket"}, tmp_path)
+
+
+def test_jetstreamer_archive_base_is_honoured(tmp_path):
+    s = load({"JETSTREAMER_ARCHIVE_BASE": "http://127.0.0.1:9/mirror/"}, tmp_path)
+    assert s.car_url == "http://127.0.0.1:9/mirror/{epoch}/epoch-{epoch}.car"
+    assert load({"JETSTREAMER_HTTP_BASE_URL": "https://m.example", "IQ_CAR_URL": "/data/{epoch}.car"},
+                tmp_path).car_url == "/data/{epoch}.car"
+
+
+@pytest.mark.parametrize("name,value", [("IQ_WAREHOUSE_LOCK_WAIT", "nan"), ("IQ_WAREHOUSE_LOCK_WAIT", "inf"),
+                                        ("JETSTREAMER_THREADS", "100000"), ("JETSTREAMER_THREADS", "\u0663")])
+def test_non_finite_and_out_of_range_numbers_are_refused(tmp_path, name, value):
+    with pytest.raises(SettingsError, match=name):
+        load({name: value}, tmp_path)

@@ -22,7 +22,10 @@ renamed as (
         last_slot_seen,
         error,
         started_at,
-        finished_at
+        finished_at,
+        -- what the scan looked for (empty program_ids: recorded before scopes were kept, unknown)
+        program_ids,
+        session_pdas
     from source
 )
 

@@ -79,6 +79,20 @@ def setup_logging(level_name: str | None, format_name: str | None = None) -> Non
     apply_log_format(fmt)
 
 
+def check_settings() -> None:
+    """Every setting, read and checked before any work, whatever the command: a malformed value (or
+    `IQ_SCANNER=fast`, `IQ_EXPORT_TIMEOUT=abc`) stops the command now, not after ingest and dbt ran.
+    Unknown IQ_* / JETSTREAMER_* names are warned about here too (once)."""
+    from iq_etl.export.runner import ExportOptions, concurrency_from_env
+    from iq_etl.ingest.sources.car.scanner import resolve as resolve_scanner
+    from iq_etl.settings import load_settings
+
+    load_settings()
+    ExportOptions.from_env()
+    concurrency_from_env()
+    resolve_scanner(None)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -87,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         setup_logging(args.log_level, args.log_format)
+        check_settings()
         code = args.handler(args)
     except IQEtlError as exc:
         print(f"iq-etl {args.command}: error: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ of a 4xx (a wrong token, path or backend version) are fixed by configuration, no
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
@@ -81,8 +82,8 @@ class ExportOptions:
                 value = kind(raw)
             except ValueError:
                 raise SettingsError(f"{name}: {raw!r} is not a {'whole ' if kind is int else ''}number") from None
-            if value < minimum:
-                raise SettingsError(f"{name}: must be at least {minimum}, got {raw}")
+            if not math.isfinite(value) or value < minimum:   # NaN passes every comparison: refuse it
+                raise SettingsError(f"{name}: {raw!r} is not a finite number >= {minimum}")
             return value
 
         base = RetryPolicy()
@@ -95,6 +96,18 @@ class ExportOptions:
                 retry_after_cap_s=number("IQ_EXPORT_RETRY_AFTER_CAP", base.retry_after_cap_s),
             ),
         )
+
+
+def concurrency_from_env(env: Mapping[str, str] | None = None, dotenv: Path | None = None) -> int:
+    """IQ_EXPORT_CONCURRENCY (senders per export run), from the environment over `.env`."""
+    merged = dict(read_dotenv(dotenv if dotenv is not None else Path.cwd() / ".env"))
+    merged.update(os.environ if env is None else env)
+    raw = merged.get("IQ_EXPORT_CONCURRENCY", "").strip()
+    if not raw:
+        return DEFAULT_CONCURRENCY
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 256:
+        raise SettingsError(f"IQ_EXPORT_CONCURRENCY: {raw!r} is not a whole number between 1 and 256")
+    return int(raw)
 
 
 @dataclass

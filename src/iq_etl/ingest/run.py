@@ -38,11 +38,11 @@ from iq_etl.ingest.fanout import (  # noqa: F401 - scan_range, process_pool: thi
 from iq_etl.ingest.progress import IngestProgress
 from iq_etl.ingest.request import IngestRequest
 from iq_etl.ingest.sources.base import SOURCES, SourceSpec, open_source
-from iq_etl.settings import Settings
+from iq_etl.settings import MAX_THREADS, Settings
 from iq_etl.solana.slots import SlotRange, covered, merge_ranges, parse_slot_spec, split_range
 from iq_etl.warehouse.client import get_client
 from iq_etl.warehouse.schema import migrate
-from iq_etl.warehouse.scan_ledger import RangeStats, done_ranges, record_range
+from iq_etl.warehouse.scan_ledger import RangeStats, ScanScope, done_ranges, ledger_row, record_range, record_rows
 from iq_etl.warehouse.writer import RowWriter
 from iq_etl.warehouse.catalog import count_by_kind
 
@@ -89,6 +89,8 @@ def run_ingest(settings: Settings, request: IngestRequest, *, client: Client | N
     started = time.perf_counter()
     run_id = request.run_id or uuid.uuid4().hex[:12]
     threads = request.threads or settings.threads
+    if not 1 <= threads <= MAX_THREADS:
+        raise IQEtlError(f"--threads: must be between 1 and {MAX_THREADS}, got {threads}")
     rpc_url = request.rpc_url or settings.rpc_url
     car_url = request.car_url or settings.car_url
     if session_pdas:
@@ -149,7 +151,9 @@ def _run(settings, request, client, fanout, summary, filt, run_id, rpc_url, car_
     spec = SourceSpec(kind=source, car_url=car_url, rpc_url=rpc_url,
                       rpc_options=tuple(sorted((rpc_options or {}).items())),
                       signatures=tuple(sorted(sig_slots.items())))
-    done = done_ranges(client, source) if resume else []
+    # What this run looks for: only a done scan of a superset of it lets a sub-range be skipped.
+    scope = ScanScope.of(source, filt.program_ids, filt.session_pdas)
+    done = done_ranges(client, scope) if resume else []
     todo: list[SlotRange] = []
     for rng in merge_ranges(wanted_ranges):
         for sub in split_range(rng, subrange_slots):
@@ -177,12 +181,13 @@ def _run(settings, request, client, fanout, summary, filt, run_id, rpc_url, car_
         elif own_pool:
             fanout = own_pool[0]
         if fanout is None or (len(todo) <= 1 and isinstance(fanout, PoolFanout)):
-            _run_inline(open_source(spec, wanted), todo, filt, spec, run_id, client, writer, summary, bar, batch_rows)
+            _run_inline(open_source(spec, wanted), todo, filt, spec, scope, run_id, client, writer, summary, bar,
+                        batch_rows)
         elif todo:
             remote = fanout.writes_remotely and not settings.embedded
             job = SubrangeJob(spec, wanted, filt, run_id, write_settings=settings if remote else None,
                               batch_rows=batch_rows)
-            _run_fanout(fanout, job, todo, client, writer, summary, bar)
+            _run_fanout(fanout, job, scope, todo, client, writer, summary, bar)
     summary.rows_written = writer.rows_written + summary.remote_rows_written
     summary.insert_s += writer.insert_s
     # Rows written here are counted as they are written; a fan-out writing remotely: ask the table.
@@ -198,13 +203,13 @@ def _run(settings, request, client, fanout, summary, filt, run_id, rpc_url, car_
     return summary
 
 
-def _run_inline(src, todo, filt, spec, run_id, client, writer, summary, bar, batch_rows) -> None:
+def _run_inline(src, todo, filt, spec, scope, run_id, client, writer, summary, bar, batch_rows) -> None:
     """Scan the sub-ranges one after the other in this process. Finished sub-ranges are settled in groups
     (`_Settler`: their rows flushed, then their `done` rows in one ledger insert) when SETTLE_INTERVAL_S
     passed or they made a batch of rows, and at the end: a run of a few short sub-ranges costs one insert
     per table, not one each per sub-range. An interrupted or failing sub-range settles what finished, then
     is recorded `partial` / `failed` after its rows so far are written."""
-    settler = _Settler(client, writer, spec.kind, run_id, summary, batch_rows)
+    settler = _Settler(client, writer, scope, run_id, summary, batch_rows)
     for sub in todo:
         started_at = dt.datetime.now(dt.timezone.utc)
         last_reported = [0]
@@ -219,11 +224,11 @@ def _run_inline(src, todo, filt, spec, run_id, client, writer, summary, bar, bat
             stats = scan_range(src, sub, filt, spec.kind, run_id, sink, batch_rows)
         except KeyboardInterrupt:
             settler.settle()   # also writes this sub-range's rows so far
-            record_range(client, spec.kind, run_id, stats, "partial", started_at, "interrupted")
+            record_range(client, scope, run_id, stats, "partial", started_at, "interrupted")
             raise
         except SourceError as exc:
             settler.settle()
-            record_range(client, spec.kind, run_id, stats, "failed", started_at, str(exc))
+            record_range(client, scope, run_id, stats, "failed", started_at, str(exc))
             _add(summary, stats, "failed", str(exc))
             raise
         except BaseException:
@@ -266,22 +271,6 @@ def make_fanout(threads: int, worker_kind: str, source_kind: str) -> PoolFanout:
     return PoolFanout(threads, "thread")
 
 
-class _LedgerRows:
-    """Collects the rows `record_range` would insert (same layout, written by record_range itself), to
-    insert a group of them at once."""
-
-    def __init__(self) -> None:
-        self.table, self.columns, self.rows = "", None, []   # type: tuple[str, Any, list]
-
-    def insert(self, table: str, rows: Sequence[Any], column_names: Any = None, **_: Any) -> None:
-        self.table, self.columns = table, column_names
-        self.rows.extend(rows)
-
-    def insert_into(self, client: Client) -> None:
-        if self.rows:
-            client.insert(self.table, self.rows, column_names=self.columns)
-
-
 SETTLE_INTERVAL_S = 1.0   # the longest a finished sub-range waits for its rows' insert and ledger row
 
 
@@ -292,9 +281,9 @@ class _Settler:
     rows once. `due()`: SETTLE_INTERVAL_S passed since the last settle, or the waiting sub-ranges made a
     batch of rows (the writer is flushing anyway)."""
 
-    def __init__(self, client: Client, writer: RowWriter, kind: str, run_id: str, summary: IngestSummary,
+    def __init__(self, client: Client, writer: RowWriter, scope: ScanScope, run_id: str, summary: IngestSummary,
                  batch_rows: int) -> None:
-        self.client, self.writer, self.kind, self.run_id, self.summary = client, writer, kind, run_id, summary
+        self.client, self.writer, self.scope, self.run_id, self.summary = client, writer, scope, run_id, summary
         self.batch_rows = batch_rows
         self.pending: list[tuple[SlotRange, RangeStats, dt.datetime, str]] = []
         self.pending_rows = 0
@@ -315,10 +304,9 @@ class _Settler:
         self.last_settle = time.monotonic()
         if not self.pending:
             return
-        ledger = _LedgerRows()
-        for _sub, stats, started_at, _worker in self.pending:
-            record_range(ledger, self.kind, self.run_id, stats, "done", started_at)  # type: ignore[arg-type]
-        ledger.insert_into(self.client)   # only now, after their rows: the group's `done` rows in one insert
+        # Only now, after their rows: the group's `done` rows in one insert.
+        record_rows(self.client, [ledger_row(self.scope, self.run_id, stats, "done", started_at)
+                                  for _sub, stats, started_at, _worker in self.pending])
         for sub, stats, _started_at, worker in self.pending:
             log.debug("sub-range %s done%s: %d transactions, %d IQ matches", sub, f" on {worker}" if worker else "",
                       stats.transactions_seen, stats.iq_matches)
@@ -334,23 +322,22 @@ class _Settler:
             log.warning("could not record the finished sub-ranges; the next run redoes them", exc_info=True)
 
 
-def _run_fanout(fanout: Fanout, job: SubrangeJob, todo, client, writer, summary, bar) -> None:
+def _run_fanout(fanout: Fanout, job: SubrangeJob, scope: ScanScope, todo, client, writer, summary, bar) -> None:
     """Hand the sub-ranges to the fan-out and write (or count) each one's rows as it comes back. Finished
     sub-ranges are settled in groups (`_Settler`) -- their rows flushed, then each recorded `done` -- at
     most every SETTLE_INTERVAL_S and at the end, so that many small sub-ranges cost a few inserts, not one
     each (the writer of an embedded warehouse is the serial part of a parallel ingest). A crash before a
     group is settled leaves its sub-ranges unrecorded: the next run redoes them (rows are deduplicated).
     The first failure settles what finished, is recorded and raised (the other jobs are cancelled)."""
-    kind = job.spec.kind
     started_at = dt.datetime.now(dt.timezone.utc)
-    settler = _Settler(client, writer, kind, job.run_id, summary, writer.batch_rows)
+    settler = _Settler(client, writer, scope, job.run_id, summary, writer.batch_rows)
     settler.batch_rows = 1 << 62   # fan-out: by time only, as before (rows come back a sub-range at a time)
     try:
         for sub, outcome in fanout.run(job, todo):
             if isinstance(outcome, BaseException):
                 settler.settle()
                 stats = RangeStats(sub.first_slot, sub.last_slot)
-                record_range(client, kind, job.run_id, stats, "failed", started_at, str(outcome))
+                record_range(client, scope, job.run_id, stats, "failed", started_at, str(outcome))
                 _add(summary, stats, "failed", str(outcome))
                 raise outcome
             if outcome.out.rows or outcome.out.undecoded:

@@ -40,7 +40,7 @@ def report_artifacts_task(settings: Settings, title: str) -> dict[str, Any]:
     from iq_etl.report import default_report_dir, write_report
     from iq_etl.warehouse.client import get_client
 
-    written = write_report(get_client(settings), default_report_dir(settings))
+    written = write_report(get_client(settings), default_report_dir(settings), settings=settings)
     incomplete = written.data["incomplete"]
     rows = incomplete_table(written.data)
     shown = f"the {len(rows)} worst of {incomplete['total']}" if incomplete["total"] > len(rows) else "all"

@@ -172,7 +172,7 @@ def status_artifact_task(settings: Settings, title: str, extra_markdown: str = "
     from iq_etl.status import status_markdown, status_report
     from iq_etl.warehouse.client import get_client
 
-    report = status_report(get_client(settings))
+    report = status_report(get_client(settings), warehouse=settings.warehouse_name, program_ids=settings.program_ids)
     markdown = f"# {title}\n\n{extra_markdown}\n\n{status_markdown(report)}" if extra_markdown else \
         f"# {title}\n\n{status_markdown(report)}"
     create_markdown_artifact(markdown=markdown, key=STATUS_ARTIFACT_KEY, description=f"iq-etl status after {title}")
@@ -344,16 +344,18 @@ def _car_epoch_available(car_url: str):
 
 @task(name="plan-reconcile", retries=1, cache_policy=NO_CACHE)
 def plan_reconcile_task(settings: Settings, policy: Any, use_rpc: bool, window_source: str,
-                        car_url: str | None = None) -> Any:
+                        car_url: str | None = None, extra_program_ids: Sequence[str] = ()) -> Any:
     from iq_etl.warehouse.client import get_client
 
     from iq_etl.reconcile import plan as rc
     from iq_etl.reconcile import store
-    from iq_etl.warehouse.scan_ledger import covered_ranges
+    from iq_etl.warehouse.scan_ledger import ScanScope, covered_ranges
     client = get_client(settings)
+    # Slots count as searched only where a scan of every program this search keeps covered them.
+    scope = ScanScope.of(window_source, set(settings.program_ids) | set(extra_program_ids), settings.session_pdas)
     available = _car_epoch_available(car_url or settings.car_url) if window_source == "car" else None
     plan = rc.plan_reconcile(store.read_incomplete(client), store.read_states(client),
-                             covered_ranges(client, window_source), policy, use_rpc=use_rpc,
+                             covered_ranges(client, scope), policy, use_rpc=use_rpc,
                              epoch_available=available)
     _logger().info("reconcile plan: %d upload(s) to search (%d over budget, %d not searchable); slot ranges %s; "
                    "%d session(s) over RPC", len(plan.uploads), len(plan.deferred), len(plan.skipped),
@@ -394,7 +396,7 @@ def reconcile_flow(discovery: str = "auto", window_source: str = "car", car_url:
         if not table_exists(client, store.COMPLETENESS):
             transform_task(settings)
         before = store.read_statuses(client)
-        plan = plan_reconcile_task(settings, policy, use_rpc, window_source, car_url)
+        plan = plan_reconcile_task(settings, policy, use_rpc, window_source, car_url, tuple(extra_program_ids or ()))
         rows_written, unreadable, partly_read = 0, [], False
         # One ingest per search, so that one unreadable range (an archive that ends early, an RPC
         # error) is reported and the others still count. Rows read before a failure are kept.

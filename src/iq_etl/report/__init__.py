@@ -22,8 +22,11 @@ REPORT_FILE = "index.html"
 
 
 def default_report_dir(settings: Settings) -> Path:
-    """`<iq-etl home>/report` (the home is ./.iq-etl unless IQ_ETL_HOME says otherwise)."""
-    return (Path(settings.home) / "report").resolve()
+    """Next to the warehouse it describes: `report/` beside an embedded warehouse's folder (for the
+    default warehouse, `<IQ_ETL_HOME>/report`); `<IQ_ETL_HOME>/report` for a remote one. Never the
+    current folder."""
+    path = settings.warehouse_path
+    return (path.parent / "report") if path is not None else (Path(settings.home) / "report").resolve()
 
 
 @dataclass(frozen=True)
@@ -36,10 +39,13 @@ class WrittenReport:
         return self.path.resolve().as_uri()
 
 
-def write_report(client: Client, out_dir: Path, limits: Limits | None = None) -> WrittenReport:
+def write_report(client: Client, out_dir: Path, limits: Limits | None = None,
+                 settings: Settings | None = None) -> WrittenReport:
     """Read the warehouse, render the page and write it to `out_dir/index.html` (atomically: a reader
-    never sees half a page)."""
-    data = report_data(client, limits)
+    never sees half a page). With `settings`, the page names its warehouse and shows the coverage of
+    the configured program set."""
+    data = report_data(client, limits) if settings is None else \
+        report_data(client, limits, warehouse=settings.warehouse_name, program_ids=settings.program_ids)
     page = render_html(data)
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)

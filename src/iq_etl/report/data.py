@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from clickhouse_connect.driver import Client
 
 from iq_etl.solana.slots import SLOTS_PER_EPOCH, epoch_bounds
-from iq_etl.warehouse.catalog import DATABASE, rows_as_dicts, table_exists
+from iq_etl.settings import DEFAULT_PROGRAM_IDS
+from iq_etl.warehouse.catalog import DATABASE, raw_counts, rows_as_dicts, table_exists
+from iq_etl.warehouse.scan_ledger import coverage
 
 STATUSES = ("complete", "missing_chunks", "awaiting_finalize", "conflicting_chunks", "total_mismatch")
 VERIFICATIONS = ("verified", "mismatch", "unverifiable")
@@ -64,16 +66,19 @@ def _count(client: Client, sql: str, parameters: dict[str, Any] | None = None) -
     return int(client.query(sql, parameters=parameters).result_rows[0][0])
 
 
-def report_data(client: Client, limits: Limits | None = None) -> dict[str, Any]:
-    """The report's data: plain values only (ints, strings, lists, dicts)."""
+def report_data(client: Client, limits: Limits | None = None, *, warehouse: str | None = None,
+                program_ids: Iterable[str] = DEFAULT_PROGRAM_IDS) -> dict[str, Any]:
+    """The report's data: plain values only (ints, strings, lists, dicts). `warehouse` names where the
+    figures come from (Settings.warehouse_name); coverage is that of `program_ids` over every account."""
     limits = limits or Limits()
     data: dict[str, Any] = {
         "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "warehouse": warehouse or "(not named)",
         "limits": asdict(limits),
         "models_built": table_exists(client, "session_completeness"),
-        "raw_instructions": _count(client, "SELECT count() FROM iq.raw_instructions"),
+        **raw_counts(client),
     }
-    data["scan"] = scan_view(client, limits)
+    data["scan"] = scan_view(client, limits, program_ids)
     if data["models_built"]:
         data["by_status_generation"] = status_generation_view(client)
         data["incomplete"] = incomplete_view(client, limits)
@@ -88,14 +93,14 @@ def report_data(client: Client, limits: Limits | None = None) -> dict[str, Any]:
 
 # --- scan coverage timeline -------------------------------------------------------------------
 
-def scan_view(client: Client, limits: Limits) -> dict[str, Any]:
-    """Per epoch: the runs ('scanned' / 'gap') inside it, clipped to the epoch's slots."""
-    if not table_exists(client, "scan_coverage"):
-        return {"built": False, "epochs": [], "runs_total": 0, "runs_read": 0, "cut_from": None}
-    runs_total = _count(client, "SELECT count() FROM iq.scan_coverage")
-    rows = client.query("""
-        SELECT kind, first_slot, last_slot FROM iq.scan_coverage
-        ORDER BY first_slot, kind LIMIT {n:UInt32}""", parameters={"n": limits.scan_runs}).result_rows
+def scan_view(client: Client, limits: Limits, program_ids: Iterable[str] = DEFAULT_PROGRAM_IDS) -> dict[str, Any]:
+    """Per epoch: the runs ('scanned' / 'gap') inside it, clipped to the epoch's slots: the coverage of
+    `program_ids` over every account (scan_ledger.coverage, the same figures as `iq-etl status`)."""
+    cov = coverage(client, program_ids)
+    every = sorted([("scanned", r["first_slot"], r["last_slot"]) for r in cov.scanned]
+                   + [("gap", g["first_slot"], g["last_slot"]) for g in cov.gaps], key=lambda r: (r[1], r[0]))
+    runs_total = len(every)
+    rows = every[:limits.scan_runs]
     epochs: dict[int, dict[str, Any]] = {}
     cut_from: int | None = None   # the first slot not drawn (epoch or run cap), None when all is drawn
     for kind, first, last in rows:
@@ -122,7 +127,8 @@ def scan_view(client: Client, limits: Limits) -> dict[str, Any]:
     for entry in ordered:
         entry["extent_first"] = min(r["first_slot"] for r in entry["runs"])
         entry["extent_last"] = max(r["last_slot"] for r in entry["runs"])
-    return {"built": True, "epochs": ordered, "runs_total": runs_total, "runs_read": len(rows), "cut_from": cut_from}
+    return {"built": True, "epochs": ordered, "runs_total": runs_total, "runs_read": len(rows), "cut_from": cut_from,
+            "program_ids": list(cov.program_ids), "scopes": cov.scopes}
 
 
 # --- uploads by status x generation -------------------------------------------------------------

@@ -22,9 +22,9 @@ def newest_possible_epoch(today: _dt.date | None = None) -> int:
     return int(days / _MIN_EPOCH_DAYS) + 1
 
 
-_SLOT_RANGE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
-_EPOCH_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
-_EPOCH = re.compile(r"^\s*(\d+)\s*$")
+_SLOT_RANGE = re.compile(r"^\s*([0-9]+)\s*:\s*([0-9]+)\s*$")  # ASCII digits only: "١٢" is not a slot
+_EPOCH_RANGE = re.compile(r"^\s*([0-9]+)\s*-\s*([0-9]+)\s*$")
+_EPOCH = re.compile(r"^\s*([0-9]+)\s*$")
 
 
 class SlotRange(NamedTuple):

@@ -26,3 +26,14 @@ def count_by_kind(client: Client, run_id: str) -> dict[str, int]:
         "SELECT concat(generation, '/', kind) AS k, count() FROM iq.raw_instructions WHERE run_id = {run:String} "
         "GROUP BY k ORDER BY k", parameters={"run": run_id}).result_rows
     return {k: int(n) for k, n in rows}
+
+
+def raw_counts(client: Client) -> dict[str, int]:
+    """Rows of the raw tables as an operator must see them: deduplicated (FINAL). The tables are
+    ReplacingMergeTree: a rescanned range stores its rows again until ClickHouse merges them, so a
+    plain count() can show twice the true number."""
+    return {
+        "raw_instructions": int(client.query("SELECT count() FROM iq.raw_instructions FINAL").result_rows[0][0]),
+        "undecoded_instructions": int(client.query(
+            "SELECT count() FROM iq.undecoded_instructions FINAL").result_rows[0][0]),
+    }

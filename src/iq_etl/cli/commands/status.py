@@ -2,13 +2,16 @@
 chunk ranges and where to rescan, and scan coverage gaps (from the dbt marts)."""
 from __future__ import annotations
 
+import argparse
+
 from iq_etl.settings import load_settings
 from iq_etl.warehouse.client import Warehouse
 from iq_etl.warehouse.schema import migrate
 
 
 def register(sub) -> None:
-    p = sub.add_parser("status", help="uploads by status, incomplete uploads with missing ranges, scan gaps")
+    p = sub.add_parser("status", help="uploads by status, incomplete uploads with missing ranges, scan gaps",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--markdown", action="store_true", help="print the report as markdown")
     p.add_argument("--limit", type=int, default=20, help="incomplete uploads and gaps to list (default 20)")
@@ -23,7 +26,8 @@ def run(args) -> int:
     settings = load_settings()
     with Warehouse(settings) as client:
         migrate(client, settings.clickhouse_cluster)
-        report = status_report(client, incomplete_limit=args.limit, gap_limit=args.limit)
+        report = status_report(client, warehouse=settings.warehouse_name, program_ids=settings.program_ids,
+                               incomplete_limit=args.limit, gap_limit=args.limit)
     if args.json:
         print(render_status(report, "json"))
     elif args.markdown:
