@@ -125,6 +125,7 @@ class ExportSummary:
     retries: int = 0            # attempts that ended in 'retrying'
     bytes_delivered: int = 0    # payload bytes (joined bytes) of the delivered uploads
     failures: list[dict[str, Any]] = field(default_factory=list)  # one per failed/refused upload
+    warehouse: str = ""         # where the uploads were read and the ledger written (Settings.warehouse_name)
 
     @property
     def ok(self) -> bool:
@@ -168,7 +169,8 @@ def export_ready(settings: Settings, client: Client, target: str | None = None, 
         raise IQEtlError("iq.sessions_ready_to_export does not exist yet: run `iq-etl transform` first")
     stop = threading.Event()
     tgt = open_target(target or settings.reader_url, settings, options, stop)
-    summary = ExportSummary(target=tgt.target_id, run_id=uuid.uuid4().hex, dry_run=dry_run)
+    summary = ExportSummary(target=tgt.target_id, run_id=uuid.uuid4().hex, dry_run=dry_run,
+                            warehouse=settings.warehouse_name)
     candidates = ledger.pending_uploads(client, tgt.target_id, limit)
     summary.selected = len(candidates)
     log.info("export run %s: %d upload(s) to %s%s", summary.run_id, len(candidates), tgt.target_id,

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 class IngestSummary:
     run_id: str
     source: str
+    warehouse: str = ""              # where the rows went (Settings.warehouse_name: path, or DSN without password)
     ranges: list[dict[str, Any]] = field(default_factory=list)
     transactions_seen: int = 0
     matches: int = 0
@@ -96,7 +97,7 @@ def run_ingest(settings: Settings, request: IngestRequest, *, client: Client | N
     if session_pdas:
         settings = _with_session_pdas(settings, session_pdas)
     filt = InstructionFilter.from_settings(settings, request.extra_program_ids)
-    summary = IngestSummary(run_id=run_id, source=source)
+    summary = IngestSummary(run_id=run_id, source=source, warehouse=settings.warehouse_name)
     own_pool: list[PoolFanout] = []
     if fanout is None and threads > 1 and _several_subranges(request):
         # Started now: the workers' interpreter start and imports overlap the set-up below.

@@ -113,9 +113,9 @@ def ingest_task(settings: Settings, *, slot_spec: str | None = None, ranges: Seq
             on_progress=_progress_artifact()), fanout=fanout,
         )
     result = _as_dict(summary)
-    _logger().info("ingest: %s transactions seen, %s IQ matches, %s rows written, %s undecoded in %.1fs",
-                   result.get("transactions_seen"), result.get("matches"), result.get("rows_written"),
-                   result.get("undecoded"), result.get("seconds") or 0.0)
+    _logger().info("ingest into %s: %s transactions seen, %s IQ matches, %s rows written, %s undecoded in %.1fs",
+                   settings.warehouse_name, result.get("transactions_seen"), result.get("matches"),
+                   result.get("rows_written"), result.get("undecoded"), result.get("seconds") or 0.0)
     if result.get("incomplete"):
         _logger().warning("ingest: some sub-ranges did not finish; the next run resumes them")
     return result

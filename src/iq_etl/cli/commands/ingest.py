@@ -79,6 +79,7 @@ def print_summary(s: IngestSummary) -> None:
 
     console = Console()
     t = Table(title=f"ingest run {s.run_id} ({s.source})", show_header=False)
+    t.add_row("warehouse", s.warehouse)
     t.add_row("sub-ranges scanned", f"{len(s.ranges)} ({s.skipped_ranges} already done, skipped)")
     t.add_row("transactions", f"{s.transactions_seen:,}")
     t.add_row("IQ instructions", f"{s.matches:,} ({s.rows_written:,} decoded rows, {s.undecoded:,} undecoded)")
