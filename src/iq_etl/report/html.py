@@ -8,8 +8,8 @@ and by verification when the marts have it), `view-chunks` (a chunk map per inco
 `view-delivery` (delivery state per export target).
 
 Everything read from the chain (upload keys, reasons, signatures) or typed by an operator (target
-URLs) is hostile: every such string goes through `_e` (HTML escape, quotes included) and is
-shortened for display; numbers are formatted from ints.
+URLs) is hostile: every such string goes through `_e` (control characters escaped, HTML escape, quotes
+included) and is shortened for display; numbers are formatted from ints.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import html
 import math
 from typing import Any, Iterable
 
+from iq_etl.output import visible
 from iq_etl.report.data import BEYOND, CELL_STATES, CONFLICTING, FAILED_ONLY, MISSING, PRESENT, STATUSES
 
 DISPLAY_LIMIT = 300  # characters of one chain-derived string shown (the data attributes keep up to this too)
@@ -59,12 +60,10 @@ td.zero{color:#d1d5db}code{font:12px/1.3 ui-monospace,SFMono-Regular,Menlo,monos
 
 
 def _e(value: Any, limit: int = DISPLAY_LIMIT) -> str:
-    """Escape for HTML text and attribute values alike; long strings shortened (a hostile upload
-    key or reason cannot blow up the page)."""
-    text = "" if value is None else str(value)
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return html.escape(text, quote=True)
+    """Escape for HTML text and attribute values alike: control characters and bidi overrides shown as
+    `\\x1b` / `\\u202e`, long strings cut with `…(N chars)` (iq_etl.output.visible: a hostile upload
+    key or reason can neither blow up the page nor reorder what is around it), then HTML-escaped."""
+    return html.escape(visible(value, limit), quote=True)
 
 
 def _n(value: Any) -> str:

@@ -1,16 +1,19 @@
 """`iq-etl car`: look inside Old Faithful CAR files.
 
-  inspect <path or URL> [--slots S:E] [--json]   node counts, slots, transactions per slot
-  index <path> [--force]                        write epoch-{N}-slot-ranges.raw for seeking
+  inspect <path or URL> [--slots S:E] [--json]   node counts, slots (as S:E), transactions per slot
+  index <path or URL> [--out PATH] [--force]    write epoch-{N}-slot-ranges.raw for seeking (next to a
+                                                local CAR; in the current folder for an http(s) URL)
   scan <path, URL or template> --slots SPEC     stream blocks with the IQ pre-filter, print throughput and the
                                                 section walker that ran (IQ_SCANNER=python|native|auto)
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 from typing import Any
 
 from iq_etl.errors import IQEtlError
@@ -19,21 +22,33 @@ _PROGRESS_MIN_BYTES = 64 << 20  # show a progress bar for files at least this la
 
 
 def register(sub) -> None:
-    p = sub.add_parser("car", help="inspect, index and scan Old Faithful CAR files")
+    p = sub.add_parser("car", help="inspect, index and scan Old Faithful CAR files",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     csub = p.add_subparsers(dest="car_command", metavar="SUBCOMMAND")
 
-    ins = csub.add_parser("inspect", help="node counts by kind, slots, transactions per slot, first signatures")
+    ins = csub.add_parser("inspect", help="node counts by kind, slots, transactions per slot, first signatures",
+                          description="Read a CAR file (local or over HTTP) and print its node counts by kind, the "
+                                      "slots it covers (S:E), transactions per slot and the first signatures.")
     ins.add_argument("location", help="CAR path or http(s) URL")
     ins.add_argument("--slots", help="only these slots: S:E, N (epoch) or A-B (epochs)")
     ins.add_argument("--json", action="store_true", help="print one JSON object")
     ins.set_defaults(handler=run_inspect)
 
-    idx = csub.add_parser("index", help="write epoch-{N}-slot-ranges.raw next to a CAR that lacks one")
-    idx.add_argument("path", type=Path)
+    idx = csub.add_parser("index", help="write epoch-{N}-slot-ranges.raw next to a CAR that lacks one",
+                          description="Walk a CAR file (local path, file:// or http(s) URL) and write its "
+                                      "epoch-{N}-slot-ranges.raw index, which ingest uses to seek: next to a local "
+                                      "CAR, in the current folder for an http(s) URL, or where --out says.")
+    idx.add_argument("location", metavar="path", help="CAR path, file:// or http(s) URL")
+    idx.add_argument("--out", type=Path, default=None, metavar="PATH",
+                     help="index file or folder to write it in (default: next to a local CAR, the current folder "
+                          "for an http(s) URL)")
     idx.add_argument("--force", action="store_true", help="overwrite an existing index")
     idx.set_defaults(handler=run_index)
 
-    scan = csub.add_parser("scan", help="stream blocks through the reader and pre-filter; print throughput")
+    scan = csub.add_parser("scan", help="stream blocks through the reader and pre-filter; print throughput",
+                           description="Stream the blocks of a slot range through the CAR reader and the IQ "
+                                       "pre-filter and print throughput and the section walker that ran "
+                                       "(IQ_SCANNER=python|native|auto).")
     scan.add_argument("location", help="CAR path, URL, or template with {epoch}")
     scan.add_argument("--slots", required=True, help="S:E, N (epoch) or A-B (epochs)")
     scan.add_argument("--key", action="append", default=None, metavar="BASE58",
@@ -84,7 +99,7 @@ def run_inspect(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(soft_wrap=True)
+    console = Console(soft_wrap=True, markup=False, highlight=False)
     console.print(f"{car.name}" + (f" (slots {args.slots})" if args.slots else ""))
     table = Table()
     table.add_column("kind")
@@ -93,7 +108,8 @@ def run_inspect(args) -> int:
         table.add_row(kind, f"{count:,}")
     console.print(table)
     tx_total = sum(summary.transactions_per_slot.values())
-    console.print(f"slots {summary.first_slot}..{summary.last_slot}: {len(summary.transactions_per_slot):,} blocks, "
+    # S:E, the slot-spec syntax: paste it into `car inspect --slots`, `car scan --slots` or `iq-etl ingest`
+    console.print(f"slots {summary.first_slot}:{summary.last_slot}: {len(summary.transactions_per_slot):,} blocks, "
                   f"{tx_total:,} transactions")
     busiest = sorted(summary.transactions_per_slot.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
     if busiest:
@@ -104,23 +120,37 @@ def run_inspect(args) -> int:
 
 
 def run_index(args) -> int:
-    from iq_etl.ingest.sources.car.reader import CarFile
-    from iq_etl.ingest.sources.car.inspect import build_slot_ranges
+    from iq_etl.ingest.sources.car.byte_range import is_url, sibling
     from iq_etl.ingest.sources.car.format import slot_ranges_name, write_slot_ranges
+    from iq_etl.ingest.sources.car.inspect import build_slot_ranges
+    from iq_etl.ingest.sources.car.reader import CarFile
 
-    if not args.path.is_file():
-        raise IQEtlError(f"{args.path}: no such file")
-    car = CarFile(str(args.path))
+    location = args.location  # a str: a URL keeps its `//` (a Path would make http:// into http:/)
+    local: Path | None = None
+    if not is_url(location):
+        local = Path(unquote(urlparse(location).path)) if location.startswith("file://") else Path(location)
+        if not local.is_file():
+            raise IQEtlError(f"{location}: no such file")
+    car = CarFile(location)
     progress, finish = _progress_for(car.source.size(), "index")
     try:
         epoch, ranges = build_slot_ranges(car, progress=progress)
     finally:
         finish()
-    out = args.path.with_name(slot_ranges_name(epoch))
+    name = slot_ranges_name(epoch)
+    if args.out is not None:
+        out = args.out / name if args.out.is_dir() else args.out
+    else:
+        out = local.with_name(name) if local is not None else Path(name)
     if out.exists() and not args.force:
         raise IQEtlError(f"{out} already exists (use --force to overwrite)")
-    write_slot_ranges(out, epoch, ranges)
+    try:
+        write_slot_ranges(out, epoch, ranges)
+    except OSError as exc:
+        raise IQEtlError(f"{out}: {exc.strerror or exc}") from None
     print(f"{out}: {len(ranges):,} blocks indexed for epoch {epoch}")
+    if local is None:
+        print(f"ingest seeks with it where the CAR is: {sibling(car.name, name)}")
     return 0
 
 

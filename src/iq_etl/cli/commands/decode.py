@@ -8,6 +8,7 @@ string made only of digits 1-9 and a-f with an even length must be given as `b58
 """
 from __future__ import annotations
 
+import argparse
 import json
 import string
 
@@ -21,7 +22,8 @@ _HEX = set(string.hexdigits)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("decode", help="decode one IQ instruction (program id + data) and print the record")
+    p = sub.add_parser("decode", help="decode one IQ instruction (program id + data) and print the record",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--program", required=True, help="program id (base58)")
     p.add_argument("--data", required=True,
                    help="instruction data: hex or base58; force with a hex:/b58: prefix (0x also means hex)")
@@ -83,6 +85,8 @@ def _keys(text: str, option: str) -> list[str]:
 
 def render(record: IQRecord) -> str:
     """A readable rendering: the JSON fields that apply, plus the encoding details."""
+    from iq_etl.output import visible
+
     lines = []
     for name, value in record.to_json().items():
         if value is None or name == "decodable":
@@ -94,7 +98,7 @@ def render(record: IQRecord) -> str:
             continue
         if name == "metadata" and not isinstance(value, str):
             value = json.dumps(value, ensure_ascii=False)
-        lines.append(f"{name}: {value}")
+        lines.append(f"{name}: {visible(value, 1000)}")  # chain text: control characters escaped (--json: exact)
     for name in ("db_root_id", "table_seed"):
         value = getattr(record, name)
         if value is not None:

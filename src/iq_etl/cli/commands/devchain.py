@@ -1,12 +1,16 @@
-"""`iq-etl devchain build|serve|serve-car`: the deterministic development chain and its loopback servers.
+"""`iq-etl devchain build|serve|serve-car|serve-reader`: the deterministic development chain and its
+loopback servers.
 
-    build      write DIR/{epoch}/epoch-{epoch}.car (+ slot-ranges index), DIR/manifest.json, DIR/files/
-    serve      the same chain as Solana JSON-RPC on loopback (with optional injected faults)
-    serve-car  the CAR files over a Range-capable HTTP server, laid out like the Old Faithful bucket
+    build         write DIR/{epoch}/epoch-{epoch}.car (+ slot-ranges index), DIR/manifest.json, DIR/files/
+    serve         the same chain as Solana JSON-RPC on loopback (with optional injected faults)
+    serve-car     the CAR files over a Range-capable HTTP server, laid out like the Old Faithful bucket
+    serve-reader  a reader backend speaking the IQ ingest protocol (`iq-etl export --target` its URL)
 """
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 import threading
 import time
@@ -23,7 +27,9 @@ def register(sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     dsub = p.add_subparsers(dest="devchain_command", metavar="SUBCOMMAND")
 
-    b = dsub.add_parser("build", help="generate the chain (same seed, same bytes)")
+    b = dsub.add_parser("build", help="generate the chain (same seed, same bytes)",
+                        description="Generate the development chain into a folder: CAR files with their slot-ranges "
+                                    "indexes, manifest.json and the uploaded files (same seed, same bytes).")
     b.add_argument("--out", type=Path, required=True, help="output folder (empty, or a previous chain to replace)")
     b.add_argument("--seed", type=int, default=0, help="chain seed (default 0)")
     b.add_argument("--sessions", type=int, default=DEFAULT_SESSIONS,
@@ -37,7 +43,9 @@ def register(sub) -> None:
                         "choose one shortly before an epoch boundary to span two epochs")
     b.set_defaults(handler=run_build)
 
-    s = dsub.add_parser("serve", help="serve the chain as Solana JSON-RPC on loopback until Ctrl-C")
+    s = dsub.add_parser("serve", help="serve the chain as Solana JSON-RPC on loopback until Ctrl-C",
+                        description="Serve a built chain as Solana JSON-RPC on loopback until Ctrl-C, optionally "
+                                    "with injected faults (429s, 5xx, delays, dropped connections).")
     s.add_argument("dir", type=Path, help="a built chain folder")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8899, help="port (default 8899, as solana-test-validator; 0 = any)")
@@ -49,11 +57,25 @@ def register(sub) -> None:
                    help="probability of closing the connection without an answer")
     s.set_defaults(handler=run_serve)
 
-    c = dsub.add_parser("serve-car", help="serve the CAR files over HTTP (Range requests) until Ctrl-C")
+    c = dsub.add_parser("serve-car", help="serve the CAR files over HTTP (Range requests) until Ctrl-C",
+                        description="Serve a built chain's CAR files over HTTP with Range requests, laid out like "
+                                    "the Old Faithful bucket, until Ctrl-C.")
     c.add_argument("dir", type=Path, help="a built chain folder")
     c.add_argument("--host", default="127.0.0.1")
     c.add_argument("--port", type=int, default=8900, help="port (default 8900; 0 = any)")
     c.set_defaults(handler=run_serve_car)
+
+    r = dsub.add_parser("serve-reader", help="serve a loopback reader backend (IQ ingest protocol) until Ctrl-C",
+                        description="Serve a reader backend on loopback that speaks the IQ ingest protocol until "
+                                    "Ctrl-C: checks each body, deduplicates by Idempotency-Key, keeps what it stored "
+                                    "(and writes it to --out). It requires the bearer token in IQ_READER_TOKEN when "
+                                    "that is set (read from the environment, never from the command line).")
+    r.add_argument("--host", default="127.0.0.1")
+    r.add_argument("--port", type=int, default=8089, help="port (default 8089; 0 = any)")
+    r.add_argument("--path", default=None, metavar="PATH",
+                   help="endpoint path (default /api/v2/inscribe/ingest, as IQ_READER_ENDPOINT_PATH)")
+    r.add_argument("--out", type=Path, default=None, metavar="DIR", help="also write every stored body to this folder")
+    r.set_defaults(handler=run_serve_reader)
 
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
 
@@ -91,6 +113,17 @@ def _wait(server, what: str) -> int:
     return 0
 
 
+def _listen(start, host: str, port: int):
+    """`start()` binds host:port; a busy port or an unknown host is one line, not a traceback."""
+    try:
+        return start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise IQEtlError(f"{host}:{port}: port already in use (another server is listening there); "
+                             "choose another --port, or --port 0 for any free one") from None
+        raise IQEtlError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def _check_dir(path: Path) -> None:
     if not (path / "manifest.json").is_file():
         raise IQEtlError(f"{path}: no development chain here (run `iq-etl devchain build --out {path}`)")
@@ -98,6 +131,7 @@ def _check_dir(path: Path) -> None:
 
 def run_serve(args) -> int:
     from iq_etl.devchain.servers.rpc import serve_rpc
+    from iq_etl.devchain.servers.rpc_index import RpcChain
     from iq_etl.devchain.servers.rpc_faults import Faults
 
     _check_dir(args.dir)
@@ -108,7 +142,8 @@ def run_serve(args) -> int:
     if args.rate_limit is not None and args.rate_limit < 1:
         raise IQEtlError(f"--rate-limit {args.rate_limit}: must be at least 1")
     faults = Faults(rate_limit=args.rate_limit, error_rate=args.error_rate, delay=args.delay, drop_rate=args.drop_rate)
-    server = serve_rpc(args.dir, args.host, args.port, faults)
+    chain = RpcChain.from_dir(args.dir)  # read before binding: only the bind's errors are about the port
+    server = _listen(lambda: serve_rpc(chain, args.host, args.port, faults), args.host, args.port)
     return _wait(server, f"Solana JSON-RPC for {args.dir}")
 
 
@@ -116,7 +151,26 @@ def run_serve_car(args) -> int:
     from iq_etl.devchain.servers.files import serve_files
 
     _check_dir(args.dir)
-    server = serve_files(args.dir, args.host, args.port)
+    server = _listen(lambda: serve_files(args.dir, args.host, args.port), args.host, args.port)
     host, port = server.server_address[:2]
     print(f"CAR template: http://{host}:{port}/{{epoch}}/epoch-{{epoch}}.car")
     return _wait(server, f"CAR files of {args.dir}")
+
+
+def run_serve_reader(args) -> int:
+    from iq_etl.devchain.servers.reader_backend import DEFAULT_PATH, serve_reader_backend
+
+    if args.out is not None:
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise IQEtlError(f"--out {args.out}: {exc.strerror or exc}") from None
+    path = args.path or DEFAULT_PATH
+    server = _listen(lambda: serve_reader_backend(args.host, args.port, path,
+                                                  token=os.environ.get("IQ_READER_TOKEN") or None,
+                                                  store_dir=args.out), args.host, args.port)
+    print(f"export target: {server.url}  (iq-etl export --target {server.url}; or "
+          f"IQ_READER_BASE_URL={server.base_url} IQ_READER_ENDPOINT_PATH={server.path})", flush=True)
+    if args.out is not None:
+        print(f"stored bodies: {args.out}", flush=True)
+    return _wait(server, "reader backend")

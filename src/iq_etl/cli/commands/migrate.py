@@ -7,7 +7,10 @@ from iq_etl.warehouse.schema import migrate
 
 
 def register(sub) -> None:
-    p = sub.add_parser("migrate", help="apply the numbered SQL migrations in iq_etl/warehouse/migrations (idempotent)")
+    p = sub.add_parser("migrate", help="apply the numbered SQL migrations in iq_etl/warehouse/migrations (idempotent)",
+                       description="Create or upgrade the warehouse schema: apply the numbered SQL migrations in "
+                                   "iq_etl/warehouse/migrations that the warehouse has not seen (idempotent; every "
+                                   "command does this when needed). Prints the warehouse DSN, password redacted.")
     p.set_defaults(handler=run)
 
 

@@ -3,6 +3,7 @@ order chunks, validate completeness, reconstruct payloads. `dbt build` in-proces
 exits non-zero with dbt's message."""
 from __future__ import annotations
 
+import argparse
 import json
 
 from iq_etl.settings import load_settings
@@ -11,7 +12,8 @@ from iq_etl.warehouse.schema import migrate
 
 
 def register(sub) -> None:
-    p = sub.add_parser("transform", help="run the dbt models (dbt build): completeness and payloads")
+    p = sub.add_parser("transform", help="run the dbt models (dbt build): completeness and payloads",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--select", nargs="+", default=None, metavar="SELECTOR",
                    help="dbt node selection, e.g. session_completeness+ (default: everything)")
     p.add_argument("--exclude", nargs="+", default=None, metavar="SELECTOR", help="dbt nodes to leave out")

@@ -81,6 +81,7 @@ class RequestRecord:
 class ReaderBackend(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    allow_reuse_address = True  # restartable on the same port right after Ctrl-C (as the RPC and file servers)
     # socketserver's default backlog of 5 drops connections when many clients connect at once;
     # the dropped SYN is retried by the kernel after a second, which would distort benchmarks.
     request_queue_size = 128
