@@ -22,12 +22,15 @@ the messages), unparseable bodies and the RPC codes -32004 (block not available)
 status not yet available) and -32005 (node behind) are retried with exponential backoff and
 jitter, up to `max_retries` times. -32007 / -32009 (slot skipped, or missing) become a `SkippedSlot`
 result at once, never retried (the dense source double-checks them with getBlocks). A server that
-refuses batches gets single calls from then on. A reply decoding to more than `max_reply_bytes`
-fails for good. Any other error raises `RpcError` naming the method, the params and the server's
-message. When one fails for good inside `imap`, every worker of the client stops at once (no
-retrying on in the background; `close()` does the same). `preflight()` checks an endpoint once,
-quickly and without retries, before a run. The URL's credentials (userinfo, query values,
-token-like path segments) never appear in messages or logs, the HTTP library's included.
+refuses batches gets single calls from then on. A reply decoding to more than its method's byte cap
+(a few MB for the small answers, `max_reply_bytes` for a full getBlock), or whose parse would take
+more memory than `max_reply_memory` (estimated before parsing), fails for good; the replies being
+read or parsed share one process-wide `memory_budget` (see replies.py). Any other error raises
+`RpcError` naming the method, the params and the server's message. When one fails for good inside
+`imap`, every worker of the client stops at once (no retrying on in the background; `close()` does
+the same). `preflight()` checks an endpoint once, quickly and without retries, before a run. The
+URL's credentials (userinfo, query values, token-like path segments) never appear in messages or
+logs, the HTTP library's included.
 """
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Generator, Iterable, Sequence
+from typing import Any, Callable, Generator, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import requests
@@ -57,6 +60,18 @@ from iq_etl.errors import SourceError
 from iq_etl.ingest.sources.rpc.convert import shown
 from iq_etl.ingest.sources.rpc.limits import Cancelled, RpcStats, _limits_for
 from iq_etl.ingest.sources.rpc.redact import _SCRUB, _secrets_of, redact_url
+from iq_etl.ingest.sources.rpc.replies import (
+    CHECK_ABOVE,
+    DEFAULT_MAX_REPLY_MEMORY,
+    DEFAULT_MEMORY_BUDGET,
+    MEMORY_PER_CAP,
+    MemoryBudget,
+    budget_for,
+    memory_limit,
+    parse_cost,
+    reply_cap,
+    shown_size,
+)
 from iq_etl.settings import DEFAULT_RPC_URL, Settings
 
 log = logging.getLogger(__name__)
@@ -305,10 +320,11 @@ _CHUNK = 64 * 1024
 _ERROR_BODY_BYTES = 64 * 1024  # what is read of a non-200 answer (only its start is shown)
 
 
-def _read_body(resp: requests.Response, exchange: _Exchange, cap: int, *,
-               truncate: bool = False) -> tuple[bytearray, bool]:
+def _read_body(resp: requests.Response, exchange: _Exchange, cap: int, *, truncate: bool = False,
+               budget: MemoryBudget | None = None, ticket: int = 0) -> tuple[bytearray, bool]:
     """(decoded body, read to its end). At most `cap` bytes: more raises _TooLarge, or is cut off
-    when `truncate`. Encoded bytes count too: a reply is never read further than `cap`."""
+    when `truncate`. Encoded bytes count too: a reply is never read further than `cap`. The decoded
+    bytes are taken from `budget` as they arrive (waiting, up to the deadline, while it is spent)."""
     encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
     decoder = _Decoder(encoding)
     length = resp.headers.get("Content-Length", "").strip()
@@ -317,13 +333,23 @@ def _read_body(resp: requests.Response, exchange: _Exchange, cap: int, *,
             raise _TooLarge()
     out = bytearray()
     received = 0
+    taken = 0
+
+    def over() -> bool:
+        return exchange.fate is not None or time.monotonic() > exchange.deadline
+
     try:
         for chunk in resp.raw.stream(_CHUNK, decode_content=False):
             received += len(chunk)
             if received > cap:
                 raise _TooLarge()
             decoder.feed(chunk, out, cap)
-            if exchange.fate is not None or time.monotonic() > exchange.deadline:
+            if budget is not None and len(out) > taken:
+                if not budget.take(ticket, len(out) - taken, over):
+                    exchange.stop("expired")
+                    return out, False
+                taken = len(out)
+            if over():
                 exchange.stop("expired")
                 return out, False
         decoder.finish(out, cap)
@@ -440,8 +466,11 @@ class RpcClient:
     Each HTTP exchange has `connect_timeout`, a read `timeout` (silence between bytes) and a wall-clock
     `deadline` for all of it (connect, headers and body): a reply still incomplete then is dropped and
     retried (a server trickling bytes never holds a worker longer). Replies are read as a stream and
-    may decode to at most `max_reply_bytes` (gzip included); a longer one fails for good ("reply larger
-    than N bytes"). `preflight()` checks the endpoint once, quickly, before a long run."""
+    may decode to at most their method's cap (`replies.METHOD_REPLY_CAPS`, `reply_caps` overrides; a full
+    getBlock and unnamed methods: `max_reply_bytes`), gzip included; a longer one fails for good ("reply
+    larger than N bytes"). A reply whose parse is estimated to take more than `max_reply_memory` (or 16x
+    its byte cap) fails for good unparsed. Reply bodies being read and parsed take their bytes from the
+    process-wide `memory_budget`. `preflight()` checks the endpoint once, quickly, before a long run."""
 
     def __init__(
         self,
@@ -455,6 +484,9 @@ class RpcClient:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         deadline: float = DEFAULT_DEADLINE,
         max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+        max_reply_memory: int = DEFAULT_MAX_REPLY_MEMORY,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        reply_caps: Mapping[str, int] | None = None,
         max_retries: int = DEFAULT_MAX_RETRIES,
         backoff_base: float = DEFAULT_BACKOFF_BASE,
         backoff_max: float = DEFAULT_BACKOFF_MAX,
@@ -472,6 +504,10 @@ class RpcClient:
             raise ValueError("deadline must be positive")
         if max_reply_bytes < 1:
             raise ValueError("max_reply_bytes must be positive")
+        if max_reply_memory < 1:
+            raise ValueError("max_reply_memory must be positive")
+        if any(cap < 1 for cap in (reply_caps or {}).values()):
+            raise ValueError("reply_caps must be positive")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise SourceError(f"RPC URL {redact_url(url)!r} is not an http(s):// URL")
@@ -483,6 +519,9 @@ class RpcClient:
         self.connect_timeout = connect_timeout
         self.deadline = deadline
         self.max_reply_bytes = max_reply_bytes
+        self.max_reply_memory = max_reply_memory
+        self.reply_caps = dict(reply_caps or {})
+        self.budget = budget_for(memory_budget)
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -797,12 +836,22 @@ class RpcClient:
         ids = [next(self._ids) for _ in calls]
         objs = [{"jsonrpc": "2.0", "id": i, "method": c.method, "params": c.params} for i, c in zip(ids, calls)]
         body = json.dumps(objs[0] if len(objs) == 1 else objs, separators=(",", ":"))
+        cap = reply_cap([(c.method, c.params) for c in calls], self.max_reply_bytes, self.reply_caps)
+        ticket = self.budget.ticket()
+        try:
+            return self._answer(calls, ids, body, token, connect_timeout, timeout, deadline, cap, ticket)
+        finally:
+            self.budget.give_back(ticket)  # the body and its parse are over (replies hold the results)
+
+    def _answer(self, calls: list[Call], ids: list[int], body: str, token: _Cancel, connect_timeout: float,
+                timeout: float, deadline: float, cap: tuple[int, str], ticket: int) -> list[dict]:
         first = calls[0]
         try:
             with self._limits.slot(token):
                 self.stats.add(waited_rate_limit_s=self._limits.wait_for_budget([c.method for c in calls], token))
                 self.stats.add(http_posts=1)
-                status, headers, content = self._http(body, token, connect_timeout, timeout, deadline, first)
+                status, headers, content = self._http(body, token, connect_timeout, timeout, deadline, first,
+                                                      cap, ticket)
         except Cancelled:
             raise self._cancelled(first, token) from None
         self.stats.add(bytes_received=len(content))
@@ -821,11 +870,15 @@ class RpcClient:
             raise RpcError(first.method, first.params,
                            f"HTTP {status}: {self._scrub(content[:300].decode('utf-8', 'replace'))}",
                            http_status=status, url=self.url_redacted)
+        self._afford(content, cap, ticket, token, first)
         try:
             data = json.loads(content)
         except ValueError:
             self.stats.add(dropped=1)
             raise _Transient(f"unparseable response body ({len(content)} bytes)") from None
+        except RecursionError:
+            raise RpcError(first.method, first.params, f"reply of {len(content):,} bytes nests arrays or objects "
+                           "deeper than the JSON parser allows", url=self.url_redacted) from None
         if len(calls) > 1 and isinstance(data, dict):
             # A single error object answering a batch: the server does not do batches.
             raise _BatchRejected()
@@ -844,10 +897,28 @@ class RpcClient:
         self.stats.add(requests=len(calls))
         return out
 
+    def _afford(self, content: bytearray, cap: tuple[int, str], ticket: int, token: _Cancel, first: Call) -> None:
+        """Before json.loads: refuse a reply whose parse would cost more than its memory limit (counted
+        over the body, see replies.parse_cost), else take the estimate from the memory budget."""
+        if len(content) <= CHECK_ABOVE:
+            return
+        cost, containers, commas = parse_cost(content)
+        limit = memory_limit(cap[0], self.max_reply_memory)
+        if cost > limit:
+            why = ("max_reply_memory" if limit == self.max_reply_memory
+                   else f"{MEMORY_PER_CAP}x {cap[1]} of {shown_size(cap[0])}")
+            raise RpcError(first.method, first.params,
+                           f"reply of {len(content):,} bytes would take about {shown_size(cost)} of memory once "
+                           f"parsed ({containers:,} JSON arrays/objects, {commas:,} commas), more than the "
+                           f"{shown_size(limit)} limit ({why}); refused unparsed", url=self.url_redacted)
+        if not self.budget.take(ticket, cost, token.is_set):
+            raise self._cancelled(first, token)
+
     def _http(self, body: str, token: _Cancel, connect_timeout: float, timeout: float, deadline: float,
-              first: Call) -> tuple[int, Any, bytearray]:
-        """POST `body`; (status, headers, decoded body). The body is streamed: at most max_reply_bytes,
-        all of it within `deadline` seconds of the start (the watchdog cuts the socket then)."""
+              first: Call, cap: tuple[int, str], ticket: int) -> tuple[int, Any, bytearray]:
+        """POST `body`; (status, headers, decoded body). The body is streamed: at most `cap` bytes,
+        all of it within `deadline` seconds of the start (the watchdog cuts the socket then), taken
+        from the memory budget as it arrives."""
         exchange = _Exchange(time.monotonic() + deadline, token)
         with self._work_lock:
             self._in_flight.add(exchange)
@@ -862,13 +933,15 @@ class RpcClient:
                 resp = self._session().post(self.url, data=body, timeout=(connect_timeout, timeout), stream=True)
                 status = resp.status_code
                 if status == 200:
-                    content, complete = _read_body(resp, exchange, self.max_reply_bytes)
+                    content, complete = _read_body(resp, exchange, cap[0], budget=self.budget, ticket=ticket)
                 else:  # only the start of an error page is shown
-                    content, complete = _read_body(resp, exchange, _ERROR_BODY_BYTES, truncate=True)
+                    content, complete = _read_body(resp, exchange, _ERROR_BODY_BYTES, truncate=True,
+                                                   budget=self.budget, ticket=ticket)
                 reusable = complete and exchange.fate is None
             except _TooLarge:
-                raise RpcError(first.method, first.params, f"reply larger than {self.max_reply_bytes} bytes "
-                               "(max_reply_bytes)", http_status=resp.status_code if resp is not None else None,
+                raise RpcError(first.method, first.params, f"reply larger than {cap[0]} bytes "
+                               f"({shown_size(cap[0])}, {cap[1]})",
+                               http_status=resp.status_code if resp is not None else None,
                                url=self.url_redacted) from None
             except _BadEncoding as exc:
                 raise RpcError(first.method, first.params, f"reply in Content-Encoding {str(exc)!r}, which was "
