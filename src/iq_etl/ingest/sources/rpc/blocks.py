@@ -85,7 +85,8 @@ class RpcBlockSource:
 
     def block_from_result(self, slot: int, result: Any) -> ChainBlock:
         """One getBlock(full) answer -> ChainBlock. Only a block that lists zero transactions is empty:
-        a reply without `transactions` (missing or null) raises SourceError, and the range is not done."""
+        a reply without `transactions` (missing or null) raises SourceError, and the range is not done;
+        so does a block listing one signature twice."""
         if isinstance(result, SkippedSlot):
             return ChainBlock(slot=slot, skipped=True)
         where = f"getBlock({slot}) at {self.client.url_redacted}"
@@ -99,9 +100,16 @@ class RpcBlockSource:
         block_height = require(result, "blockHeight", "int", f"{where}: block", nullable=True)
         block = ChainBlock(slot=slot, parent_slot=parent_slot, block_time=block_time,
                            block_height=block_height, transactions_seen=len(entries))
+        first_index: dict[str, int] = {}
         for index, entry in enumerate(entries):
             tx = transaction_from_rpc(entry, slot=slot, index=index, block_time=block_time,
                                       where=f"getBlock({slot}) transaction {index}")
+            # A block holds a transaction once: a repeat would be written twice, and the warehouse keeps
+            # one of them with the repeat's tx_index, so the in-slot order would differ from the chain.
+            seen = first_index.setdefault(tx.signature, index)
+            if seen != index:
+                raise SourceError(f"{where}: transaction {index} repeats signature {tx.signature} of transaction "
+                                  f"{seen}; a block lists each transaction once")
             if self.wanted is None or not self.wanted.isdisjoint(tx.account_keys()):
                 block.transactions.append(tx)
         self.client.stats.add(blocks_fetched=1, transactions_fetched=len(entries))

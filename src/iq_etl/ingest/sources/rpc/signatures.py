@@ -104,9 +104,12 @@ class RpcSignatureSource:
                 check(block_result, "object", f"{where}: result")
                 # transactionDetails=signatures: the list is always sent (empty for an empty block)
                 sigs = require(block_result, "signatures", "list", f"{where}: block")
-                order = {}
+                order: dict[str, int] = {}
                 for i, s in enumerate(sigs):
-                    order[check(s, "str", f"{where}: signature {i}")] = i
+                    seen = order.setdefault(check(s, "str", f"{where}: signature {i}"), i)
+                    if seen != i:  # the later place would silently win: the in-slot order is unknown
+                        raise SourceError(f"{where}: signature {i} repeats {s} of signature {seen}; a block lists "
+                                          "each transaction once")
                 block = ChainBlock(slot=slot, parent_slot=require(block_result, "parentSlot", "int", f"{where}: block"),
                                    block_time=require(block_result, "blockTime", "int", f"{where}: block", nullable=True),
                                    block_height=require(block_result, "blockHeight", "int", f"{where}: block",
