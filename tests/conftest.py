@@ -29,6 +29,8 @@ def pytest_collection_modifyitems(items):
 def pytest_configure(config):
     # Keep Prefect and dbt state out of the user's home and the repo.
     os.environ.setdefault("PREFECT_HOME", str(REPO / ".iq-etl" / "test-prefect-home"))
+    # A test that does not name its own home never touches the user's ~/.iq-etl (the default home).
+    os.environ.setdefault("IQ_ETL_HOME", str(REPO / ".iq-etl" / "test-home"))
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 
 

@@ -19,7 +19,7 @@ def test_help_lists_commands(tmp_path):
 
 
 def test_migrate_twice_then_list_tables(tmp_path):
-    env = {"PYTHONPATH": os.getcwd()}
+    env = {"PYTHONPATH": os.getcwd(), "IQ_ETL_HOME": str(tmp_path / "home")}
     first = iq(["migrate"], tmp_path, env)
     assert first.returncode == 0, first.stderr
     assert "applied" in first.stdout
@@ -31,7 +31,7 @@ def test_migrate_twice_then_list_tables(tmp_path):
     assert names[0] == "name" and names[1:] == sorted(names[1:])
     assert {"cursors", "exports", "raw_instructions", "scan_ranges", "schema_migrations",
             "undecoded_instructions"} <= set(names[1:])
-    assert (tmp_path / ".iq-etl" / "warehouse").is_dir()
+    assert (tmp_path / "home" / "warehouse").is_dir() and not (tmp_path / ".iq-etl").exists()
 
 
 def test_sql_json_and_parameters(tmp_path):

@@ -29,7 +29,7 @@ def test_sql_on_a_fresh_warehouse_hints_migrate_and_transform(tmp_path):
     ("FORMAT Vertical", "Row 1:"),
     ("FORMAT TSVWithNames", "a\tb\n1\thi\n"),
     ("format JSONEachRow;", '{"a":1,"b":"hi"}'),
-    ("FORMAT CSV", "a,b\n1,hi\n"),
+    ("FORMAT CSVWithNames", "a,b\n1,hi\n"),
 ])
 def test_sql_accepts_a_format_clause(tmp_path, clause, expect):
     out = iq(["sql", f"SELECT 1 AS a, 'hi' AS b {clause}"], tmp_path)

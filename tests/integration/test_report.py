@@ -142,9 +142,10 @@ def test_cli_report_writes_the_page(chain, tmp_path, monkeypatch, capsys):
     assert len([e for e in elements(page) if e["tag"] == "article"]) == 2
     assert cli.main(["report", "--max-cells", "0"]) == 1
     assert "cells must be at least 1" in capsys.readouterr().err
-    # the default folder: <IQ_ETL_HOME>/report
+    # the default folder: beside the warehouse it describes, whatever the current folder
     assert cli.main(["report"]) == 0
-    assert (chain.settings.home / "report" / "index.html").is_file()
+    assert (chain.settings.warehouse_path.parent / "report" / "index.html").is_file()
+    assert not (tmp_path / ".iq-etl").exists()
 
 
 def test_flow_publishes_the_table_and_link_artifacts(chain, tmp_path, prefect_api):  # noqa: F811
@@ -165,7 +166,7 @@ def test_flow_publishes_the_table_and_link_artifacts(chain, tmp_path, prefect_ap
     state = publish(settings, return_state=True)
     assert state.is_completed(), state
     published = state.result()
-    page = tmp_path / "home" / "report" / "index.html"
+    page = settings.warehouse_path.parent / "report" / "index.html"   # beside its warehouse
     assert published["path"] == str(page) and page.is_file()
     arts = {a.key: a for a in artifacts_of(state.state_details.flow_run_id)}
     assert set(arts) == {INCOMPLETE_ARTIFACT_KEY, REPORT_ARTIFACT_KEY}

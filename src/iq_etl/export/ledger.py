@@ -28,7 +28,8 @@ FAILED = "failed"          # this run gave up on the upload; a later run tries a
 RETRYING = "retrying"      # a transient failure; another attempt follows within the run
 REFUSED = "refused"        # not sent: over the size limit, content not matching its sha256, or a verification mismatch
 DRY_RUN = "dry_run"        # `--dry-run`: would have been sent
-STATUSES = (DELIVERED, FAILED, RETRYING, REFUSED, DRY_RUN)
+NOT_ATTEMPTED = "not_attempted"  # left for the next run: the target stopped answering (circuit breaker)
+STATUSES = (DELIVERED, FAILED, RETRYING, REFUSED, DRY_RUN, NOT_ATTEMPTED)
 
 EXCERPT_LIMIT = 500        # characters of a response body or error kept in the ledger
 

@@ -37,12 +37,15 @@ from iq_etl.export import ledger
 from iq_etl.export.body import ReadyUpload, payload_problem, verification_problem
 from iq_etl.export.file_target import FileTarget
 from iq_etl.export.http_target import HttpTarget, RetryPolicy
-from iq_etl.export.ledger import DELIVERED, DRY_RUN, FAILED, REFUSED, RETRYING, AttemptOutcome, AttemptRecord, Candidate
+from iq_etl.export.ledger import (DELIVERED, DRY_RUN, FAILED, NOT_ATTEMPTED, REFUSED, RETRYING, AttemptOutcome,
+                                  AttemptRecord, Candidate)
+from iq_etl.export.ledger import EXCERPT_LIMIT
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 8
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+DEFAULT_BREAKER_AFTER = 10   # consecutive attempts without an HTTP answer before a target is taken as down
 FLUSH_INTERVAL_S = 0.25      # how long attempt rows may wait before they are written
 FLUSH_ROWS = 200
 FETCH_BYTES_BUDGET = 64 * 1024 * 1024  # payload bytes loaded from the warehouse per batch
@@ -68,6 +71,10 @@ class ExportOptions:
 
     max_bytes: int = DEFAULT_MAX_BYTES   # payload (joined bytes) above this is refused, not sent
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Circuit breaker: after this many consecutive attempts without any HTTP answer (refused, DNS,
+    # timeout, reset, deadline), the target is taken as down: the run's other uploads are left for the
+    # next run (ledger status not_attempted) instead of costing max_attempts each.
+    breaker_after: int = DEFAULT_BREAKER_AFTER
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, dotenv: Path | None = None) -> "ExportOptions":
@@ -95,6 +102,7 @@ class ExportOptions:
                 backoff_base_s=number("IQ_EXPORT_BACKOFF", base.backoff_base_s),
                 retry_after_cap_s=number("IQ_EXPORT_RETRY_AFTER_CAP", base.retry_after_cap_s),
             ),
+            breaker_after=number("IQ_EXPORT_BREAKER", DEFAULT_BREAKER_AFTER, int, 1),
         )
 
 
@@ -126,10 +134,12 @@ class ExportSummary:
     bytes_delivered: int = 0    # payload bytes (joined bytes) of the delivered uploads
     failures: list[dict[str, Any]] = field(default_factory=list)  # one per failed/refused upload
     warehouse: str = ""         # where the uploads were read and the ledger written (Settings.warehouse_name)
+    not_attempted: int = 0      # left for the next run: the circuit breaker opened (see `breaker`)
+    breaker: str = ""           # why the run stopped sending, when the target stopped answering
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0 and self.refused == 0
+        return self.failed == 0 and self.refused == 0 and self.not_attempted == 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -196,15 +206,37 @@ class _Run:
         self.events: "queue.Queue[AttemptRecord]" = queue.Queue()
         self.pending_rows: list[AttemptRecord] = []
         self.last_flush = time.monotonic()
+        self.breaker_lock = threading.Lock()
+        self.unanswered = 0            # consecutive attempts without an HTTP answer (any upload)
 
     # -- ledger -------------------------------------------------------------------------------
     def record(self, upload_key: str, sha256: str, payload_bytes: int, attempt: int, outcome: AttemptOutcome) -> None:
-        """Called from worker threads: queue one attempt row for the coordinator."""
+        """Called from worker threads: queue one attempt row for the coordinator (and count it for the
+        circuit breaker)."""
+        if attempt > 0 and outcome.status in (DELIVERED, FAILED, RETRYING):
+            self._count_for_breaker(outcome)
         self.events.put(AttemptRecord(
             session_key=upload_key, sha256=sha256, target=self.target.target_id, attempt=attempt,
             status=outcome.status, http_status=outcome.http_status, response_excerpt=outcome.response_excerpt,
             error=outcome.error, payload_bytes=payload_bytes, run_id=self.summary.run_id,
         ))
+
+    def _count_for_breaker(self, outcome: AttemptOutcome) -> None:
+        answered = outcome.status == DELIVERED or outcome.http_status is not None
+        with self.breaker_lock:
+            if answered:
+                self.unanswered = 0
+                return
+            if self.stop.is_set():   # attempts cut short by the stop itself say nothing about the target
+                return
+            self.unanswered += 1
+            if self.unanswered >= self.options.breaker_after and not self.summary.breaker:
+                self.summary.breaker = (
+                    f"{self.target.target_id} did not answer {self.unanswered} attempts in a row "
+                    f"(last: {(outcome.error or 'no answer')[:200]}); the other uploads are left for the next run "
+                    f"(IQ_EXPORT_BREAKER={self.options.breaker_after})")
+                log.warning("export run %s: %s", self.summary.run_id, self.summary.breaker)
+                self.stop.set()   # ends the retry waits of the uploads in flight
 
     def drain(self, force: bool = False) -> None:
         while True:
@@ -213,7 +245,7 @@ class _Run:
             except queue.Empty:
                 break
             self.pending_rows.append(row)
-            if row.status not in (DRY_RUN, REFUSED):
+            if row.status not in (DRY_RUN, REFUSED, NOT_ATTEMPTED):
                 self.summary.attempts += 1
             if row.status == RETRYING:
                 self.summary.retries += 1
@@ -286,6 +318,17 @@ class _Run:
             return refused
         return self.target.deliver(upload, report)
 
+    def _leave_for_next_run(self, todo: deque[Candidate], loaded: deque[tuple[Candidate, ReadyUpload]]) -> None:
+        """The circuit breaker opened: record every upload not sent as not attempted (still pending: the
+        next run selects it again) and count it, so the run fails with the breaker's message."""
+        left = [c for c, _upload in loaded] + list(todo)
+        loaded.clear()
+        todo.clear()
+        for candidate in left:
+            outcome = AttemptOutcome(NOT_ATTEMPTED, error=f"not attempted: {self.summary.breaker}"[:EXCERPT_LIMIT])
+            self.record(candidate.upload_key, candidate.sha256, candidate.payload_length, 0, outcome)
+            self.summary.not_attempted += 1
+
     def _load_batch(self, todo: deque[Candidate], loaded: deque[tuple[Candidate, ReadyUpload]]) -> None:
         batch: list[Candidate] = []
         budget = FETCH_BYTES_BUDGET
@@ -314,7 +357,11 @@ class _Run:
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="iq-export")
         try:
             while todo or loaded or in_flight:
-                while len(in_flight) < self.concurrency and (todo or loaded):
+                if self.summary.breaker:
+                    if not in_flight:
+                        self._leave_for_next_run(todo, loaded)
+                        break
+                while not self.summary.breaker and len(in_flight) < self.concurrency and (todo or loaded):
                     if not loaded:
                         self._load_batch(todo, loaded)
                         continue

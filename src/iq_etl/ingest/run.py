@@ -130,6 +130,13 @@ def _run(settings, request, client, fanout, summary, filt, run_id, rpc_url, car_
         wanted_ranges.append(parse_slot_spec(slot_spec))
     client = client or get_client(settings)
     migrate(client, settings.clickhouse_cluster)
+    discovers = bool(session_pdas and (not wanted_ranges or source == "rpc-signatures")) or (
+        source == "rpc-signatures" and not wanted_ranges)
+    if discovers:
+        # Discovery pages getSignaturesForAddress with retries: a dead endpoint must fail in seconds,
+        # with its cause named, before that (it took a minute to say "connection dropped").
+        preflight(SourceSpec(kind="rpc-signatures", rpc_url=rpc_url,
+                             rpc_options=tuple(sorted((rpc_options or {}).items()))), 0)
     if session_pdas and (not wanted_ranges or source == "rpc-signatures"):
         # Seed semantics: the window (and, for rpc-signatures, the transactions) come from the PDAs.
         found = _discover(rpc_url, session_pdas, max_signature_pages, slot_padding, rpc_options)
@@ -168,7 +175,7 @@ def _run(settings, request, client, fanout, summary, filt, run_id, rpc_url, car_
     total_slots = sum(r.slot_count for r in todo)
     log.info("ingest run %s: %d sub-range(s), %d slots from %s (%d already done)", run_id, len(todo),
              total_slots, source, summary.skipped_ranges)
-    if todo:
+    if todo and not (discovers and source != "car"):   # the RPC endpoint was checked before discovery
         preflight(spec, todo[0].first_slot)
 
     writer = RowWriter(client, batch_rows=batch_rows, flush_interval_s=request.flush_interval_s)

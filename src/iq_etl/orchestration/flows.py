@@ -211,11 +211,13 @@ def _export_markdown(exported: Sequence[dict[str, Any]]) -> str:
 
 def _delivery_verdict(exported: Sequence[dict[str, Any]]) -> str | None:
     """One line when an export failed or refused deliveries (dry runs never fail), else None."""
-    bad = [e for e in exported if not e.get("dry_run") and (e.get("failed") or e.get("refused"))]
+    bad = [e for e in exported if not e.get("dry_run") and (e.get("failed") or e.get("refused")
+                                                             or e.get("not_attempted"))]
     if not bad:
         return None
     return "; ".join(f"export to {e.get('target')}: {e.get('delivered', 0)} of {e.get('selected', 0)} delivered, "
                      f"{e.get('failed', 0)} failed, {e.get('refused', 0)} refused ({e.get('attempts', 0)} attempts)"
+                     + (f", {e.get('not_attempted')} not attempted: {e.get('breaker')}" if e.get("not_attempted") else "")
                      for e in bad)
 
 
@@ -324,18 +326,34 @@ def pipeline_flow(slot_spec: str | None = None, source: str = DEFAULTS.source, c
 # --- reconcile --------------------------------------------------------------------------------
 
 def _car_epoch_available(car_url: str):
-    """epoch → whether its CAR archive exists at `car_url` (asked once per epoch)."""
+    """epoch → whether its CAR archive exists at `car_url`: asked once per epoch, with one quick try
+    (the CAR preflight: no retries). The first failure that is not "not found" (refused, DNS, timeout)
+    means the host is down: it is said once and no other epoch is asked (each used to cost six retries
+    per neighbouring epoch, a minute of a run that could not search anyway)."""
     from functools import lru_cache
 
+    from iq_etl.errors import SourceError
     from iq_etl.ingest.sources.car.source import CarSource
+    from iq_etl.solana.slots import epoch_bounds
 
     source = CarSource(car_url)
+    host_down: list[str] = []
 
     @lru_cache(maxsize=None)
     def available(epoch: int) -> bool:
+        if host_down:
+            return False
         try:
-            return bool(source.car_file(epoch if source.is_template else None).source.exists())
-        except Exception as exc:  # noqa: BLE001 - an unreachable archive is reported, then skipped
+            source.preflight(epoch_bounds(epoch).first_slot if source.is_template else None)
+            return True
+        except SourceError as exc:
+            if "not found" in str(exc):
+                return False
+            host_down.append(str(exc))
+            _logger().warning("reconcile: the CAR archives cannot be reached (%s); no slot window is searched "
+                              "from them this run", exc)
+            return False
+        except Exception as exc:  # noqa: BLE001 - an unreadable archive is reported, then skipped
             _logger().warning("reconcile: cannot check the CAR archive of epoch %d: %s", epoch, exc)
             return False
 

@@ -121,7 +121,9 @@ def _axis(first: int, last: int) -> str:
 
 def scan_section(scan: dict[str, Any]) -> str:
     out = ['<section id="view-scan" data-view="scan-timeline"><h2>Scan coverage per epoch</h2>',
-           '<p class="note">Scanned slot runs (<code>iq.scan_ranges</code> sub-ranges done, any source, merged) and '
+           '<p class="note">Scanned slot runs (<code>iq.scan_ranges</code> sub-ranges done, any source, merged; only '
+           'scans that kept every configured program over every account count: a run narrowed to some session '
+           'PDAs or fewer programs is not coverage) and '
            'the gaps between them. The thin bar is the whole epoch; the thick bar zooms on the part that has '
            'been scanned. Hover a segment for its slots (<code>S:E</code>, paste into <code>iq-etl ingest</code>).</p>',
            _legend([("#16a34a", "scanned"), ("#dc2626", "gap between scanned runs"), ("#e5e7eb", "not scanned")])]
@@ -302,7 +304,8 @@ def render_html(data: dict[str, Any]) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         '<title>iq-etl coverage report</title>', f"<style>{CSS}</style></head><body>",
         f'<header><h1>iq-etl coverage report</h1><p class="meta" id="summary">Generated {_e(data["generated_at"])} · '
-        f'{summary} · {_n(data["raw_instructions"])} raw instructions</p></header>',
+        f'{summary} · {_n(data["raw_instructions"])} raw instructions · '
+        f'<span id="warehouse">{_e(data.get("warehouse", "(not named)"))}</span></p></header>',
         scan_section(data["scan"]),
         status_section(data["by_status_generation"], data["models_built"]),
         chunks_section(data["chunk_maps"], data["models_built"], int(data["limits"]["cells"])),

@@ -39,7 +39,8 @@ def run(args) -> int:
     out_dir = args.out if args.out is not None else default_report_dir(settings)
     with Warehouse(settings) as client:
         migrate(client, settings.clickhouse_cluster)
-        written = write_report(client, out_dir, limits)
+        written = write_report(client, out_dir, limits, settings=settings)
+    print(f"warehouse: {settings.warehouse_name}")
     print(f"report: {written.path}")
     print(f"open:   {written.url}")
     return 0

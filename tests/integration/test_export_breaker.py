@@ -1,0 +1,59 @@
+"""Issue 21 item 5: a reader backend that is down costs a few attempts, not max_attempts per upload
+for the whole backlog. After IQ_EXPORT_BREAKER consecutive attempts without an HTTP answer the run
+stops sending, records the other uploads as not attempted (still pending), and is not ok."""
+from __future__ import annotations
+
+import dataclasses
+import socket
+
+from iq_etl.export import export_ready
+from iq_etl.export.runner import ExportOptions
+
+from tests.support.export_rows import FAST, insert_rows, ledger_rows, many_uploads
+
+
+def _refused_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/ingest"
+
+
+def test_a_down_backend_opens_the_breaker_and_leaves_the_rest_for_the_next_run(settings, mart, backend):
+    insert_rows(mart, many_uploads(40))
+    options = dataclasses.replace(FAST, breaker_after=6)
+    down = _refused_url()
+    summary = export_ready(settings, mart, target=down, concurrency=4, options=options)
+    # before: 40 uploads x 4 attempts = 160 attempts, each upload failed
+    assert summary.breaker and "did not answer 6 attempts in a row" in summary.breaker and "IQ_EXPORT_BREAKER=6" in summary.breaker
+    assert summary.attempts <= 6 + 4 * options.retry.max_attempts, summary.attempts
+    assert summary.not_attempted >= 40 - 4 * 2 and summary.delivered == 0 and not summary.ok
+    assert summary.failed + summary.not_attempted == 40
+    left = ledger_rows(mart, status="not_attempted")
+    assert len(left) == summary.not_attempted and all(r["attempt"] == 0 for r in left)
+    assert "did not answer" in left[0]["error"]
+
+    # the next run, backend up: every upload is delivered, the not-attempted ones included
+    server = backend(path="/ingest")
+    again = export_ready(settings, mart, target=f"{server.base_url}/ingest", options=options)
+    assert again.delivered == 40 and again.ok and not again.breaker
+
+
+def test_answers_keep_the_breaker_closed(settings, mart, backend):
+    """HTTP errors are answers: a backend answering 500 is retried per upload as before, never 'down'."""
+    from iq_etl.devchain.servers.reader_backend import Faults
+
+    insert_rows(mart, many_uploads(5))
+    server = backend(path="/ingest", faults=Faults(fail_times=1000))
+    summary = export_ready(settings, mart, target=f"{server.base_url}/ingest",
+                           options=dataclasses.replace(FAST, breaker_after=2))
+    assert not summary.breaker and summary.not_attempted == 0 and summary.failed == 5
+
+
+def test_the_breaker_setting_is_read_and_checked(tmp_path):
+    import pytest
+
+    from iq_etl.errors import SettingsError
+
+    assert ExportOptions.from_env({"IQ_EXPORT_BREAKER": "3"}, dotenv=tmp_path / "x").breaker_after == 3
+    with pytest.raises(SettingsError, match="IQ_EXPORT_BREAKER"):
+        ExportOptions.from_env({"IQ_EXPORT_BREAKER": "0"}, dotenv=tmp_path / "x")
