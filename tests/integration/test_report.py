@@ -176,8 +176,12 @@ def test_flow_publishes_the_table_and_link_artifacts(chain, tmp_path, prefect_ap
     assert {"status", "missing_ranges", "rescan_slots", "reason"} <= set(table[0])
 
     # A report that cannot be written does not fail the run: a WARNING says so.
-    (tmp_path / "not-a-folder").write_text("")
-    broken = dataclasses.replace(chain.settings, home=tmp_path / "not-a-folder")
+    import shutil
+
+    report_dir = chain.settings.warehouse_path.parent / "report"   # where the report goes: beside the warehouse
+    shutil.rmtree(report_dir, ignore_errors=True)
+    report_dir.write_text("")   # a file where the folder should be
+    broken = chain.settings
     # A handler of our own on the flow-run logger, not the terminal: Prefect's console handler keeps
     # the stderr of whichever test configured it, and its loggers do not always propagate to caplog.
     import logging
@@ -196,8 +200,9 @@ def test_flow_publishes_the_table_and_link_artifacts(chain, tmp_path, prefect_ap
         state = publish(broken, return_state=True)
     finally:
         flow_runs.removeHandler(keep)
+        report_dir.unlink()
     assert state.is_completed() and state.result() is None
-    assert any(m.startswith("WARNING coverage report not published: NotADirectoryError") for m in keep.messages), keep.messages
+    assert any(m.startswith("WARNING coverage report not published: FileExistsError") for m in keep.messages), keep.messages
 
 
 def test_before_the_first_transform(warehouse, tmp_path):
