@@ -35,6 +35,9 @@ from iq_etl.solana.slots import SlotRange
 from iq_etl.warehouse.scan_ledger import RangeStats
 
 
+PROGRESS_INTERVAL_S = 2.0   # the longest a sub-range runs without handing its progress (and rows) on
+
+
 def scan_range(source: Source, rng: SlotRange, filt: InstructionFilter, source_name: str, run_id: str,
                sink: Callable[[Extracted, RangeStats], None], batch_rows: int) -> RangeStats:
     """Scan one sub-range, handing rows to `sink` every `batch_rows` rows and at the end."""
@@ -42,6 +45,7 @@ def scan_range(source: Source, rng: SlotRange, filt: InstructionFilter, source_n
     out = Extracted()
     t_read = time.perf_counter()
     blocks: Iterator = iter(source.iter_blocks(rng.first_slot, rng.last_slot))
+    last_sink = t_read
     while True:
         try:
             block = next(blocks)
@@ -57,7 +61,10 @@ def scan_range(source: Source, rng: SlotRange, filt: InstructionFilter, source_n
         stats.transactions_seen += block.transactions_seen
         for tx in block.transactions:
             stats.iq_matches += extract(tx, filt, source_name, run_id, out)
-        if len(out.rows) + len(out.undecoded) >= batch_rows:
+        # Rows go out every batch, and at least every PROGRESS_INTERVAL_S: a slow source (rpc-blocks at a
+        # few slots a second) still moves the progress bar and heartbeat inside one sub-range.
+        if len(out.rows) + len(out.undecoded) >= batch_rows or time.perf_counter() - last_sink >= PROGRESS_INTERVAL_S:
+            last_sink = time.perf_counter()
             stats.rows += len(out.rows)
             stats.undecoded += len(out.undecoded)
             sink(out, stats)

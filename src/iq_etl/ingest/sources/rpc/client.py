@@ -79,6 +79,11 @@ log = logging.getLogger(__name__)
 DEFAULT_RPS = 9.0
 DEFAULT_METHOD_RPS = 3.5
 DEFAULT_CONCURRENCY = 4
+# The default of rps / method_rps / concurrency: the public endpoint's limits above for a public host;
+# none (and PRIVATE_CONCURRENCY in flight) for a loopback or private-network endpoint, which is the
+# operator's own node: throttling it to 4 slots/s made a loopback rpc-blocks run crawl in silence.
+AUTO = "auto"
+PRIVATE_CONCURRENCY = 16
 DEFAULT_TIMEOUT = 60.0          # a full mainnet getBlock can take tens of seconds to produce
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_DEADLINE = 120.0        # wall clock for one HTTP exchange: connect, headers and the whole body
@@ -456,6 +461,45 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     return "dropped", "connection dropped"
 
 
+def is_private_host(url: str) -> bool:
+    """Loopback, private-network, link-local addresses and `localhost`: the operator's own endpoint."""
+    import ipaddress
+
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local
+
+
+_ANNOUNCED: set[tuple] = set()
+
+
+def limits_in_force(url: str, rps: float | None | str, method_rps: float | None | str,
+                    concurrency: int | str) -> tuple[float | None, float | None, int]:
+    """The rate and concurrency limits for `url`: AUTO values resolved by the kind of host, and said
+    once per process and endpoint at INFO (which limits, and why)."""
+    private = is_private_host(url)
+    out_rps = (None if private else DEFAULT_RPS) if rps == AUTO else rps
+    out_method = (None if private else DEFAULT_METHOD_RPS) if method_rps == AUTO else method_rps
+    out_conc = (PRIVATE_CONCURRENCY if private else DEFAULT_CONCURRENCY) if concurrency == AUTO else concurrency
+    assert not isinstance(out_rps, str) and not isinstance(out_method, str) and not isinstance(out_conc, str)
+    key = (redact_url(url), out_rps, out_method, out_conc)
+    if key not in _ANNOUNCED:
+        _ANNOUNCED.add(key)
+        kind = "a loopback/private host" if private else "a public host"
+        auto = (rps, method_rps, concurrency) == (AUTO, AUTO, AUTO)
+        why = (f"defaults for {kind}" if auto else "as set") + \
+            ("; --rpc-rps / --rpc-method-rps / --rpc-concurrency change them" if auto and not private else "")
+        log.info("RPC %s: %s overall, %s per method, %d request(s) in flight (%s)", redact_url(url),
+                 f"{out_rps:g} req/s" if out_rps else "no rate limit", f"{out_method:g} req/s" if out_method else "no limit",
+                 out_conc, why)
+    return out_rps, out_method, int(out_conc)
+
+
 class RpcClient:
     """JSON-RPC over one keep-alive HTTP session per worker thread.
 
@@ -476,9 +520,9 @@ class RpcClient:
         self,
         url: str,
         *,
-        rps: float | None = DEFAULT_RPS,
-        method_rps: float | None = DEFAULT_METHOD_RPS,
-        concurrency: int = DEFAULT_CONCURRENCY,
+        rps: float | None | str = AUTO,
+        method_rps: float | None | str = AUTO,
+        concurrency: int | str = AUTO,
         commitment: str = "finalized",
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
@@ -498,6 +542,7 @@ class RpcClient:
     ):
         if commitment not in ("processed", "confirmed", "finalized"):
             raise ValueError(f"commitment {commitment!r} is not processed/confirmed/finalized")
+        rps, method_rps, concurrency = limits_in_force(url, rps, method_rps, concurrency)
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if not deadline > 0:
