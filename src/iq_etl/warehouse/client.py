@@ -104,7 +104,36 @@ def lock_holder(path: Path) -> str | None:
         command = " ".join(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split())
     except OSError:
         command = ""
-    return f"process {pid}" + (f" ({command[:120]})" if command else "")
+    return f"process {pid}" + (f" ({redact_command(command)[:400]})" if command else "")
+
+
+_SECRET_FLAG = re.compile(r"(?i)^--?[\w-]*(password|passwd|token|secret|api-?key|auth)[\w-]*$")
+_SECRET_ASSIGN = re.compile(r"(?i)^([\w-]*(password|passwd|token|secret|api-?key|auth)[\w-]*=).+$")
+
+
+def redact_command(command: str) -> str:
+    """A process's command line as it may be shown to another user or process: every URL or DSN
+    without its password and query-string secrets, the value after a secret-looking flag
+    (`--password X`) and of `NAME=secret` assignments replaced by `***`."""
+    out: list[str] = []
+    hide_next = False
+    for token in command.split():
+        if hide_next:
+            out.append("***")
+            hide_next = False
+            continue
+        flag, eq, value = token.partition("=")
+        if _SECRET_FLAG.match(flag) and not eq:
+            out.append(token)
+            hide_next = True
+        elif _SECRET_FLAG.match(flag) or _SECRET_ASSIGN.match(token):
+            out.append(f"{flag}=***")
+        elif "://" in token:
+            prefix = f"{flag}=" if eq and "://" in value and "://" not in flag else ""
+            out.append(prefix + redact_dsn(token[len(prefix):]))
+        else:
+            out.append(token)
+    return " ".join(out)
 
 
 def _open(dsn: str, lock_wait_s: float, connect_timeout: float) -> Client:
@@ -113,7 +142,11 @@ def _open(dsn: str, lock_wait_s: float, connect_timeout: float) -> Client:
 
     if dsn.startswith("chdb://"):
         path = chdb_path(dsn)
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:   # a file where the folder should be, or under one; no permission
+            raise WarehouseError(f"cannot open the embedded warehouse at {path}: {exc.strerror or exc} "
+                                 "(IQ_CLICKHOUSE_DSN=chdb://PATH needs PATH to be a folder, or creatable as one)") from None
         deadline = time.monotonic() + lock_wait_s
         while True:
             native = _NativeStderr()

@@ -542,8 +542,7 @@ class RpcClient:
     ):
         if commitment not in ("processed", "confirmed", "finalized"):
             raise ValueError(f"commitment {commitment!r} is not processed/confirmed/finalized")
-        rps, method_rps, concurrency = limits_in_force(url, rps, method_rps, concurrency)
-        if concurrency < 1:
+        if concurrency != AUTO and int(concurrency) < 1:
             raise ValueError("concurrency must be at least 1")
         if not deadline > 0:
             raise ValueError("deadline must be positive")
@@ -553,9 +552,14 @@ class RpcClient:
             raise ValueError("max_reply_memory must be positive")
         if any(cap < 1 for cap in (reply_caps or {}).values()):
             raise ValueError("reply_caps must be positive")
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            parts.port   # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:   # e.g. http://[::1/ (an unclosed IPv6 address)
+            raise SourceError(f"RPC URL {redact_url(url)!r} is not a valid URL ({exc})") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise SourceError(f"RPC URL {redact_url(url)!r} is not an http(s):// URL")
+        rps, method_rps, concurrency = limits_in_force(url, rps, method_rps, concurrency)
         self.url = url
         self.url_redacted = redact_url(url)
         self.commitment = commitment
