@@ -35,7 +35,7 @@ def test_discovery_fails_at_once_on_a_refused_endpoint(settings, request_kwargs)
     assert "connection refused" in text and "preflight" in text and "\n" not in text
 
 
-def test_reconcile_asks_a_dead_archive_host_once(capfd):
+def test_reconcile_asks_a_dead_archive_host_once(capfd, caplog):
     """A CAR host that cannot answer is asked once, not six times per neighbouring epoch."""
     import threading
 
@@ -62,4 +62,7 @@ def test_reconcile_asks_a_dead_archive_host_once(capfd):
     finally:
         server.close()
     assert len(accepted) <= 2   # one preflight (a HEAD, perhaps retried once by the HTTP stack)
-    assert capfd.readouterr().err.count("cannot be reached") == 1
+    # said once: on the terminal or through logging, depending on how Prefect's handlers are set up
+    said = max(capfd.readouterr().err.count("cannot be reached"),
+               sum("cannot be reached" in r.getMessage() for r in caplog.records))
+    assert said == 1
