@@ -188,7 +188,7 @@ def absolute_chdb_dsn(dsn: str) -> str:
 KNOWN_NAMES = frozenset({
     "IQ_ETL_HOME", "IQ_CLICKHOUSE_DSN", "IQ_CLICKHOUSE_CLUSTER", "IQ_WAREHOUSE_LOCK_WAIT", "IQ_PROGRAM_ID",
     "IQ_SESSION_PDA_LIST", "IQ_READER_MODE", "IQ_READER_BASE_URL", "IQ_READER_ENDPOINT_PATH", "IQ_READER_TOKEN",
-    "IQ_RPC_URL", "IQ_CAR_URL", "IQ_EXPORT_MAX_BYTES", "IQ_EXPORT_MAX_ATTEMPTS", "IQ_EXPORT_TIMEOUT",
+    "IQ_RPC_URL", "IQ_CAR_URL", "IQ_CAR_PATIENCE", "IQ_EXPORT_MAX_BYTES", "IQ_EXPORT_MAX_ATTEMPTS", "IQ_EXPORT_TIMEOUT",
     "IQ_EXPORT_BACKOFF", "IQ_EXPORT_RETRY_AFTER_CAP", "IQ_EXPORT_CONCURRENCY", "IQ_EXPORT_FAILURE_POLICY",
     "IQ_EXPORT_BREAKER",
     "IQ_SCANNER", "IQ_DASK_ADDRESS", "IQ_LOG_LEVEL", "IQ_LOG_FORMAT", "IQ_DBT_HOME",
@@ -304,6 +304,7 @@ class Settings:
     rpc_url_configured: bool = False
     car_url: str = DEFAULT_CAR_URL
     log_level: str = "info"
+    car_patience_s: float = 180.0          # IQ_CAR_PATIENCE (minutes in the environment): an HTTP CAR stream's patience
     home: Path = field(default_factory=lambda: Path(DEFAULT_HOME).expanduser().resolve())
 
     def __post_init__(self) -> None:
@@ -429,6 +430,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = No
         rpc_url_configured=bool(rpc_raw),
         car_url=_car_url(merged),
         log_level=log_level,
+        car_patience_s=_finite_number(merged, "IQ_CAR_PATIENCE", 3.0, 0.1) * 60.0,
         home=home,
     )
 

@@ -400,3 +400,32 @@ def test_synthetic_epoch_over_a_trickling_server_fails_with_the_url_and_offset(t
     assert isinstance(exc, SourceError), exc
     assert str(exc).startswith(f"{srv.url}/6/epoch-6.car: read deadline of 0.4 s passed at byte ")
     assert took < 5
+
+
+# --- issue 22 item 6: patience bounds the whole streak, not each read --------------------------------
+
+def test_a_trickling_host_is_given_up_at_the_patience_not_after_every_retry(files):
+    """Six retries of a 0.5 s deadline would cost ~3.5 s; a patience of 1.2 s ends it after about two."""
+    root, _ = files
+    srv = _serve(root, trickle_bytes=10, trickle_interval=0.05)  # 200 bytes/s, forever
+    host, port = srv.server_address[:2]
+    try:
+        src = HttpSource(f"http://{host}:{port}/7/epoch-7.car", retries=6, backoff=0.01, timeout=(2.0, 30.0),
+                         deadline=0.5, patience=1.2)
+        exc, _took = _finishes(lambda: src.read_range(1000, 60_000), within=20)
+    finally:
+        srv.shutdown()
+    assert isinstance(exc, SourceError), exc
+    msg = str(exc)
+    assert "without progress: IQ_CAR_PATIENCE=0.02 min)" in msg, msg
+    assert "gave up after 6 retries" not in msg
+
+
+def test_car_patience_is_a_setting(tmp_path):
+    from iq_etl.errors import SettingsError
+    from iq_etl.settings import load_settings
+
+    assert load_settings({"IQ_CAR_PATIENCE": "5"}, dotenv=tmp_path / "x").car_patience_s == 300.0
+    assert load_settings({}, dotenv=tmp_path / "x").car_patience_s == 180.0
+    with pytest.raises(SettingsError, match="IQ_CAR_PATIENCE"):
+        load_settings({"IQ_CAR_PATIENCE": "nan"}, dotenv=tmp_path / "x")

@@ -158,7 +158,7 @@ def _run(settings, request, client, fanout, summary, filt, run_id, rpc_url, car_
         raise IQEtlError("give a slot spec (S:E, N or A-B), or --session-pda to discover the window")
     spec = SourceSpec(kind=source, car_url=car_url, rpc_url=rpc_url,
                       rpc_options=tuple(sorted((rpc_options or {}).items())),
-                      signatures=tuple(sorted(sig_slots.items())))
+                      signatures=tuple(sorted(sig_slots.items())), car_patience_s=settings.car_patience_s)
     # What this run looks for: only a done scan of a superset of it lets a sub-range be skipped.
     scope = ScanScope.of(source, filt.program_ids, filt.session_pdas)
     done = done_ranges(client, scope) if resume else []

@@ -38,6 +38,10 @@ DEFAULT_RETRIES = 6
 DEFAULT_BACKOFF = 0.5  # seconds, doubled per consecutive failure
 DEFAULT_TIMEOUT = (10.0, 120.0)  # (connect, socket read) seconds
 DEFAULT_DEADLINE = 75.0  # wall-clock seconds for one read() of at most READ_SIZE bytes (>= ~28 KB/s)
+# Patience: the longest one stream (a sub-range's reads) goes without a read completing or, while
+# failing, without any byte, whatever the retry count says. A host trickling 1 byte/s used to be
+# retried for ~9 minutes (6 deadlines of 75 s); IQ_CAR_PATIENCE (minutes) sets it.
+DEFAULT_PATIENCE = 180.0
 _PIECE = 4 << 20  # most bytes asked of one socket read (it returns what has arrived; the deadline is checked between)
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -208,24 +212,38 @@ class LocalSource:
 # --- HTTP -------------------------------------------------------------------------------------------
 
 class _Retrier:
-    """Bounded consecutive failures with exponential backoff; progress resets the count."""
+    """Bounded consecutive failures with exponential backoff; progress resets the count. `patience`
+    bounds the whole streak in seconds: from the last progress (or `fresh()`), a failure whose retry
+    would end past it gives up, however many retries are left."""
 
-    def __init__(self, name: str, retries: int, backoff: float):
+    def __init__(self, name: str, retries: int, backoff: float, patience: float | None = None):
         self.name = name
         self.retries = retries
         self.backoff = backoff
+        self.patience = patience
         self.failures = 0
+        self.last_good = time.monotonic()
 
     def failed(self, what: str, retry_after: float | None = None) -> None:
         self.failures += 1
         if self.failures > self.retries:
             raise SourceError(f"{self.name}: {what} (gave up after {self.retries} retries)")
         delay = retry_after if retry_after is not None else self.backoff * 2 ** (self.failures - 1)
+        waited = time.monotonic() - self.last_good
+        if self.patience is not None and waited + delay > self.patience:
+            raise SourceError(f"{self.name}: {what} (gave up after {waited:.0f} s without progress: "
+                              f"IQ_CAR_PATIENCE={self.patience / 60:g} min)")
         log.warning("%s: %s; retry %d/%d in %.2fs", self.name, what, self.failures, self.retries, delay)
         time.sleep(delay)
 
     def progressed(self) -> None:
         self.failures = 0
+        self.last_good = time.monotonic()
+
+    def fresh(self) -> None:
+        """A new read starts: outside a failure streak, its patience counts from now."""
+        if self.failures == 0:
+            self.last_good = time.monotonic()
 
 
 def _retry_after(resp: requests.Response) -> float | None:
@@ -255,8 +273,8 @@ class _HttpStream:
         self._end = end  # exclusive; None = to the end of the object
         self._resp: requests.Response | None = None
         self._resp_end: int | None = None  # exclusive: the current response yields nothing past this
-        self._retry = _Retrier(src.name, src.retries, src.backoff)
-        self._slow = _Retrier(src.name, src.retries, src.backoff)
+        self._retry = _Retrier(src.name, src.retries, src.backoff, src.patience)
+        self._slow = _Retrier(src.name, src.retries, src.backoff, src.patience)
         self._object_size: int | None = None
         self._deadline = 0.0
 
@@ -343,6 +361,8 @@ class _HttpStream:
     def _pull(self, want: int, sink) -> int:
         """Pass up to `want` bytes to `sink`, piece by piece; fewer only at the end of the range."""
         self._restart_clock()
+        self._retry.fresh()
+        self._slow.fresh()
         got = 0
         since = 0  # bytes since the clock started (for the deadline message)
         while got < want:
@@ -452,8 +472,9 @@ class HttpSource:
 
     def __init__(self, url: str, *, session: requests.Session | None = None, retries: int = DEFAULT_RETRIES,
                  backoff: float = DEFAULT_BACKOFF, timeout: tuple[float, float] = DEFAULT_TIMEOUT,
-                 deadline: float = DEFAULT_DEADLINE):
+                 deadline: float = DEFAULT_DEADLINE, patience: float | None = DEFAULT_PATIENCE):
         self.url = url
+        self.patience = patience
         self.name = redact_location(url)  # never log credentials or query strings (may hold tokens)
         self.session = session or requests.Session()
         self.retries = retries
@@ -462,7 +483,7 @@ class HttpSource:
         self.deadline = deadline
 
     def _head(self) -> requests.Response | None:
-        retry = _Retrier(self.name, self.retries, self.backoff)
+        retry = _Retrier(self.name, self.retries, self.backoff, self.patience)
         while True:
             try:
                 resp = self.session.head(self.url, timeout=self.timeout, allow_redirects=True)
