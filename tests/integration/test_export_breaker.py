@@ -57,3 +57,30 @@ def test_the_breaker_setting_is_read_and_checked(tmp_path):
     assert ExportOptions.from_env({"IQ_EXPORT_BREAKER": "3"}, dotenv=tmp_path / "x").breaker_after == 3
     with pytest.raises(SettingsError, match="IQ_EXPORT_BREAKER"):
         ExportOptions.from_env({"IQ_EXPORT_BREAKER": "0"}, dotenv=tmp_path / "x")
+
+
+def test_a_long_retry_after_storm_is_bounded_per_upload(settings, mart, backend):
+    """Issue 22 item 6: 429 with a huge Retry-After cost 4 capped waits per upload; the upload budget
+    ends it at the first wait that would pass it."""
+    from iq_etl.devchain.servers.reader_backend import Faults
+
+    insert_rows(mart, many_uploads(2))
+    server = backend(path="/ingest", faults=Faults(rate_limit_times=1000, retry_after="3600"))
+    retry = dataclasses.replace(FAST.retry, max_attempts=10, retry_after_cap_s=0.4, upload_budget_s=1.0)
+    summary = export_ready(settings, mart, target=f"{server.base_url}/ingest", concurrency=1,
+                           options=dataclasses.replace(FAST, retry=retry))
+    assert summary.failed == 2 and summary.attempts <= 2 * 4
+    assert all("IQ_EXPORT_UPLOAD_BUDGET=1 s" in f["error"] for f in summary.failures), summary.failures
+
+
+def test_the_run_budget_leaves_the_rest_for_the_next_run(settings, mart, backend):
+    from iq_etl.devchain.servers.reader_backend import Faults
+
+    insert_rows(mart, many_uploads(30))
+    server = backend(path="/ingest", faults=Faults(latency_s=0.2))
+    summary = export_ready(settings, mart, target=f"{server.base_url}/ingest", concurrency=1,
+                           options=dataclasses.replace(FAST, run_budget_s=1.0))
+    assert 0 < summary.delivered < 30 and summary.delivered + summary.not_attempted == 30
+    assert "IQ_EXPORT_RUN_BUDGET" in summary.breaker and not summary.ok
+    again = export_ready(settings, mart, target=f"{server.base_url}/ingest", concurrency=8, options=FAST)
+    assert again.delivered == 30 - summary.delivered and again.ok

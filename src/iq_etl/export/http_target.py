@@ -71,6 +71,10 @@ class RetryPolicy:
     retry_after_cap_s: float = 60.0  # a server's Retry-After is honoured up to this
     connect_timeout_s: float = 10.0
     timeout_s: float = 60.0         # IQ_EXPORT_TIMEOUT: wall-clock deadline of one attempt (see deadline_s)
+    # IQ_EXPORT_UPLOAD_BUDGET: wall-clock seconds one upload may take, its attempts and waits together;
+    # a retry whose wait would end past it is not made (a 429 storm with a long Retry-After cost 241 s
+    # per upload: 4 waits of the 60 s cap).
+    upload_budget_s: float = 120.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -368,10 +372,13 @@ class HttpTarget:
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         attempt = 0
+        started = time.monotonic()
         while True:
             attempt += 1
             outcome, transient, wait_s = self._post_once(body, headers, attempt)
-            if transient and attempt < self.retry.max_attempts and not self._stop.is_set():
+            spent = time.monotonic() - started
+            over_budget = spent + wait_s > self.retry.upload_budget_s
+            if transient and attempt < self.retry.max_attempts and not self._stop.is_set() and not over_budget:
                 report(attempt, AttemptOutcome(RETRYING, outcome.http_status, outcome.response_excerpt, outcome.error))
                 log.info("export %s: attempt %d to %s failed (%s), retrying in %.2fs", upload.upload_key, attempt,
                          self.target_id, outcome.error or outcome.http_status, wait_s)
@@ -381,7 +388,10 @@ class HttpTarget:
                     return stopped
                 continue
             if transient:
-                reason = "export interrupted" if self._stop.is_set() else f"gave up after {attempt} attempt(s)"
+                reason = "export interrupted" if self._stop.is_set() else (
+                    f"gave up after {attempt} attempt(s) and {spent:.0f} s: the next wait of {wait_s:.0f} s would pass "
+                    f"IQ_EXPORT_UPLOAD_BUDGET={self.retry.upload_budget_s:g} s"
+                    if over_budget and attempt < self.retry.max_attempts else f"gave up after {attempt} attempt(s)")
                 outcome = AttemptOutcome(FAILED, outcome.http_status, outcome.response_excerpt,
                                          self.scrub(f"{outcome.error}; {reason}"))
             report(attempt, outcome)

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 8
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+DEFAULT_RUN_BUDGET_S = 3600.0
 DEFAULT_BREAKER_AFTER = 10   # consecutive attempts without an HTTP answer before a target is taken as down
 FLUSH_INTERVAL_S = 0.25      # how long attempt rows may wait before they are written
 FLUSH_ROWS = 200
@@ -75,6 +76,9 @@ class ExportOptions:
     # timeout, reset, deadline), the target is taken as down: the run's other uploads are left for the
     # next run (ledger status not_attempted) instead of costing max_attempts each.
     breaker_after: int = DEFAULT_BREAKER_AFTER
+    # IQ_EXPORT_RUN_BUDGET: wall-clock seconds of one export run; past it no new upload is started and
+    # the rest are left for the next run (not_attempted), so a slow backend cannot hold a scheduled run.
+    run_budget_s: float = DEFAULT_RUN_BUDGET_S
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, dotenv: Path | None = None) -> "ExportOptions":
@@ -101,7 +105,9 @@ class ExportOptions:
                 timeout_s=number("IQ_EXPORT_TIMEOUT", base.timeout_s, float, 0.001),
                 backoff_base_s=number("IQ_EXPORT_BACKOFF", base.backoff_base_s),
                 retry_after_cap_s=number("IQ_EXPORT_RETRY_AFTER_CAP", base.retry_after_cap_s),
+                upload_budget_s=number("IQ_EXPORT_UPLOAD_BUDGET", base.upload_budget_s, float, 1.0),
             ),
+            run_budget_s=number("IQ_EXPORT_RUN_BUDGET", DEFAULT_RUN_BUDGET_S, float, 1.0),
             breaker_after=number("IQ_EXPORT_BREAKER", DEFAULT_BREAKER_AFTER, int, 1),
         )
 
@@ -356,7 +362,12 @@ class _Run:
         in_flight: dict[Future, Candidate] = {}
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="iq-export")
         try:
+            run_ends = time.monotonic() + self.options.run_budget_s
             while todo or loaded or in_flight:
+                if not self.summary.breaker and time.monotonic() > run_ends and (todo or loaded):
+                    self.summary.breaker = (f"the run's budget of {self.options.run_budget_s:g} s "
+                                            "(IQ_EXPORT_RUN_BUDGET) is spent; the other uploads are left for the next run")
+                    log.warning("export run %s: %s", self.summary.run_id, self.summary.breaker)
                 if self.summary.breaker:
                     if not in_flight:
                         self._leave_for_next_run(todo, loaded)
