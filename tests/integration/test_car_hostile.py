@@ -429,3 +429,42 @@ def test_car_patience_is_a_setting(tmp_path):
     assert load_settings({}, dotenv=tmp_path / "x").car_patience_s == 180.0
     with pytest.raises(SettingsError, match="IQ_CAR_PATIENCE"):
         load_settings({"IQ_CAR_PATIENCE": "nan"}, dotenv=tmp_path / "x")
+
+
+# --- issue 22 item 9: redirects to another host are refused, same-host ones followed ------------------
+
+def _redirecting_server(location_for):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def _go(self):
+            self.send_response(302)
+            self.send_header("Location", location_for(self.path))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = _go
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_redirect_to_another_host_is_refused(files):
+    root, data = files
+    real = _serve(root)
+    host, port = real.server_address[:2]
+    elsewhere = _redirecting_server(lambda path: f"http://{host}:{port}{path}")   # another origin (port)
+    try:
+        url = f"http://127.0.0.1:{elsewhere.server_address[1]}/7/epoch-7.car"
+        with pytest.raises(SourceError, match=r"redirects to another host \(http://127\.0\.0\.1:\d+/7/epoch-7\.car\); "
+                                              r"refused: set IQ_CAR_URL"):
+            HttpSource(url, **FAST).read_range(0, 100)
+        with pytest.raises(SourceError, match="redirects to another host"):
+            preflight(url)
+    finally:
+        elsewhere.shutdown()
+        real.shutdown()

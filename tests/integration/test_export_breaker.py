@@ -84,3 +84,21 @@ def test_the_run_budget_leaves_the_rest_for_the_next_run(settings, mart, backend
     assert "IQ_EXPORT_RUN_BUDGET" in summary.breaker and not summary.ok
     again = export_ready(settings, mart, target=f"{server.base_url}/ingest", concurrency=8, options=FAST)
     assert again.delivered == 30 - summary.delivered and again.ok
+
+
+def test_urllib3_header_parsing_warnings_carry_no_traceback():
+    """Issue 22 item 9: one line per unparseable answer, not a traceback per slow-loris attempt."""
+    import logging
+
+    import iq_etl.export.http_target  # noqa: F401 - installs the filter
+
+    logger = logging.getLogger("urllib3.connection")
+    try:
+        raise ValueError("bad header")
+    except ValueError:
+        import sys
+
+        record = logger.makeRecord(logger.name, logging.WARNING, __file__, 1, "Failed to parse headers (url=%s): %s",
+                                   ("http://127.0.0.1:9/x", "bad"), sys.exc_info())
+    assert all(f.filter(record) for f in logger.filters)
+    assert record.exc_info is None and logging.Formatter().format(record).count("\n") == 0

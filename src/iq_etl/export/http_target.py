@@ -37,6 +37,20 @@ from iq_etl.export.ledger import DELIVERED, EXCERPT_LIMIT, FAILED, RETRYING, Att
 
 log = logging.getLogger(__name__)
 
+
+class _NoHeaderParsingTraceback(logging.Filter):
+    """urllib3 logs a WARNING with a full traceback for every answer whose headers it cannot parse
+    (a slow-loris backend produces one per attempt). The attempt's outcome already names the failure
+    in one line (ledger, summary, log): keep the warning's first line, drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Failed to parse headers"):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+logging.getLogger("urllib3.connection").addFilter(_NoHeaderParsingTraceback())
+
 USER_AGENT = "iq-etl/0.1 (+export)"
 # Of a response body only an excerpt is kept: read at most this much (UTF-8 is up to 4 bytes a
 # character), then close the connection.

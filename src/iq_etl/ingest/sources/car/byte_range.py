@@ -256,6 +256,30 @@ def _retry_after(resp: requests.Response) -> float | None:
 _READ_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
 
 
+_REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 5
+
+
+def redirect_target(url: str, resp: requests.Response) -> str:
+    """Where a redirect answer sends `url`: followed only within the same origin (scheme, host and
+    port). A CAR host that redirects elsewhere is refused in one line naming both: the archive bytes
+    would come from a host nobody configured (credentials in the URL would follow them too)."""
+    from urllib.parse import urljoin, urlsplit
+
+    location = resp.headers.get("Location", "")
+    resp.close()
+    if not location:
+        raise SourceError(f"{redact_location(url)}: HTTP {resp.status_code} redirect without a Location")
+    target = urljoin(url, location)
+    a, b = urlsplit(url), urlsplit(target)
+    if (a.scheme, a.hostname, a.port) != (b.scheme, b.hostname, b.port):
+        raise SourceError(f"{redact_location(url)}: HTTP {resp.status_code} redirects to another host "
+                          f"({redact_location(target)}); refused: set IQ_CAR_URL to that host if you trust it")
+    log.info("%s: HTTP %d redirects to %s (same host): followed", redact_location(url), resp.status_code,
+             redact_location(target))
+    return target
+
+
 class _HttpStream:
     """Bytes [start, end) of an HTTP object over Range GETs.
 
@@ -308,9 +332,16 @@ class _HttpStream:
             try:
                 resp = src.session.get(src.url, headers={"Range": f"bytes={self.offset}-{last}",
                                                          "Accept-Encoding": "identity"},
-                                       stream=True, timeout=timeout)
+                                       stream=True, timeout=timeout, allow_redirects=False)
             except requests.RequestException as exc:
                 self._failed(f"connecting at byte {self.offset}: {describe_error(exc)}")
+                continue
+            if resp.status_code in _REDIRECTS:
+                self._redirects = getattr(self, "_redirects", 0) + 1
+                if self._redirects > MAX_REDIRECTS:
+                    resp.close()
+                    raise SourceError(f"{src.name}: more than {MAX_REDIRECTS} redirects")
+                src.url = redirect_target(src.url, resp)
                 continue
             if resp.status_code == 206:
                 m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
@@ -484,11 +515,16 @@ class HttpSource:
 
     def _head(self) -> requests.Response | None:
         retry = _Retrier(self.name, self.retries, self.backoff, self.patience)
+        redirects = 0
         while True:
             try:
-                resp = self.session.head(self.url, timeout=self.timeout, allow_redirects=True)
+                resp = self.session.head(self.url, timeout=self.timeout, allow_redirects=False)
             except requests.RequestException as exc:
                 retry.failed(f"HEAD: {describe_error(exc)}")
+                continue
+            if resp.status_code in _REDIRECTS and redirects < MAX_REDIRECTS:
+                redirects += 1
+                self.url = redirect_target(self.url, resp)
                 continue
             if resp.status_code in _RETRY_STATUS:
                 retry.failed(f"HEAD: HTTP {resp.status_code}", _retry_after(resp))
@@ -556,7 +592,12 @@ def preflight(location: str | os.PathLike, *, connect_timeout: float = 3.0, answ
     http = session or requests.Session()
     try:
         try:
-            resp = http.head(text, timeout=timeout, allow_redirects=True)
+            resp = http.head(text, timeout=timeout, allow_redirects=False)
+            for _ in range(MAX_REDIRECTS):
+                if resp.status_code not in _REDIRECTS:
+                    break
+                text = redirect_target(text, resp)
+                resp = http.head(text, timeout=timeout, allow_redirects=False)
             if resp.status_code in (405, 501):  # HEAD not allowed: ask for the first byte instead
                 resp = http.get(text, headers={"Range": "bytes=0-0", "Accept-Encoding": "identity"},
                                 timeout=timeout, stream=True)
