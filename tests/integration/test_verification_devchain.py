@@ -106,6 +106,14 @@ def test_g1_roots_verify_and_a_tampered_piece_is_refused(settings, settings_env,
     assert report["verification"]["totals"]["verified"] == len(good)
     assert [m["upload_key"] for m in report["verification"]["mismatches"]] == [tampered_key]
     assert report["ready_to_export"] == 0
+    # The coverage report names it too (issue 22 item 9: it only counted it)
+    from iq_etl.report import report_data
+    from iq_etl.report.html import render_html
+
+    data = report_data(warehouse)
+    assert [m["upload_key"] for m in data["by_status_generation"]["verification"]["mismatches"]] == [tampered_key]
+    page = render_html(data)
+    assert 'id="verification-refused"' in page and tampered_key in page
     for key, value in settings_env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)

@@ -34,6 +34,8 @@ VERIFICATIONS = ("verified", "mismatch", "unverifiable")
 # Marts that may carry `verification` / `verification_reason`, in the order they are looked at.
 VERIFICATION_MARTS = ("session_completeness", "session_payloads", "sessions_ready_to_export", "upload_payloads")
 
+MISMATCH_ROWS = 100   # verification-refused uploads named in the report (the rest are counted)
+
 # Cell states of a chunk map.
 PRESENT, MISSING, FAILED_ONLY, CONFLICTING, BEYOND = "present", "missing", "failed_only", "conflicting", "beyond_total"
 CELL_STATES = (PRESENT, MISSING, FAILED_ONLY, CONFLICTING, BEYOND)
@@ -163,6 +165,16 @@ def status_generation_view(client: Client) -> dict[str, Any]:
         view["verification"] = {"source": table, "rows": [
             {"generation": str(r["generation"]), "verification": str(r["verification"]) or "(none)",
              "uploads": int(r["uploads"])} for r in ver]}
+        # The uploads refused for a verification mismatch, by name (never exported: an operator looks at each)
+        refused = rows_as_dicts(client, """
+            SELECT upload_key, any(verification_reason) AS reason FROM {db:Identifier}.{t:Identifier}
+            WHERE verification = 'mismatch' GROUP BY upload_key ORDER BY upload_key LIMIT {n:UInt32}""",
+                                {"db": DATABASE, "t": table, "n": MISMATCH_ROWS}) \
+            if "verification_reason" in _columns(client, table) else []
+        view["verification"]["mismatches"] = [{"upload_key": str(r["upload_key"]), "reason": str(r["reason"])}
+                                              for r in refused]
+        view["verification"]["mismatches_total"] = sum(r["uploads"] for r in view["verification"]["rows"]
+                                                       if r["verification"] == "mismatch")
     return view
 
 

@@ -193,6 +193,17 @@ def status_section(view: dict[str, Any], models_built: bool) -> str:
         out.append('<div id="verification" data-source="' + _e(ver["source"]) + '">')
         out.append(_matrix(ver["rows"], kinds, "verification", VERIFICATION_COLOURS, gens,
                            f"verification of the recovered bytes (iq.{ver['source']})", "verification-matrix"))
+        refused = ver.get("mismatches") or []
+        if refused:
+            out.append('<table id="verification-refused"><caption class="meta" style="text-align:left">'
+                       'Refused for a verification mismatch (never exported)</caption>'
+                       '<tr><th class="l">upload</th><th class="l">why</th></tr>')
+            out += [f'<tr data-upload="{_e(r["upload_key"])}"><td class="l">{_e(r["upload_key"])}</td>'
+                    f'<td class="l">{_e(r["reason"])}</td></tr>' for r in refused]
+            out.append("</table>")
+            if ver.get("mismatches_total", 0) > len(refused):
+                out.append(f'<p class="cut" data-cut="verification">{_n(len(refused))} of '
+                           f'{_n(ver["mismatches_total"])} shown.</p>')
         out.append("</div>")
     else:
         out.append('<p class="note" id="verification-absent">No verification column in the upload marts yet.</p>')
