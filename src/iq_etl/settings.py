@@ -273,6 +273,51 @@ def home_from(env: Mapping[str, str]) -> Path:
     return Path(env.get(HOME_ENV, "").strip() or DEFAULT_HOME).expanduser().resolve()
 
 
+@dataclass(frozen=True)
+class ExportLimits:
+    """The export settings (IQ_EXPORT_*), parsed and checked with the rest; the export stage turns them
+    into its ExportOptions / RetryPolicy. The defaults live here and only here."""
+
+    max_bytes: int = 50 * 1024 * 1024     # IQ_EXPORT_MAX_BYTES: payload (joined bytes) above this is refused
+    max_attempts: int = 5                 # IQ_EXPORT_MAX_ATTEMPTS: attempts per upload within a run
+    timeout_s: float = 60.0               # IQ_EXPORT_TIMEOUT: wall-clock deadline of one attempt
+    backoff_s: float = 0.5                # IQ_EXPORT_BACKOFF: delay before attempt 2 (doubles)
+    retry_after_cap_s: float = 60.0       # IQ_EXPORT_RETRY_AFTER_CAP: a backend's Retry-After honoured up to this
+    upload_budget_s: float = 120.0        # IQ_EXPORT_UPLOAD_BUDGET: one upload's attempts and waits together
+    run_budget_s: float = 3600.0          # IQ_EXPORT_RUN_BUDGET: one export run
+    breaker_after: int = 10               # IQ_EXPORT_BREAKER: attempts in a row without an answer: target down
+    concurrency: int = 8                  # IQ_EXPORT_CONCURRENCY: uploads sent at once
+
+
+SCANNERS = ("auto", "python", "native")   # IQ_SCANNER: the CAR section walker (ingest/sources/car/scanner.py)
+
+
+def _export_limits(env: Mapping[str, str]) -> ExportLimits:
+    base = ExportLimits()
+
+    def whole(name: str, default: int, minimum: int, maximum: int = 1 << 62) -> int:
+        raw = env.get(name, "").strip()
+        if not raw:
+            return default
+        if not (raw.isascii() and raw.isdigit()):
+            raise SettingsError(f"{name}: {raw!r} is not a whole number")
+        if not minimum <= int(raw) <= maximum:
+            raise SettingsError(f"{name}: must be between {minimum} and {maximum}, got {raw}")
+        return int(raw)
+
+    return ExportLimits(
+        max_bytes=whole("IQ_EXPORT_MAX_BYTES", base.max_bytes, 1),
+        max_attempts=whole("IQ_EXPORT_MAX_ATTEMPTS", base.max_attempts, 1),
+        timeout_s=_finite_number(env, "IQ_EXPORT_TIMEOUT", base.timeout_s, 0.001),
+        backoff_s=_finite_number(env, "IQ_EXPORT_BACKOFF", base.backoff_s),
+        retry_after_cap_s=_finite_number(env, "IQ_EXPORT_RETRY_AFTER_CAP", base.retry_after_cap_s),
+        upload_budget_s=_finite_number(env, "IQ_EXPORT_UPLOAD_BUDGET", base.upload_budget_s, 1.0),
+        run_budget_s=_finite_number(env, "IQ_EXPORT_RUN_BUDGET", base.run_budget_s, 1.0),
+        breaker_after=whole("IQ_EXPORT_BREAKER", base.breaker_after, 1),
+        concurrency=whole("IQ_EXPORT_CONCURRENCY", base.concurrency, 1, 256),
+    )
+
+
 _DASK_ADDRESS = re.compile(r"^(tcp|tls)://[A-Za-z0-9.\-]+:[0-9]{1,5}$")
 
 
@@ -305,6 +350,8 @@ class Settings:
     car_url: str = DEFAULT_CAR_URL
     log_level: str = "info"
     car_patience_s: float = 180.0          # IQ_CAR_PATIENCE (minutes in the environment): an HTTP CAR stream's patience
+    scanner: str = "auto"                  # IQ_SCANNER: auto | python | native (the CAR section walker)
+    export: ExportLimits = field(default_factory=ExportLimits)   # IQ_EXPORT_*
     home: Path = field(default_factory=lambda: Path(DEFAULT_HOME).expanduser().resolve())
 
     def __post_init__(self) -> None:
@@ -431,6 +478,8 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = No
         car_url=_car_url(merged),
         log_level=log_level,
         car_patience_s=_finite_number(merged, "IQ_CAR_PATIENCE", 3.0, 0.1) * 60.0,
+        scanner=_scanner(merged),
+        export=_export_limits(merged),
         home=home,
     )
 
@@ -448,3 +497,10 @@ def _warn_legacy_warehouse(dsn: str, env: Mapping[str, str]) -> None:
         logging.getLogger("iq_etl.settings").warning(
             "a warehouse from an earlier iq-etl is in %s, but the default is now %s: set IQ_ETL_HOME=%s to keep "
             "using it", legacy, dsn[len("chdb://"):], legacy.parent)
+
+
+def _scanner(env: Mapping[str, str]) -> str:
+    value = env.get("IQ_SCANNER", "").strip().lower() or "auto"
+    if value not in SCANNERS:
+        raise SettingsError(f"IQ_SCANNER={value!r}: expected one of {', '.join(SCANNERS)}")
+    return value

@@ -83,14 +83,11 @@ def check_settings() -> None:
     """Every setting, read and checked before any work, whatever the command: a malformed value (or
     `IQ_SCANNER=fast`, `IQ_EXPORT_TIMEOUT=abc`) stops the command now, not after ingest and dbt ran.
     Unknown IQ_* / JETSTREAMER_* names are warned about here too (once)."""
-    from iq_etl.export.runner import ExportOptions, concurrency_from_env
     from iq_etl.ingest.sources.car.scanner import resolve as resolve_scanner
     from iq_etl.settings import load_settings
 
-    load_settings()
-    ExportOptions.from_env()
-    concurrency_from_env()
-    resolve_scanner(None)
+    load_settings()           # every IQ_* / JETSTREAMER_* value, the export limits and the scanner name
+    resolve_scanner(None)     # and IQ_SCANNER=native when the compiled walker is not built
 
 
 def main(argv: list[str] | None = None) -> int:

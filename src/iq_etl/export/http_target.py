@@ -31,6 +31,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from iq_etl.errors import SettingsError
+from iq_etl.settings import ExportLimits
 
 from iq_etl.export.body import ReadyUpload, build_body
 from iq_etl.export.ledger import DELIVERED, EXCERPT_LIMIT, FAILED, RETRYING, AttemptOutcome
@@ -74,21 +75,24 @@ def redact_target(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+_LIMITS = ExportLimits()   # the defaults' one home: iq_etl.settings
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how patiently a transient failure is retried within one run."""
 
-    max_attempts: int = 5
-    backoff_base_s: float = 0.5     # delay before attempt 2; doubles after each attempt
+    max_attempts: int = _LIMITS.max_attempts
+    backoff_base_s: float = _LIMITS.backoff_s     # delay before attempt 2; doubles after each attempt
     backoff_max_s: float = 30.0
     jitter: float = 0.25            # each delay is stretched by up to this fraction, at random
-    retry_after_cap_s: float = 60.0  # a server's Retry-After is honoured up to this
+    retry_after_cap_s: float = _LIMITS.retry_after_cap_s  # a server's Retry-After is honoured up to this
     connect_timeout_s: float = 10.0
-    timeout_s: float = 60.0         # IQ_EXPORT_TIMEOUT: wall-clock deadline of one attempt (see deadline_s)
+    timeout_s: float = _LIMITS.timeout_s         # IQ_EXPORT_TIMEOUT: wall-clock deadline of one attempt (see deadline_s)
     # IQ_EXPORT_UPLOAD_BUDGET: wall-clock seconds one upload may take, its attempts and waits together;
     # a retry whose wait would end past it is not made (a 429 storm with a long Retry-After cost 241 s
     # per upload: 4 waits of the 60 s cap).
-    upload_budget_s: float = 120.0
+    upload_budget_s: float = _LIMITS.upload_budget_s
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:

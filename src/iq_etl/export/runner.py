@@ -15,8 +15,6 @@ of a 4xx (a wrong token, path or backend version) are fixed by configuration, no
 from __future__ import annotations
 
 import logging
-import math
-import os
 import queue
 import threading
 import time
@@ -31,7 +29,7 @@ from urllib.parse import urlsplit
 from clickhouse_connect.driver import Client
 
 from iq_etl.errors import IQEtlError, SettingsError
-from iq_etl.settings import Settings, read_dotenv
+from iq_etl.settings import ExportLimits, Settings, load_settings
 
 from iq_etl.export import ledger
 from iq_etl.export.body import ReadyUpload, payload_problem, verification_problem
@@ -43,10 +41,10 @@ from iq_etl.export.ledger import EXCERPT_LIMIT
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONCURRENCY = 8
-DEFAULT_MAX_BYTES = 50 * 1024 * 1024
-DEFAULT_RUN_BUDGET_S = 3600.0
-DEFAULT_BREAKER_AFTER = 10   # consecutive attempts without an HTTP answer before a target is taken as down
+DEFAULT_CONCURRENCY = ExportLimits().concurrency
+DEFAULT_MAX_BYTES = ExportLimits().max_bytes
+DEFAULT_RUN_BUDGET_S = ExportLimits().run_budget_s
+DEFAULT_BREAKER_AFTER = ExportLimits().breaker_after   # consecutive attempts without an HTTP answer before a target is taken as down
 FLUSH_INTERVAL_S = 0.25      # how long attempt rows may wait before they are written
 FLUSH_ROWS = 200
 FETCH_BYTES_BUDGET = 64 * 1024 * 1024  # payload bytes loaded from the warehouse per batch
@@ -65,10 +63,9 @@ class Target(Protocol):
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """Limits of an export run. `from_env` reads IQ_EXPORT_MAX_BYTES, IQ_EXPORT_MAX_ATTEMPTS,
-    IQ_EXPORT_TIMEOUT (seconds per attempt: the wall-clock deadline of one HTTP attempt, plus one
-    second per MiB of request body; see RetryPolicy.deadline_s), IQ_EXPORT_BACKOFF (first retry
-    delay, seconds) and IQ_EXPORT_RETRY_AFTER_CAP (seconds), from the environment over `.env`."""
+    """Limits of an export run, from the IQ_EXPORT_* settings (`from_settings`; their meaning and
+    defaults: iq_etl.settings.ExportLimits). IQ_EXPORT_TIMEOUT is the wall-clock deadline of one HTTP
+    attempt, plus one second per MiB of request body (RetryPolicy.deadline_s)."""
 
     max_bytes: int = DEFAULT_MAX_BYTES   # payload (joined bytes) above this is refused, not sent
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -81,47 +78,26 @@ class ExportOptions:
     run_budget_s: float = DEFAULT_RUN_BUDGET_S
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, dotenv: Path | None = None) -> "ExportOptions":
-        merged = dict(read_dotenv(dotenv if dotenv is not None else Path.cwd() / ".env"))
-        merged.update(os.environ if env is None else env)
-
-        def number(name: str, default: float, kind=float, minimum: float = 0) -> Any:
-            raw = merged.get(name, "").strip()
-            if not raw:
-                return default
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise SettingsError(f"{name}: {raw!r} is not a {'whole ' if kind is int else ''}number") from None
-            if not math.isfinite(value) or value < minimum:   # NaN passes every comparison: refuse it
-                raise SettingsError(f"{name}: {raw!r} is not a finite number >= {minimum}")
-            return value
-
-        base = RetryPolicy()
+    def from_settings(cls, limits: ExportLimits) -> "ExportOptions":
+        """The run's options from the checked IQ_EXPORT_* settings (iq_etl.settings.ExportLimits)."""
         return cls(
-            max_bytes=number("IQ_EXPORT_MAX_BYTES", DEFAULT_MAX_BYTES, int, 1),
-            retry=RetryPolicy(
-                max_attempts=number("IQ_EXPORT_MAX_ATTEMPTS", base.max_attempts, int, 1),
-                timeout_s=number("IQ_EXPORT_TIMEOUT", base.timeout_s, float, 0.001),
-                backoff_base_s=number("IQ_EXPORT_BACKOFF", base.backoff_base_s),
-                retry_after_cap_s=number("IQ_EXPORT_RETRY_AFTER_CAP", base.retry_after_cap_s),
-                upload_budget_s=number("IQ_EXPORT_UPLOAD_BUDGET", base.upload_budget_s, float, 1.0),
-            ),
-            run_budget_s=number("IQ_EXPORT_RUN_BUDGET", DEFAULT_RUN_BUDGET_S, float, 1.0),
-            breaker_after=number("IQ_EXPORT_BREAKER", DEFAULT_BREAKER_AFTER, int, 1),
+            max_bytes=limits.max_bytes,
+            retry=RetryPolicy(max_attempts=limits.max_attempts, timeout_s=limits.timeout_s,
+                              backoff_base_s=limits.backoff_s, retry_after_cap_s=limits.retry_after_cap_s,
+                              upload_budget_s=limits.upload_budget_s),
+            run_budget_s=limits.run_budget_s,
+            breaker_after=limits.breaker_after,
         )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, dotenv: Path | None = None) -> "ExportOptions":
+        """`from_settings` of the environment over `.env` (read by iq_etl.settings, like every setting)."""
+        return cls.from_settings(load_settings(env, dotenv).export)
 
 
 def concurrency_from_env(env: Mapping[str, str] | None = None, dotenv: Path | None = None) -> int:
-    """IQ_EXPORT_CONCURRENCY (senders per export run), from the environment over `.env`."""
-    merged = dict(read_dotenv(dotenv if dotenv is not None else Path.cwd() / ".env"))
-    merged.update(os.environ if env is None else env)
-    raw = merged.get("IQ_EXPORT_CONCURRENCY", "").strip()
-    if not raw:
-        return DEFAULT_CONCURRENCY
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 256:
-        raise SettingsError(f"IQ_EXPORT_CONCURRENCY: {raw!r} is not a whole number between 1 and 256")
-    return int(raw)
+    """IQ_EXPORT_CONCURRENCY (senders per export run), read with every other setting."""
+    return load_settings(env, dotenv).export.concurrency
 
 
 @dataclass
@@ -180,7 +156,7 @@ def export_ready(settings: Settings, client: Client, target: str | None = None, 
         raise SettingsError(f"export concurrency must be at least 1, got {concurrency}")
     if limit is not None and limit < 0:
         raise SettingsError(f"export limit must be >= 0, got {limit}")
-    options = options or ExportOptions.from_env()
+    options = options or ExportOptions.from_settings(settings.export)
     if not ledger.mart_exists(client):
         raise IQEtlError("iq.sessions_ready_to_export does not exist yet: run `iq-etl transform` first")
     stop = threading.Event()

@@ -3,9 +3,7 @@ a file:// folder, once each, recording every attempt in iq.exports."""
 from __future__ import annotations
 
 import json
-import os
 
-from iq_etl.errors import SettingsError
 from iq_etl.settings import load_settings
 from iq_etl.warehouse.client import Warehouse
 from iq_etl.warehouse.schema import migrate
@@ -41,18 +39,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from iq_etl.export import DEFAULT_CONCURRENCY, ExportOptions, export_ready
+    from iq_etl.export import ExportOptions, export_ready
     from iq_etl.output import print_rows
 
     settings = load_settings()
-    options = ExportOptions.from_env()
-    concurrency = args.concurrency
-    if concurrency is None:
-        raw = os.environ.get("IQ_EXPORT_CONCURRENCY", "").strip()
-        try:
-            concurrency = int(raw) if raw else DEFAULT_CONCURRENCY
-        except ValueError:
-            raise SettingsError(f"IQ_EXPORT_CONCURRENCY: {raw!r} is not a whole number") from None
+    options = ExportOptions.from_settings(settings.export)
+    concurrency = args.concurrency if args.concurrency is not None else settings.export.concurrency
     with Warehouse(settings) as client:
         migrate(client, settings.clickhouse_cluster)
         summary = export_ready(settings, client, target=args.target, dry_run=args.dry_run,

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 from iq_etl.errors import SettingsError
@@ -36,9 +35,15 @@ def native_walk() -> Callable | None:
 
 
 def resolve(requested: str | None = None) -> str:
-    """'python' or 'native' for a requested scanner (None: `IQ_SCANNER` from the environment)."""
+    """'python' or 'native' for a requested scanner (None: the `IQ_SCANNER` setting, from the
+    environment over `.env`, read by iq_etl.settings like every setting)."""
     from_env = requested is None
-    value = (os.environ.get(ENV, "") if from_env else requested or "").strip().lower() or "auto"
+    if from_env:
+        from iq_etl.settings import load_settings
+
+        value = load_settings().scanner
+    else:
+        value = (requested or "").strip().lower() or "auto"
     if value not in SCANNERS:
         where = f"{ENV}={value!r}" if from_env else f"scanner {value!r}"
         raise SettingsError(f"{where}: expected one of {', '.join(SCANNERS)}")
