@@ -21,6 +21,11 @@ class SourceError(IQEtlError):
     """Chain data could not be read: names the input and the position (file, offset, slot, method)."""
 
 
+class SourceMissing(SourceError):
+    """The input is not there (an archive answering 404/410, no such file, an epoch not published):
+    retrying will not bring it; callers tell it apart by type, never by the message's words."""
+
+
 class DeliveryFailed(IQEtlError):
     """An export delivered less than it should (failed or refused uploads). Carries the run's result,
     so a flow run can fail with a message and still hand its figures to the caller."""

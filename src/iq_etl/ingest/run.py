@@ -31,7 +31,7 @@ from typing import Any, Iterable, Sequence
 
 from clickhouse_connect.driver import Client
 
-from iq_etl.errors import IQEtlError, SourceError
+from iq_etl.errors import IQEtlError, SourceError, SourceMissing
 from iq_etl.ingest.decode import Extracted, InstructionFilter
 from iq_etl.ingest.fanout import (  # noqa: F401 - scan_range, process_pool: this module's public names
     Fanout, PoolFanout, SubrangeJob, process_pool, scan_range)
@@ -258,11 +258,9 @@ def preflight(spec: SourceSpec, first_slot: int) -> None:
 
         try:
             CarSource(spec.car_url).preflight(first_slot)
-        except SourceError as exc:
-            if "not found" in str(exc):
-                log.warning("%s", exc)
-                return
-            raise
+        except SourceMissing as exc:   # not fatal here: the scan reports the range incomplete
+            log.warning("%s", exc)
+            return
         return
     if spec.rpc_url:
         from iq_etl.ingest.sources.rpc.client import RpcClient

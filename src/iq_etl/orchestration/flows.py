@@ -332,7 +332,7 @@ def _car_epoch_available(car_url: str):
     per neighbouring epoch, a minute of a run that could not search anyway)."""
     from functools import lru_cache
 
-    from iq_etl.errors import SourceError
+    from iq_etl.errors import SourceError, SourceMissing
     from iq_etl.ingest.sources.car.source import CarSource
     from iq_etl.solana.slots import epoch_bounds
 
@@ -346,9 +346,9 @@ def _car_epoch_available(car_url: str):
         try:
             source.preflight(epoch_bounds(epoch).first_slot if source.is_template else None)
             return True
+        except SourceMissing:
+            return False
         except SourceError as exc:
-            if "not found" in str(exc):
-                return False
             host_down.append(str(exc))
             _logger().warning("reconcile: the CAR archives cannot be reached (%s); no slot window is searched "
                               "from them this run", exc)

@@ -38,12 +38,10 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter:
 def worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect retry condition: not for errors a retry cannot fix (bad settings, an archive or file
     that does not exist); yes for the rest (network, a busy or briefly unreachable warehouse)."""
-    from iq_etl.errors import SettingsError, SourceError
+    from iq_etl.errors import SettingsError, SourceMissing
 
     exc = getattr(state, "data", None)
-    if isinstance(exc, SettingsError):
-        return False
-    if isinstance(exc, SourceError) and "not found" in str(exc):
+    if isinstance(exc, (SettingsError, SourceMissing)):
         return False
     return True
 

@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 import requests
 import urllib3
 
-from iq_etl.errors import SourceError
+from iq_etl.errors import SourceError, SourceMissing
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class LocalSource:
         try:
             return self.path.stat().st_size
         except FileNotFoundError:
-            raise SourceError(f"{self.name}: file not found") from None
+            raise SourceMissing(f"{self.name}: file not found") from None
 
     def read_range(self, start: int, end: int) -> bytes:
         try:
@@ -198,13 +198,13 @@ class LocalSource:
                 f.seek(start)
                 return f.read(max(0, end - start))
         except FileNotFoundError:
-            raise SourceError(f"{self.name}: file not found") from None
+            raise SourceMissing(f"{self.name}: file not found") from None
 
     def open(self, start: int = 0, end: int | None = None) -> RangeStream:
         try:
             return _LocalStream(self.path, start, end)
         except FileNotFoundError:
-            raise SourceError(f"{self.name}: file not found") from None
+            raise SourceMissing(f"{self.name}: file not found") from None
         except IsADirectoryError:
             raise SourceError(f"{self.name}: is a folder, not a file") from None
 
@@ -366,7 +366,7 @@ class _HttpStream:
                 return False  # offset is at or past the end of the object
             elif resp.status_code == 404:
                 resp.close()
-                raise SourceError(f"{src.name}: not found (HTTP 404)")
+                raise SourceMissing(f"{src.name}: not found (HTTP 404)")
             elif resp.status_code in _RETRY_STATUS:
                 resp.close()
                 self._failed(f"HTTP {resp.status_code} at byte {self.offset}", _retry_after(resp))
@@ -541,7 +541,7 @@ class HttpSource:
     def size(self) -> int:
         resp = self._head()
         if resp is None:
-            raise SourceError(f"{self.name}: not found (HTTP 404)")
+            raise SourceMissing(f"{self.name}: not found (HTTP 404)")
         length = resp.headers.get("Content-Length")
         if length is None or not length.isdigit():
             raise SourceError(f"{self.name}: server did not give a Content-Length")
@@ -581,9 +581,9 @@ def preflight(location: str | os.PathLike, *, connect_timeout: float = 3.0, answ
     if not is_url(text):
         path = Path(unquote(urlparse(text).path) if text.startswith("file://") else text)
         if not path.exists():
-            raise SourceError(f"{path}: CAR archive not found: no such file")
+            raise SourceMissing(f"{path}: CAR archive not found: no such file")
         if not path.is_file():
-            raise SourceError(f"{path}: CAR archive not found: a folder, not a file")
+            raise SourceMissing(f"{path}: CAR archive not found: a folder, not a file")
         if path.stat().st_size == 0:
             raise SourceError(f"{path}: CAR archive is empty (0 bytes)")
         return
@@ -614,7 +614,7 @@ def preflight(location: str | os.PathLike, *, connect_timeout: float = 3.0, answ
             http.close()
     code = resp.status_code
     if code == 404 or code == 410:
-        raise SourceError(f"{name}: CAR archive not found: HTTP {code} ({_STATUS_WORDS[code]})")
+        raise SourceMissing(f"{name}: CAR archive not found: HTTP {code} ({_STATUS_WORDS[code]})")
     if code >= 400:
         words = _STATUS_WORDS.get(code) or ("server error" if code >= 500 else resp.reason or "client error")
         raise SourceError(f"{name}: CAR archive not readable: HTTP {code} ({words})")

@@ -37,7 +37,7 @@ from typing import Collection, Iterator, NamedTuple
 import libipld
 from solders.transaction import VersionedTransaction
 
-from iq_etl.errors import SourceError
+from iq_etl.errors import SourceError, SourceMissing
 from iq_etl.ingest.sources.car.byte_range import READ_SIZE, ByteSource, RangeStream, open_byte_source, sibling
 from iq_etl.ingest.sources.car.format import (
     CID_LEN,
@@ -90,6 +90,11 @@ class IncompleteRange(SourceError):
     def __init__(self, message: str, last_covered_slot: int | None):
         super().__init__(message)
         self.last_covered_slot = last_covered_slot
+
+
+class MissingArchive(IncompleteRange, SourceMissing):
+    """The archive of (part of) the range is not there at all (not published, 404): incomplete, and
+    retrying will not help."""
 
 
 class Section(NamedTuple):
@@ -739,4 +744,4 @@ def _payload(frame, frames: dict[bytes, bytes]) -> bytes:
 # --- whole-file summaries: inspect and index ---------------------------------------------------------
 
 
-__all__ = ["CarFile", "CarHeader", "Section", "IncompleteRange"]
+__all__ = ["CarFile", "CarHeader", "Section", "IncompleteRange", "MissingArchive"]

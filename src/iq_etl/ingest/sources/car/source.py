@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Collection, Iterator
 
 from iq_etl.ingest.sources.car.byte_range import READ_SIZE, preflight
-from iq_etl.ingest.sources.car.reader import CarFile, IncompleteRange
+from iq_etl.ingest.sources.car.reader import CarFile, MissingArchive
 from iq_etl.solana.model import ChainBlock
 from iq_etl.solana.slots import SlotRange, epoch_of
 
@@ -59,6 +59,6 @@ class CarSource:
         for epoch, part in SlotRange(first_slot, last_slot).split_by_epoch():
             car = self.car_file(epoch)
             if not car.source.exists():
-                raise IncompleteRange(f"{car.name}: not found (epoch {epoch}, slots {part})",
+                raise MissingArchive(f"{car.name}: not found (epoch {epoch}, slots {part})",
                                       part.first_slot - 1)
             yield from car.iter_slots(part.first_slot, part.last_slot, use_index=self.use_index)
