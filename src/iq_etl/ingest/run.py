@@ -81,33 +81,167 @@ def run_ingest(settings: Settings, request: IngestRequest, *, client: Client | N
     """Ingest the slot ranges of the request's slot spec (or its explicit ranges, or the window discovered
     for its session PDAs) from its source into the warehouse. Returns the run's summary.
 
+    Two steps: `plan_ingest` (what to read: URLs, discovered windows, sub-ranges left to do, preflight)
+    and `execute_plan` (scan them, in this process or a fan-out, write rows, keep the ledger).
+
     `fanout`: where sub-ranges are scanned (e.g. the Dask fan-out of iq_etl.orchestration); default: in
     this process, or `PoolFanout` with `threads > 1`. A fan-out with `writes_remotely` lets its jobs
     insert their own rows when the warehouse is remote; with the embedded one rows always come back here."""
-    source, session_pdas = request.source, list(request.session_pdas) or None
-    if source not in SOURCES:
-        raise IQEtlError(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
+    if request.source not in SOURCES:
+        raise IQEtlError(f"unknown source {request.source!r}; use one of {', '.join(SOURCES)}")
     started = time.perf_counter()
-    run_id = request.run_id or uuid.uuid4().hex[:12]
     threads = request.threads or settings.threads
     if not 1 <= threads <= MAX_THREADS:
         raise IQEtlError(f"--threads: must be between 1 and {MAX_THREADS}, got {threads}")
+    own_pool: PoolFanout | None = None
+    if fanout is None and threads > 1 and _several_subranges(request):
+        # Started now: the workers' interpreter start and imports overlap the planning below.
+        own_pool = make_fanout(threads, request.worker_kind, request.source).start()
+    try:
+        client = client or get_client(settings)
+        migrate(client, settings.clickhouse_cluster)
+        plan = plan_ingest(settings, request, client)
+        if fanout is None and plan.threads > 1 and len(plan.todo) > 1:
+            own_pool = own_pool or make_fanout(plan.threads, request.worker_kind, request.source).start()
+            fanout = own_pool
+        return execute_plan(plan, client, fanout, started)
+    finally:
+        if own_pool is not None:
+            own_pool.close()
+
+
+@dataclass
+class IngestPlan:
+    """What one ingest will do, decided before any block is read: the source to open (URLs, the
+    signatures to fetch), what the run looks for (filter, scope), the sub-ranges left to scan, and
+    what was found on the way (discovery, tails whose cursors are committed after success)."""
+
+    settings: Settings
+    request: IngestRequest
+    run_id: str
+    spec: SourceSpec
+    filt: InstructionFilter
+    scope: ScanScope
+    threads: int
+    todo: list[SlotRange]
+    skipped_ranges: int = 0
+    discovery: dict[str, Any] | None = None
+    tails: list[Any] = field(default_factory=list)
+
+    @property
+    def total_slots(self) -> int:
+        return sum(r.slot_count for r in self.todo)
+
+
+def plan_ingest(settings: Settings, request: IngestRequest, client: Client) -> IngestPlan:
+    """Decide what to read (module docstring): the wanted slot ranges (given, or discovered from session
+    PDAs / the program tail), minus the sub-ranges a scan of a superset of this run's scope finished;
+    every reachable endpoint checked once (preflight) before any long work."""
+    source, session_pdas = request.source, list(request.session_pdas) or None
     rpc_url = request.rpc_url or settings.rpc_url
-    car_url = request.car_url or settings.car_url
+    rpc_options = tuple(sorted((request.rpc_options or {}).items()))
     if session_pdas:
         settings = _with_session_pdas(settings, session_pdas)
     filt = InstructionFilter.from_settings(settings, request.extra_program_ids)
-    summary = IngestSummary(run_id=run_id, source=source, warehouse=settings.warehouse_name)
-    own_pool: list[PoolFanout] = []
-    if fanout is None and threads > 1 and _several_subranges(request):
-        # Started now: the workers' interpreter start and imports overlap the set-up below.
-        own_pool.append(make_fanout(threads, request.worker_kind, source).start())
-    try:
-        return _run(settings, request, client, fanout, summary, filt, run_id, rpc_url, car_url, session_pdas,
-                    started, threads, own_pool)
-    finally:
-        for pool in own_pool:
-            pool.close()
+    wanted_ranges: list[SlotRange] = list(request.ranges)
+    if request.slot_spec:
+        wanted_ranges.append(parse_slot_spec(request.slot_spec))
+    sig_slots: dict[str, int] = {}
+    tails: list[Any] = []
+    discovery: dict[str, Any] | None = None
+    discovers = bool(session_pdas and (not wanted_ranges or source == "rpc-signatures")) or (
+        source == "rpc-signatures" and not wanted_ranges)
+    if discovers:
+        # Discovery pages getSignaturesForAddress with retries: a dead endpoint must fail in seconds,
+        # with its cause named, before that (it took a minute to say "connection dropped").
+        preflight(SourceSpec(kind="rpc-signatures", rpc_url=rpc_url, rpc_options=rpc_options), 0)
+    if session_pdas and discovers:
+        # Seed semantics: the window (and, for rpc-signatures, the transactions) come from the PDAs.
+        found = _discover(rpc_url, session_pdas, request.max_signature_pages, request.slot_padding,
+                          request.rpc_options)
+        discovery = found.to_json()
+        sig_slots = found.signature_slots()
+        if not wanted_ranges:
+            wanted_ranges = [SlotRange(a, b) for a, b in found.merged_ranges()]
+    elif discovers:
+        # Live tail: new signatures of every IQ program since the cursors stored in iq.cursors.
+        tails = _discover_tail(rpc_url, filt.program_ids, client, request.max_signature_pages, request.rpc_options)
+        discovery = {"tail": [t.to_json() for t in tails]}
+        for t in tails:
+            sig_slots.update(t.signature_slots())
+        wanted_ranges = [SlotRange(s, s) for s in sorted(set(sig_slots.values()))]
+    elif source == "rpc-signatures":
+        raise IQEtlError("--source rpc-signatures with a slot spec needs --session-pda; without either it "
+                         "tails the IQ programs from their stored cursors")
+    if not wanted_ranges and not tails:
+        raise IQEtlError("give a slot spec (S:E, N or A-B), or --session-pda to discover the window")
+    spec = SourceSpec(kind=source, car_url=request.car_url or settings.car_url, rpc_url=rpc_url,
+                      rpc_options=rpc_options, signatures=tuple(sorted(sig_slots.items())),
+                      car_patience_s=settings.car_patience_s)
+    # What this run looks for: only a done scan of a superset of it lets a sub-range be skipped.
+    scope = ScanScope.of(source, filt.program_ids, filt.session_pdas)
+    done = done_ranges(client, scope) if request.resume else []
+    signature_slots = sorted(set(sig_slots.values()))
+    todo: list[SlotRange] = []
+    skipped = 0
+    for rng in merge_ranges(wanted_ranges):
+        for sub in split_range(rng, request.subrange_slots):
+            if source == "rpc-signatures" and not _holds_any(sub, signature_slots):
+                continue  # nothing to fetch there: not scanned, so not recorded as covered
+            if request.resume and covered(sub, done):
+                skipped += 1
+            else:
+                todo.append(sub)
+    plan = IngestPlan(settings=settings, request=request, run_id=request.run_id or uuid.uuid4().hex[:12],
+                      spec=spec, filt=filt, scope=scope, threads=request.threads or settings.threads, todo=todo,
+                      skipped_ranges=skipped, discovery=discovery, tails=tails)
+    log.info("ingest run %s: %d sub-range(s), %d slots from %s (%d already done)", plan.run_id, len(todo),
+             plan.total_slots, source, skipped)
+    if todo and not (discovers and source != "car"):   # the RPC endpoint was checked before discovery
+        preflight(spec, todo[0].first_slot)
+    return plan
+
+
+def _holds_any(sub: SlotRange, sorted_slots: list[int]) -> bool:
+    import bisect
+
+    i = bisect.bisect_left(sorted_slots, sub.first_slot)
+    return i < len(sorted_slots) and sorted_slots[i] <= sub.last_slot
+
+
+def execute_plan(plan: IngestPlan, client: Client, fanout: Fanout | None = None,
+                 started: float | None = None) -> IngestSummary:
+    """Scan the plan's sub-ranges (inline, or through `fanout`), write their rows, record each in the
+    ledger once its rows are written, and commit tail cursors only after every row is in."""
+    started = time.perf_counter() if started is None else started
+    settings, request = plan.settings, plan.request
+    summary = IngestSummary(run_id=plan.run_id, source=plan.spec.kind, warehouse=settings.warehouse_name,
+                            skipped_ranges=plan.skipped_ranges, discovery=plan.discovery)
+    writer = RowWriter(client, batch_rows=request.batch_rows, flush_interval_s=request.flush_interval_s)
+    wanted = plan.filt.wanted_keys()
+    with IngestProgress(request.progress, plan.total_slots, heartbeat_s=request.heartbeat_s,
+                        on_progress=request.on_progress) as bar:
+        if fanout is None or (len(plan.todo) <= 1 and isinstance(fanout, PoolFanout)):
+            _run_inline(open_source(plan.spec, wanted), plan.todo, plan.filt, plan.spec, plan.scope, plan.run_id,
+                        client, writer, summary, bar, request.batch_rows)
+        elif plan.todo:
+            remote = fanout.writes_remotely and not settings.embedded
+            job = SubrangeJob(plan.spec, wanted, plan.filt, plan.run_id, write_settings=settings if remote else None,
+                              batch_rows=request.batch_rows)
+            _run_fanout(fanout, job, plan.scope, plan.todo, client, writer, summary, bar)
+    summary.rows_written = writer.rows_written + summary.remote_rows_written
+    summary.insert_s += writer.insert_s
+    # Rows written here are counted as they are written; a fan-out writing remotely: ask the table.
+    summary.by_kind = count_by_kind(client, plan.run_id) if summary.remote_rows_written else writer.by_kind()
+    summary.seconds = time.perf_counter() - started
+    summary.incomplete = any(r["status"] != "done" for r in summary.ranges)
+    if plan.tails and not summary.incomplete:
+        from iq_etl.warehouse.cursors import CursorStore
+
+        store = CursorStore(client)
+        for t in plan.tails:  # only after every row is written: a crash before this re-discovers, loses nothing
+            t.commit(store)
+    return summary
 
 
 def _several_subranges(request: IngestRequest) -> bool:
@@ -117,98 +251,17 @@ def _several_subranges(request: IngestRequest) -> bool:
     return sum(len(split_range(r, request.subrange_slots)) for r in merge_ranges(wanted)) > 1
 
 
-def _run(settings, request, client, fanout, summary, filt, run_id, rpc_url, car_url, session_pdas, started,
-         threads, own_pool):
-    source, slot_spec = request.source, request.slot_spec
-    slot_padding, max_signature_pages, resume = request.slot_padding, request.max_signature_pages, request.resume
-    subrange_slots, batch_rows, rpc_options = request.subrange_slots, request.batch_rows, request.rpc_options
+class _InlineSink:
+    """Where one inline sub-range hands its rows (the writer) and its progress (the bar, by the slots
+    done since the last report)."""
 
-    wanted_ranges: list[SlotRange] = list(request.ranges)
-    sig_slots: dict[str, int] = {}
-    tails: list[Any] = []
-    if slot_spec:
-        wanted_ranges.append(parse_slot_spec(slot_spec))
-    client = client or get_client(settings)
-    migrate(client, settings.clickhouse_cluster)
-    discovers = bool(session_pdas and (not wanted_ranges or source == "rpc-signatures")) or (
-        source == "rpc-signatures" and not wanted_ranges)
-    if discovers:
-        # Discovery pages getSignaturesForAddress with retries: a dead endpoint must fail in seconds,
-        # with its cause named, before that (it took a minute to say "connection dropped").
-        preflight(SourceSpec(kind="rpc-signatures", rpc_url=rpc_url,
-                             rpc_options=tuple(sorted((rpc_options or {}).items()))), 0)
-    if session_pdas and (not wanted_ranges or source == "rpc-signatures"):
-        # Seed semantics: the window (and, for rpc-signatures, the transactions) come from the PDAs.
-        found = _discover(rpc_url, session_pdas, max_signature_pages, slot_padding, rpc_options)
-        summary.discovery = found.to_json()
-        sig_slots = found.signature_slots()
-        if not wanted_ranges:
-            wanted_ranges = [SlotRange(a, b) for a, b in found.merged_ranges()]
-    elif source == "rpc-signatures" and not wanted_ranges:
-        # Live tail: new signatures of every IQ program since the cursors stored in iq.cursors.
-        tails = _discover_tail(rpc_url, filt.program_ids, client, max_signature_pages, rpc_options)
-        summary.discovery = {"tail": [t.to_json() for t in tails]}
-        for t in tails:
-            sig_slots.update(t.signature_slots())
-        wanted_ranges = [SlotRange(s, s) for s in sorted(set(sig_slots.values()))]
-    elif source == "rpc-signatures":
-        raise IQEtlError("--source rpc-signatures with a slot spec needs --session-pda; without either it "
-                         "tails the IQ programs from their stored cursors")
-    if not wanted_ranges and not tails:
-        raise IQEtlError("give a slot spec (S:E, N or A-B), or --session-pda to discover the window")
-    spec = SourceSpec(kind=source, car_url=car_url, rpc_url=rpc_url,
-                      rpc_options=tuple(sorted((rpc_options or {}).items())),
-                      signatures=tuple(sorted(sig_slots.items())), car_patience_s=settings.car_patience_s)
-    # What this run looks for: only a done scan of a superset of it lets a sub-range be skipped.
-    scope = ScanScope.of(source, filt.program_ids, filt.session_pdas)
-    done = done_ranges(client, scope) if resume else []
-    todo: list[SlotRange] = []
-    for rng in merge_ranges(wanted_ranges):
-        for sub in split_range(rng, subrange_slots):
-            if source == "rpc-signatures" and not any(sub.first_slot <= v <= sub.last_slot
-                                                       for v in sig_slots.values()):
-                continue  # nothing to fetch there: not scanned, so not recorded as covered
-            if resume and covered(sub, done):
-                summary.skipped_ranges += 1
-            else:
-                todo.append(sub)
-    total_slots = sum(r.slot_count for r in todo)
-    log.info("ingest run %s: %d sub-range(s), %d slots from %s (%d already done)", run_id, len(todo),
-             total_slots, source, summary.skipped_ranges)
-    if todo and not (discovers and source != "car"):   # the RPC endpoint was checked before discovery
-        preflight(spec, todo[0].first_slot)
+    def __init__(self, writer: RowWriter, bar: IngestProgress) -> None:
+        self.writer, self.bar, self.reported = writer, bar, 0
 
-    writer = RowWriter(client, batch_rows=batch_rows, flush_interval_s=request.flush_interval_s)
-    wanted = filt.wanted_keys()
-    with IngestProgress(request.progress, total_slots, heartbeat_s=request.heartbeat_s,
-                        on_progress=request.on_progress) as bar:
-        if fanout is None and threads > 1 and len(todo) > 1:
-            fanout = own_pool[0] if own_pool else make_fanout(threads, request.worker_kind, source).start()
-            if not own_pool:
-                own_pool.append(fanout)
-        elif own_pool:
-            fanout = own_pool[0]
-        if fanout is None or (len(todo) <= 1 and isinstance(fanout, PoolFanout)):
-            _run_inline(open_source(spec, wanted), todo, filt, spec, scope, run_id, client, writer, summary, bar,
-                        batch_rows)
-        elif todo:
-            remote = fanout.writes_remotely and not settings.embedded
-            job = SubrangeJob(spec, wanted, filt, run_id, write_settings=settings if remote else None,
-                              batch_rows=batch_rows)
-            _run_fanout(fanout, job, scope, todo, client, writer, summary, bar)
-    summary.rows_written = writer.rows_written + summary.remote_rows_written
-    summary.insert_s += writer.insert_s
-    # Rows written here are counted as they are written; a fan-out writing remotely: ask the table.
-    summary.by_kind = count_by_kind(client, run_id) if summary.remote_rows_written else writer.by_kind()
-    summary.seconds = time.perf_counter() - started
-    summary.incomplete = any(r["status"] != "done" for r in summary.ranges)
-    if tails and not summary.incomplete:
-        from iq_etl.warehouse.cursors import CursorStore
-
-        store = CursorStore(client)
-        for t in tails:  # only after every row is written: a crash before this re-discovers, loses nothing
-            t.commit(store)
-    return summary
+    def __call__(self, out: Extracted, stats: RangeStats) -> None:
+        self.writer.add(out.rows, out.undecoded)
+        self.bar.advance(stats.slots_done - self.reported, stats)
+        self.reported = stats.slots_done
 
 
 def _run_inline(src, todo, filt, spec, scope, run_id, client, writer, summary, bar, batch_rows) -> None:
@@ -220,12 +273,7 @@ def _run_inline(src, todo, filt, spec, scope, run_id, client, writer, summary, b
     settler = _Settler(client, writer, scope, run_id, summary, batch_rows)
     for sub in todo:
         started_at = dt.datetime.now(dt.timezone.utc)
-        last_reported = [0]
-
-        def sink(out: Extracted, stats: RangeStats) -> None:
-            writer.add(out.rows, out.undecoded)
-            bar.advance(stats.slots_done - last_reported[0], stats)
-            last_reported[0] = stats.slots_done
+        sink = _InlineSink(writer, bar)
 
         stats = RangeStats(sub.first_slot, sub.last_slot)
         try:
@@ -242,7 +290,7 @@ def _run_inline(src, todo, filt, spec, scope, run_id, client, writer, summary, b
         except BaseException:
             settler.settle_quietly()
             raise
-        bar.advance(sub.slot_count - last_reported[0], stats)
+        bar.advance(sub.slot_count - sink.reported, stats)
         settler.add(sub, stats, started_at)
     settler.settle()
 
