@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from iq_etl.errors import IQEtlError
 from iq_etl.settings import Settings
@@ -103,8 +103,8 @@ def remote_target_env(dsn: str, cluster: str | None = None) -> dict[str, str]:
         "IQ_DBT_TARGET": "remote",
         "IQ_DBT_HOST": parts.hostname or "localhost",
         "IQ_DBT_PORT": str(parts.port or (8443 if secure else 8123)),
-        "IQ_DBT_USER": parts.username or "default",
-        "IQ_DBT_PASSWORD": parts.password or "",
+        "IQ_DBT_USER": unquote(parts.username) if parts.username else "default",   # `p%40ss` in a URL is `p@ss`
+        "IQ_DBT_PASSWORD": unquote(parts.password) if parts.password else "",
         "IQ_DBT_SECURE": "true" if secure else "false",
         "IQ_DBT_CLUSTER": cluster or "",
     }

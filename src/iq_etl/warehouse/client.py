@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from clickhouse_connect.driver import Client
 
@@ -170,31 +170,64 @@ def _open(dsn: str, lock_wait_s: float, connect_timeout: float) -> Client:
                         "IQ_WAREHOUSE_LOCK_WAIT=SECONDS to wait, or use a remote DSN (IQ_CLICKHOUSE_DSN=http://...)"
                     ) from None
                 time.sleep(min(0.5, max(0.05, deadline - time.monotonic())))
+    return _open_remote(dsn, connect_timeout)
+
+
+def _open_remote(dsn: str, connect_timeout: float) -> Client:
+    """A client for an http(s):// DSN. It connects to the server's default database first: a DSN naming
+    a database that does not exist yet (`.../iq` on a fresh server) would fail at once, since the client
+    sends `database=` with its first queries. The database is then created if missing and used."""
+    import clickhouse_connect
+
     parts = urlsplit(dsn)
     scheme = parts.scheme
     secure = scheme in ("https", "clickhouses")
+    username = unquote(parts.username) if parts.username else "default"   # `p%40ss` in a URL is `p@ss`
+    password = unquote(parts.password) if parts.password else ""
     kwargs: dict[str, Any] = {
         "host": parts.hostname,
         "port": parts.port or (8443 if secure else 8123),
-        "username": parts.username or "default",
-        "password": parts.password or "",
+        "username": username,
+        "password": password,
         "secure": secure,
         "connect_timeout": connect_timeout,
         "send_receive_timeout": 300,
     }
-    db = parts.path.strip("/")
-    if db:
-        kwargs["database"] = db
     for key, value in parse_qsl(parts.query):
         kwargs.setdefault(key, value)
-    try:
-        return clickhouse_connect.get_client(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - any driver/network error becomes one clear line
-        reason = type(exc).__name__
+    # The path (or a `?database=`) names the database; never connect to it before it exists.
+    db = unquote(parts.path.strip("/")) or str(kwargs.pop("database", "") or "")
+    kwargs.pop("database", None)
+    where = redact_dsn(dsn)
+
+    def one_line(exc: BaseException) -> str:
         text = str(exc)
-        if parts.password:
-            text = text.replace(parts.password, "***")
-        raise WarehouseError(f"cannot reach the warehouse at {redact_dsn(dsn)}: {reason}: {text.splitlines()[0][:200] if text else ''}") from None
+        for secret in {password, parts.password or ""} - {""}:
+            text = text.replace(secret, "***")
+        text = re.sub(r"^.*?server response: ", "", text.strip().splitlines()[0] if text.strip() else "")
+        return re.sub(r" \(for url [^)]*\)$", "", text)[:300]
+
+    try:
+        client = clickhouse_connect.get_client(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - any driver/network error becomes one clear line
+        code = getattr(exc, "code", None)
+        if str(code) in ("516", "192", "193", "194") or "AUTHENTICATION_FAILED" in str(exc):
+            raise WarehouseError(f"the warehouse at {where} refused user {username!r}: Code 516 AUTHENTICATION_FAILED "
+                                 "(authentication failed: check the user and password in IQ_CLICKHOUSE_DSN; "
+                                 "percent-encode @ : / in them)") from None
+        raise WarehouseError(f"cannot reach the warehouse at {where}: {type(exc).__name__}: {one_line(exc)}") from None
+    if db and db != "default":
+        quoted = "`" + db.replace("\\", "\\\\").replace("`", "\\`") + "`"
+        try:
+            exists = str(client.command(f"EXISTS DATABASE {quoted}")).strip() == "1"
+            if not exists:
+                client.command(f"CREATE DATABASE IF NOT EXISTS {quoted}")
+        except Exception as exc:  # noqa: BLE001 - the database is missing and cannot be made: say why
+            client.close()
+            raise WarehouseError(f"the database {db!r} named by {where} does not exist and could not be created: "
+                                 f"{one_line(exc)} (create it, or grant CREATE DATABASE to {username!r})") from None
+        client.database = db
+    return client
 
 
 def get_client(settings: Settings, connect_timeout: float = 5.0) -> Client:

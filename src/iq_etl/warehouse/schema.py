@@ -31,7 +31,19 @@ def migration_files() -> list[Path]:
 def migrate(client: Client, cluster: str | None = None) -> list[str]:
     """Apply numbered SQL files in order, once each; return the names applied by this call."""
     on_cluster = f"ON CLUSTER {cluster}" if cluster else ""
-    client.command(f"CREATE DATABASE IF NOT EXISTS iq {on_cluster}")
+    # `iq` holds every table; a remote DSN may name another database as the client's default, which the
+    # client created on the server it reached: on a cluster it is made on every node here.
+    databases = ["iq"]
+    named = getattr(client, "database", None)
+    if cluster and named and named not in ("iq", "default"):
+        databases.append("`" + str(named).replace("\\", "\\\\").replace("`", "\\`") + "`")
+    for database in databases:
+        try:
+            client.command(f"CREATE DATABASE IF NOT EXISTS {database} {on_cluster}")
+        except Exception as exc:  # noqa: BLE001 - name the cause: no right to create it, unknown cluster, ...
+            raise WarehouseError(f"cannot create the database {database.strip('`')}: "
+                                 f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__} "
+                                 "(create it beforehand, or grant CREATE DATABASE to the warehouse user)") from None
     client.command(
         f"""CREATE TABLE IF NOT EXISTS iq.schema_migrations {on_cluster} (
             version UInt32, name String, checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)

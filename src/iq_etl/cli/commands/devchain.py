@@ -5,6 +5,7 @@ loopback servers.
     serve         the same chain as Solana JSON-RPC on loopback (with optional injected faults)
     serve-car     the CAR files over a Range-capable HTTP server, laid out like the Old Faithful bucket
     serve-reader  a reader backend speaking the IQ ingest protocol (`iq-etl export --target` its URL)
+    serve-clickhouse  a TEST ClickHouse HTTP server over chDB on loopback (the remote warehouse path in tests)
 """
 from __future__ import annotations
 
@@ -76,6 +77,19 @@ def register(sub) -> None:
                    help="endpoint path (default /api/v2/inscribe/ingest, as IQ_READER_ENDPOINT_PATH)")
     r.add_argument("--out", type=Path, default=None, metavar="DIR", help="also write every stored body to this folder")
     r.set_defaults(handler=run_serve_reader)
+
+    ch = dsub.add_parser("serve-clickhouse", help="TEST TOOL: a ClickHouse HTTP server over chDB on loopback until Ctrl-C",
+                         description="TEST TOOL, never the product's warehouse: serve ClickHouse's HTTP interface over "
+                                     "an embedded chDB engine on loopback until Ctrl-C, so the remote warehouse path "
+                                     "(IQ_CLICKHOUSE_DSN=http://USER:PASSWORD@127.0.0.1:PORT/iq) runs where no ClickHouse "
+                                     "server can be installed. One chDB folder, one query at a time, one user.")
+    ch.add_argument("--data", type=Path, required=True, metavar="DIR", help="the chDB folder it serves (created if missing)")
+    ch.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1; others are refused)")
+    ch.add_argument("--port", type=int, default=8123, help="port (default 8123, as ClickHouse; 0 = any)")
+    ch.add_argument("--user", default="default", help="the one user it accepts (default: default)")
+    ch.add_argument("--password", default="", help="that user's password (default: empty)")
+    ch.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    ch.set_defaults(handler=run_serve_clickhouse)
 
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
 
@@ -174,3 +188,17 @@ def run_serve_reader(args) -> int:
     if args.out is not None:
         print(f"stored bodies: {args.out}", flush=True)
     return _wait(server, "reader backend")
+
+
+def run_serve_clickhouse(args) -> int:
+    from iq_etl.devchain.servers.clickhouse_http import BANNER, LOOPBACK, serve_clickhouse
+
+    if args.host not in LOOPBACK:
+        raise IQEtlError(f"--host {args.host}: this test server listens on loopback only (127.0.0.1, ::1)")
+    print(BANNER, flush=True)
+    server = _listen(lambda: serve_clickhouse(args.data, args.host, args.port, args.user, args.password, args.verbose),
+                     args.host, args.port)
+    host, port = server.server_address[:2]
+    print(f"data: {server.engine.path} (chDB {server.engine.version}); user {args.user}", flush=True)
+    print(f"DSN:  IQ_CLICKHOUSE_DSN=http://{args.user}:***@{host}:{port}/iq", flush=True)
+    return _wait(server, "ClickHouse HTTP interface (test server)")
