@@ -63,9 +63,9 @@ def test_pipeline_exports_every_complete_upload_once(chain, tmp_path, monkeypatc
         assert sorted(a.key for a in arts) == sorted([STATUS_ARTIFACT_KEY, PROGRESS_ARTIFACT_KEY,
                                                       INCOMPLETE_ARTIFACT_KEY, REPORT_ARTIFACT_KEY])
         # ... and the coverage report: a link to the page it wrote, a table of the incomplete uploads
-        link = next(a for a in arts if a.key == REPORT_ARTIFACT_KEY)
-        assert link.type == "markdown" and (tmp_path / "home" / "report" / "index.html").as_uri() in link.data
-        assert (tmp_path / "home" / "report" / "index.html").is_file()
+        link = next(a for a in arts if a.key == REPORT_ARTIFACT_KEY)   # the page: beside the warehouse (tmp_path/wh)
+        assert link.type == "markdown" and (tmp_path / "report" / "index.html").as_uri() in link.data
+        assert (tmp_path / "report" / "index.html").is_file()
         table = next(a for a in arts if a.key == INCOMPLETE_ARTIFACT_KEY)
         incomplete = {u.upload_key for u in manifest.uploads if u.expected_status != "complete"}
         assert table.type == "table" and incomplete <= {row["upload_key"] for row in json.loads(table.data)}
