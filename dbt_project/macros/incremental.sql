@@ -9,18 +9,38 @@
 (select max(source_ingested_at) - toIntervalSecond({{ var('iq_lookback_seconds') }}) from {{ this }})
 {%- endmacro %}
 
-{#- The refresh group of a raw instruction: the unit int_uploads and session_completeness
-    recompute when any of its rows is (re-)ingested. Session uploads: the session account (all of
-    a G2 account's uploads together, since a finalize_bundle may move between them); inline: the
-    code-in's signature; every linked list: one group, LINKED_LISTS_GROUP, since a new piece can
-    turn one list's tail into another's middle. Must agree with the groups int_uploads assigns. -#}
-{% macro linked_lists_group() -%}'linked-lists'{%- endmacro %}
+{#- A raw instruction that belongs to a linked list (a piece, a G1 index, a G3 code-in naming a tail). -#}
+{% macro is_linked_raw() -%}
+(kind in ('linked_piece', 'linked_index')
+ or (generation = 'g3' and instruction in {{ g3_code_in_instructions() }} and length(on_chain_path) >= {{ linked_tail_min_length() }}))
+{%- endmacro %}
+
+{#- The refresh group of a linked list: its root, the deepest piece its walk reached (lists sharing
+    a piece share it); a list without any piece found is its own root (its tail). -#}
+{% macro linked_group(root) -%}
+concat('list:', {{ root }})
+{%- endmacro %}
+
+{#- The refresh group of a raw instruction that is not part of a linked list (int_changed_groups
+    places those by their walk's root): the session account for session uploads (all of a G2
+    account's uploads together, since a finalize_bundle may move between them), the code-in's
+    signature for an inline upload. Must agree with the groups int_uploads assigns. -#}
 {% macro refresh_group_of_raw() -%}
 multiIf(
-    kind in ('linked_piece', 'linked_index')
-        or (generation = 'g3' and instruction in {{ g3_code_in_instructions() }} and length(on_chain_path) >= {{ linked_tail_min_length() }}),
-        {{ linked_lists_group() }},
     generation = 'g3' and instruction in {{ g3_code_in_instructions() }} and on_chain_path = '', signature,
     generation = 'g3' and instruction in {{ g3_code_in_instructions() }}, if(session_account != '', session_account, on_chain_path),
     session_account)
+{%- endmacro %}
+
+{#- After a delete+insert on refresh_group: rows of a changed group this build did not write (a
+    group none of whose uploads exists any more, e.g. a list's old root once its missing piece
+    arrived). A post-hook of int_uploads and session_completeness. -#}
+{% macro delete_unbuilt_changed_groups() -%}
+{%- if is_incremental() -%}
+delete from {{ this }}
+where refresh_group in (select refresh_group from {{ ref('int_changed_groups') }})
+  and build_id != '{{ invocation_id }}'
+{%- else -%}
+select 1
+{%- endif -%}
 {%- endmacro %}

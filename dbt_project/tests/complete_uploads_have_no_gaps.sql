@@ -3,7 +3,7 @@
 with complete_uploads as (
     select upload_key, chunks_expected
     from {{ ref('session_completeness') }}
-    where status = 'complete'
+    where status = 'complete'{{ and_changed_upload('upload_key') }}
 ),
 
 present as (

@@ -1,12 +1,11 @@
 -- session_payloads must hold exactly the chosen chunks joined in index order: same length and
 -- sha256 as a re-join done here, lengths that match the bytes, one payload per complete upload.
--- Re-reading payloads is the most expensive check there is, so it covers the uploads the latest
--- build (re)computed; a full refresh verifies everything.
+-- Re-reading payloads is the most expensive check there is: an incremental build covers the
+-- uploads it recomputed (macros/changed_scope.sql); a full refresh or `--full-tests` verifies all.
 with latest_build as (
     select upload_key
     from {{ ref('upload_payloads') }}
-    where built_at = (select max(built_at) from {{ ref('upload_payloads') }})
-      and status = 'complete'
+    where status = 'complete'{{ and_changed_upload('upload_key') }}
 ),
 
 rejoined as (

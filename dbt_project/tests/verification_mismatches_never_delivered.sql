@@ -7,4 +7,4 @@ select c.upload_key as upload_key, e.target as target, c.verification_reason as 
 from {{ ref('session_completeness') }} as c
 inner join {{ ref('upload_payloads') }} as p on p.upload_key = c.upload_key
 inner join {{ ref('stg_exports') }} as e on e.session_key = c.upload_key and e.sha256 = p.sha256
-where c.verification = 'mismatch' and e.status = 'delivered'
+where c.verification = 'mismatch' and e.status = 'delivered'{{ and_changed_upload('c.upload_key') }}

@@ -132,6 +132,25 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, maximum: int 
     return value
 
 
+_BYTE_SIZE = re.compile(r"^([0-9]+)\s*([kmgt]?)(i?b)?$", re.IGNORECASE)
+DEFAULT_TRANSFORM_MAX_MEMORY = 4 << 30   # IQ_TRANSFORM_MAX_MEMORY default: 4 GiB per dbt query
+
+
+def _byte_size(env: Mapping[str, str], name: str, default: int, minimum: int = 64 << 20) -> int:
+    """A size in bytes: ASCII digits with an optional K/M/G/T suffix (binary: 4G = 4 GiB). Refuses
+    fractions, NaN/inf, non-ASCII digits and sizes below `minimum`."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    match = _BYTE_SIZE.match(raw) if raw.isascii() else None
+    if match is None:
+        raise SettingsError(f"{name}: {raw!r} is not a size (ASCII digits with an optional K, M, G or T suffix, e.g. 4G)")
+    value = int(match.group(1)) << (10 * " kmgt".index(match.group(2).lower() or " "))
+    if value < minimum:
+        raise SettingsError(f"{name}: {raw!r} is below the minimum of {minimum >> 20} MiB")
+    return value
+
+
 def _http_url(env: Mapping[str, str], name: str, value: str) -> str:
     try:
         parts = urlsplit(value)
@@ -191,7 +210,7 @@ KNOWN_NAMES = frozenset({
     "IQ_RPC_URL", "IQ_CAR_URL", "IQ_CAR_PATIENCE", "IQ_EXPORT_MAX_BYTES", "IQ_EXPORT_MAX_ATTEMPTS", "IQ_EXPORT_TIMEOUT",
     "IQ_EXPORT_BACKOFF", "IQ_EXPORT_RETRY_AFTER_CAP", "IQ_EXPORT_CONCURRENCY", "IQ_EXPORT_FAILURE_POLICY",
     "IQ_EXPORT_BREAKER", "IQ_EXPORT_UPLOAD_BUDGET", "IQ_EXPORT_RUN_BUDGET",
-    "IQ_SCANNER", "IQ_DASK_ADDRESS", "IQ_LOG_LEVEL", "IQ_LOG_FORMAT", "IQ_DBT_HOME",
+    "IQ_SCANNER", "IQ_DASK_ADDRESS", "IQ_LOG_LEVEL", "IQ_LOG_FORMAT", "IQ_DBT_HOME", "IQ_TRANSFORM_MAX_MEMORY",
     # set by iq-etl itself for dbt's profile (transform/runner.py)
     "IQ_DBT_TARGET", "IQ_DBT_HOST", "IQ_DBT_PORT", "IQ_DBT_USER", "IQ_DBT_PASSWORD", "IQ_DBT_SECURE",
     "IQ_DBT_CLUSTER", "IQ_DBT_SCHEMA", "IQ_DBT_DATABASE",
@@ -352,6 +371,7 @@ class Settings:
     car_patience_s: float = 180.0          # IQ_CAR_PATIENCE (minutes in the environment): an HTTP CAR stream's patience
     scanner: str = "auto"                  # IQ_SCANNER: auto | python | native (the CAR section walker)
     export: ExportLimits = field(default_factory=ExportLimits)   # IQ_EXPORT_*
+    transform_max_memory: int = DEFAULT_TRANSFORM_MAX_MEMORY     # IQ_TRANSFORM_MAX_MEMORY: bytes per dbt query
     home: Path = field(default_factory=lambda: Path(DEFAULT_HOME).expanduser().resolve())
 
     def __post_init__(self) -> None:
@@ -480,6 +500,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = No
         car_patience_s=_finite_number(merged, "IQ_CAR_PATIENCE", 3.0, 0.1) * 60.0,
         scanner=_scanner(merged),
         export=_export_limits(merged),
+        transform_max_memory=_byte_size(merged, "IQ_TRANSFORM_MAX_MEMORY", DEFAULT_TRANSFORM_MAX_MEMORY),
         home=home,
     )
 

@@ -18,7 +18,7 @@ from tests.support.raw_rows import Chain, account, build_scenarios, insert_rows,
 
 # Columns compared between the incremental and the full build (everything but timestamps).
 SNAPSHOTS = {
-    "session_completeness": "SELECT * EXCEPT (source_ingested_at) FROM iq.session_completeness ORDER BY upload_key",
+    "session_completeness": "SELECT * EXCEPT (source_ingested_at, build_id) FROM iq.session_completeness ORDER BY upload_key",
     "session_payloads": "SELECT upload_key, sha256, file_sha256, decode_rule, payload_length, chunk_count "
                         "FROM iq.session_payloads ORDER BY upload_key",
     "sessions_ready_to_export": "SELECT * FROM iq.sessions_ready_to_export ORDER BY upload_key",
@@ -26,7 +26,7 @@ SNAPSHOTS = {
     "scan_coverage": "SELECT * FROM iq.scan_coverage ORDER BY kind, first_slot",
     "current_chunks": "SELECT * EXCEPT (source_ingested_at) FROM iq.int_session_chunks "
                       "WHERE upload_key IN (SELECT upload_key FROM iq.int_uploads) ORDER BY upload_key, chunk_index",
-    "int_uploads": "SELECT * EXCEPT (source_ingested_at) FROM iq.int_uploads ORDER BY upload_key",
+    "int_uploads": "SELECT * EXCEPT (source_ingested_at, build_id) FROM iq.int_uploads ORDER BY upload_key",
 }
 
 

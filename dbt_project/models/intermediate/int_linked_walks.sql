@@ -13,9 +13,13 @@
 -- whether they are uploads of their own). One row per (tail, depth): depth 0 is the tail.
 -- A walk stops at "Genesis", at a before_tx that is not a known successful piece, or at
 -- iq_max_linked_depth. Signatures commit to before_tx, so on-chain lists cannot loop.
--- Incremental (delete+insert on the tail): a walk that reached Genesis never changes, so a build
--- walks only new tails and the ones still broken. A tail that stopped being one (a later piece
+-- Incremental (delete+insert on the tail): pieces never change once on chain, so a walk changes
+-- only when the piece it stopped at arrives. A build walks new tails (pieces ingested since the
+-- previous build that nobody points at, index tails not walked yet) and the broken walks whose
+-- missing piece is now known; nothing else is read. A tail that stopped being one (a later piece
 -- points at it) keeps its old rows; int_uploads only reads the walks of current tails.
+-- root_signature: the deepest piece the walk reached. Lists that share a piece share everything
+-- below it, so they share their root: int_uploads recomputes linked lists by root.
 -- Each step looks the next piece up in int_linked_pieces (a Join-engine table) with joinGet;
 -- unit tests, whose fixtures are subqueries, take the JOIN form of the same walk
 -- (macro linked_walk_lookup, overridden to 'join').
@@ -37,16 +41,43 @@ unreferenced_pieces as (
     where signature not in (select before_tx from pieces)
 ),
 
+{% if is_incremental() %}
+new_pieces as (
+    select signature
+    from pieces
+    where ingested_at > (select max(ingested_at) - toIntervalSecond({{ var('iq_lookback_seconds') }}) from {{ this }})
+),
+
+walk_ends as (
+    -- the deepest row of each walk built so far
+    select upload_key, argMax(before_tx, depth) as end_before_tx
+    from {{ this }}
+    group by upload_key
+),
+
 walk_starts as (
     select upload_key from (
+        -- index tails never walked (or whose tail piece was missing)
         select upload_key from index_tails
+        where upload_key not in (select upload_key from walk_ends)
         union distinct
-        select upload_key from unreferenced_pieces
+        -- new pieces nobody points at
+        select signature as upload_key from new_pieces
+        where signature not in (select before_tx from pieces where before_tx in (select signature from new_pieces))
+        union distinct
+        -- broken walks whose missing piece is now known (or re-ingested pieces of a broken walk)
+        select upload_key from walk_ends
+        where end_before_tx != 'Genesis'
+          and (end_before_tx in (select signature from pieces) or upload_key in (select signature from new_pieces))
     )
-    {% if is_incremental() %}
-    where upload_key not in (select upload_key from {{ this }} where before_tx = 'Genesis')
-    {% endif %}
 ),
+{% else %}
+walk_starts as (
+    select upload_key from index_tails
+    union distinct
+    select upload_key from unreferenced_pieces
+),
+{% endif %}
 
 {% if linked_walk_lookup() == 'join' %}
 walk as (
@@ -114,5 +145,6 @@ select
     tx_index,
     toString(generation) as generation,
     toString(program_id) as program_id,
-    ingested_at
+    ingested_at,
+    argMax(piece_signature, depth) over (partition by upload_key) as root_signature
 from walk

@@ -32,8 +32,7 @@ changed_groups as (
     union distinct
     select upload_key
     from {{ ref('int_linked_walks') }}
-    group by upload_key
-    having max(ingested_at) > {{ previous_watermark() }}
+    where ingested_at > {{ previous_watermark() }}
 ),
 {% endif %}
 

@@ -4,8 +4,10 @@
     on_schema_change='fail',
     unique_key='refresh_group',
     engine='MergeTree()',
-    order_by='(refresh_group, upload_key)'
+    order_by='(refresh_group, upload_key)',
+    post_hook="{{ delete_unbuilt_changed_groups() }}"
 ) }}
+-- depends_on: {{ ref('int_changed_groups') }}
 -- One row per upload, whatever its shape (keys: dbt_project/README.md, Rules, "Upload keys"):
 --   session      G2 `<account>:<session id>`, G3 the session PDA: from chunks, finalizes
 --                (int_finalizes, bundles attached) and G3 create_session;
@@ -17,16 +19,21 @@
 -- G3 SessionFinalize), else the metadata's total_chunks; total_disagreement is set when the
 -- successful finalizes and the metadata do not all declare the same total.
 -- Failed rows never define a total or a slot; they are counted.
--- Incremental (delete+insert on refresh_group): a build recomputes the refresh groups (session
--- account, inline signature, or all linked lists together) with rows ingested since the previous
--- build, so an upload key that stops existing inside a group (a bundle moving to another
--- session, a list tail that a later piece extends) is removed with it.
+-- Incremental (delete+insert on refresh_group): a build recomputes the refresh groups listed in
+-- int_changed_groups (session account, inline signature, or a linked list's root: all lists
+-- sharing pieces), so an upload key that stops existing inside a group (a bundle moving to
+-- another session, a list tail that a later piece extends) is removed with it; a changed group
+-- with no upload left is deleted by the post-hook (delete_unbuilt_changed_groups).
 with
 {% if is_incremental() %}
 changed_groups as (
-    select distinct {{ refresh_group_of_raw() }} as refresh_group
-    from {{ source('iq', 'raw_instructions') }}
-    where ingested_at > {{ previous_watermark() }}
+    select refresh_group from {{ ref('int_changed_groups') }}
+),
+
+changed_walks as (
+    select *
+    from {{ ref('int_linked_walks') }}
+    where {{ linked_group('root_signature') }} in (select refresh_group from changed_groups)
 ),
 {% endif %}
 
@@ -153,16 +160,27 @@ session_uploads as (
         false as missing_piece_failed,
         CAST(NULL AS Nullable(UInt64)) as lowest_piece_slot,
         -- watermark
-        greatest(c.source_ingested_at, f.source_ingested_at, s.source_ingested_at) as source_ingested_at
+        greatest(c.source_ingested_at, f.source_ingested_at, s.source_ingested_at) as source_ingested_at,
+        '' as list_root
     from session_keys as k
     left join session_chunk_rows as c on c.upload_key = k.upload_key
     left join finalize_rows as f on f.upload_key = k.upload_key
     left join creation_rows as s on s.upload_key = k.upload_key
 ),
 
+linked_indexes as (
+    select *
+    from {{ ref('stg_linked_indexes') }}
+    {% if is_incremental() %}
+    -- the tails of the changed lists, and named tails that are their own group (no piece found)
+    where tail_signature in (select upload_key from changed_walks)
+       or {{ linked_group('tail_signature') }} in (select refresh_group from changed_groups)
+    {% endif %}
+),
+
 indexed_tails as (
     select distinct tail_signature as upload_key
-    from {{ ref('stg_linked_indexes') }}
+    from linked_indexes
     where not tx_failed
 ),
 
@@ -170,9 +188,16 @@ current_walks as (
     -- the walks of current tails: named by an index, or a piece nobody points at (a tail that a
     -- later piece extended keeps stale rows in int_linked_walks; they are not read)
     select *
+    {% if is_incremental() %}
+    from changed_walks
+    where upload_key in (select upload_key from indexed_tails)
+       or upload_key not in (select before_tx from {{ ref('int_linked_pieces') }}
+                             where before_tx in (select upload_key from changed_walks))
+    {% else %}
     from {{ ref('int_linked_walks') }}
     where upload_key in (select upload_key from indexed_tails)
        or upload_key not in (select before_tx from {{ ref('int_linked_pieces') }})
+    {% endif %}
 ),
 
 walk_summary as (
@@ -187,6 +212,7 @@ walk_summary as (
         argMax(piece_signature, depth) as first_signature,
         any(generation) as generation,
         any(program_id) as program_id,
+        any(root_signature) as root_signature,
         max(ingested_at) as source_ingested_at
     from current_walks
     group by upload_key
@@ -213,7 +239,7 @@ index_rows as (
         argMinIf(slot, {{ chain_order() }}, not tx_failed) as index_slot,
         argMinIf(signature, {{ chain_order() }}, not tx_failed) as index_signature,
         max(ingested_at) as source_ingested_at
-    from {{ ref('stg_linked_indexes') }}
+    from linked_indexes
     group by tail_signature
 ),
 
@@ -227,11 +253,12 @@ linked_keys as (
               select upload_key from current_walks
               where piece_signature in (select piece_signature from indexed_pieces))
     )
-    {% if is_incremental() %}where {{ linked_lists_group() }} in (select refresh_group from changed_groups){% endif %}
 ),
 
 failed_piece_signatures as (
-    select distinct signature from {{ ref('stg_linked_pieces') }} where tx_failed
+    select distinct signature from {{ ref('stg_linked_pieces') }}
+    where tx_failed
+    {% if is_incremental() %}and signature in (select lowest_before_tx from walk_summary){% endif %}
 ),
 
 linked_uploads as (
@@ -280,7 +307,9 @@ linked_uploads as (
         missing_piece_signature in (select signature from failed_piece_signatures) as missing_piece_failed,
         if(w.pieces_found > 0, w.lowest_piece_slot, NULL) as lowest_piece_slot,
         -- watermark
-        greatest(w.source_ingested_at, i.source_ingested_at) as source_ingested_at
+        greatest(w.source_ingested_at, i.source_ingested_at) as source_ingested_at,
+        -- refresh group: the list's root (its tail when no piece was found)
+        if(w.pieces_found > 0, w.root_signature, k.upload_key) as list_root
     from linked_keys as k
     left join walk_summary as w on w.upload_key = k.upload_key
     left join index_rows as i on i.upload_key = k.upload_key
@@ -343,7 +372,8 @@ inline_uploads as (
         false as missing_piece_failed,
         CAST(NULL AS Nullable(UInt64)) as lowest_piece_slot,
         -- watermark
-        source_ingested_at
+        source_ingested_at,
+        '' as list_root
     from inline_rows
 ),
 
@@ -361,7 +391,7 @@ select
     upload_key,
     upload_shape,
     upload_group,
-    if(upload_shape = 'linked_list', {{ linked_lists_group() }}, upload_group) as refresh_group,
+    if(upload_shape = 'linked_list', {{ linked_group('list_root') }}, upload_group) as refresh_group,
     generation,
     program_id,
     session_account,
@@ -392,5 +422,8 @@ select
     missing_piece_signature,
     missing_piece_failed,
     CAST(lowest_piece_slot AS Nullable(UInt64)) as lowest_piece_slot,
-    source_ingested_at
+    source_ingested_at,
+    -- the dbt invocation that wrote the row (tests of an incremental build check this build's rows)
+    '{{ invocation_id }}' as build_id
 from all_uploads
+{% if is_incremental() %}where refresh_group in (select refresh_group from changed_groups){% endif %}

@@ -4,8 +4,10 @@
     on_schema_change='fail',
     unique_key='refresh_group',
     engine='MergeTree()',
-    order_by='(refresh_group, upload_key)'
+    order_by='(refresh_group, upload_key)',
+    post_hook="{{ delete_unbuilt_changed_groups() }}"
 ) }}
+-- depends_on: {{ ref('int_changed_groups') }}
 -- One row per upload: is it complete, and if not, what is missing and where to look.
 -- Status, the first rule that applies (the order the development chain's manifest uses too;
 -- dbt_project/README.md explains each):
@@ -23,14 +25,13 @@
 -- can be checked against what the chain commits to (a complete G1 list: the Merkle root of its
 -- pieces against db_code_in offset), else 'unverifiable'; verification_reason says why. Export
 -- never sends a 'mismatch'.
--- Incremental (delete+insert on refresh_group, as int_uploads): only the refresh groups whose
--- uploads saw new rows since the previous build are recomputed.
+-- Incremental (delete+insert on refresh_group, as int_uploads): only this build's changed refresh
+-- groups (int_changed_groups) are recomputed; a changed group with no upload left is deleted by
+-- the post-hook.
 with
 {% if is_incremental() %}
 changed_groups as (
-    select distinct refresh_group
-    from {{ ref('int_uploads') }}
-    where source_ingested_at > {{ previous_watermark() }}
+    select refresh_group from {{ ref('int_changed_groups') }}
 ),
 {% endif %}
 
@@ -53,7 +54,9 @@ chunk_stats as (
         argMinIf(method, chunk_index, copies_seen > 0) as first_chunk_method,
         max(source_ingested_at) as chunks_ingested_at
     from {{ ref('int_session_chunks') }}
-    where upload_key in (select upload_key from current_uploads)
+    -- upload_group first: the table's sort key, so only those groups' granules are read
+    where upload_group in (select upload_group from current_uploads)
+      and upload_key in (select upload_key from current_uploads)
     group by upload_key
 ),
 
@@ -65,7 +68,8 @@ g1_pieces as (
         arrayMap(leaf -> leaf.2, arraySort(leaf -> leaf.1,
             groupArray((chunk_index, {{ g1_merkle_leaf('payload') }})))) as leaves
     from {{ ref('int_session_chunks') }}
-    where upload_key in (
+    where upload_group in (select upload_group from current_uploads)
+      and upload_key in (
             select upload_key from current_uploads
             where generation = 'g1' and upload_shape = 'linked_list' and missing_piece_signature = '')
       and copies_seen > 0
@@ -245,5 +249,7 @@ select
     last_signature,
     finalize_slot,
     finalize_signature,
-    all_ingested_at as source_ingested_at
+    all_ingested_at as source_ingested_at,
+    -- the dbt invocation that wrote the row (tests of an incremental build check this build's rows)
+    '{{ invocation_id }}' as build_id
 from verified

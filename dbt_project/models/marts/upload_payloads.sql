@@ -33,7 +33,8 @@ uploads as (
 chunks_of_complete_uploads as (
     select upload_key, chunk_index, payload
     from {{ ref('int_session_chunks') }}
-    where upload_key in (select upload_key from uploads where status = 'complete')
+    where upload_group in (select upload_group from uploads where status = 'complete')
+      and upload_key in (select upload_key from uploads where status = 'complete')
       and copies_seen > 0
 ),
 

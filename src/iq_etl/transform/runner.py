@@ -7,7 +7,15 @@
   SECURE for profiles.yml for the duration of the run (in this process's environment only, never
   logged).
 dbt's target/ and logs go under the iq-etl home (`<home>/dbt`), never into the repo. A failed run
-raises `TransformError` with dbt's own message for each failing node.
+raises `TransformError` with dbt's own message for each failing node; a query stopped at the memory
+cap (IQ_TRANSFORM_MAX_MEMORY) raises `TransformMemoryError`, one line naming the model and the cap.
+
+Scale (issue 27): every query of the build runs under `max_memory_usage` = IQ_TRANSFORM_MAX_MEMORY
+with group-bys and sorts spilling to disk past half of it and joins switching to a merge join past
+a quarter (`memory_vars`, passed to profiles.yml as vars, so the remote target gets them too). An
+incremental build runs its data tests on the groups it recomputed (var iq_test_scope='changed',
+dbt_project/macros/changed_scope.sql) and leaves out the staging views' tests; `full_tests=True`
+(`iq-etl transform --full-tests`, the nightly deployment) and `--full-refresh` test everything.
 """
 from __future__ import annotations
 
@@ -45,6 +53,32 @@ _run_lock = threading.Lock()  # dbtRunner is not re-entrant: one invocation per 
 
 class TransformError(IQEtlError):
     """dbt failed: a model, test or the project itself. The message carries dbt's own words."""
+
+
+class TransformMemoryError(TransformError):
+    """A query of the build needed more memory than IQ_TRANSFORM_MAX_MEMORY allows (ClickHouse stopped
+    it: MEMORY_LIMIT_EXCEEDED), instead of the process being killed."""
+
+
+# Tests a scoped (incremental) build leaves out: the staging views' and the sources' tests re-read
+# every raw row (FINAL) whatever changed; full-refresh and full-test runs keep them.
+SCOPED_TEST_EXCLUDE = "resource_type:test,path:models/staging"
+
+
+def memory_vars(max_memory: int) -> dict[str, Any]:
+    """profiles.yml vars bounding one query's memory: the cap, the spill threshold of group-bys and
+    sorts (half of it) and the size past which a join leaves its hash table for a merge join."""
+    if max_memory <= 0:
+        return {}
+    return {"iq_max_memory_usage": max_memory, "iq_max_bytes_before_spill": max_memory // 2,
+            "iq_max_bytes_in_join": max_memory // 4, "iq_join_algorithm": "auto"}
+
+
+def _size_text(n: int) -> str:
+    for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return str(n)
 
 
 @dataclass(frozen=True)
@@ -170,17 +204,23 @@ def _node_results(run_result: Any) -> list[NodeResult]:
 def run_dbt(settings: Settings, select: Sequence[str] | str | None = None, full_refresh: bool = False,
             command: str = "build", *, vars: Mapping[str, Any] | None = None,
             exclude: Sequence[str] | str | None = None, unit_tests: bool = False,
-            quiet: bool = False) -> DbtResult:
+            quiet: bool = False, full_tests: bool = False) -> DbtResult:
     """Run one dbt command in-process and summarise it; raise TransformError when dbt fails.
 
     Unit tests (fixed fixtures, no warehouse data) are left out unless `unit_tests` is set: they
-    prove the SQL, not the data, so the test suite runs them and production runs skip their cost."""
+    prove the SQL, not the data, so the test suite runs them and production runs skip their cost.
+    A `build` without `full_refresh` or `full_tests` tests only the groups it recomputed."""
     if command not in COMMANDS:
         raise TransformError(f"unsupported dbt command {command!r}; use one of {', '.join(COMMANDS)}")
     # Embedded: one process holds the chDB folder and every ingest has finished before a transform
     # starts, so no insert can still be in flight: incremental models need no look-back window.
-    run_vars = {"iq_lookback_seconds": 0} if settings.embedded else {}
+    run_vars: dict[str, Any] = {"iq_lookback_seconds": 0} if settings.embedded else {}
+    run_vars.update(memory_vars(settings.transform_max_memory))
+    scoped = command == "build" and not full_refresh and not full_tests
+    run_vars["iq_test_scope"] = "changed" if scoped else "all"
     run_vars.update(vars or {})
+    if scoped and run_vars.get("iq_test_scope") == "changed":
+        exclude = [*([exclude] if isinstance(exclude, str) else list(exclude or ())), SCOPED_TEST_EXCLUDE]
     args = dbt_args(settings, command, select, full_refresh, run_vars, exclude)
     if command in ("build", "test") and not unit_tests:
         args += ["--exclude-resource-type", "unit_test"]
@@ -202,8 +242,25 @@ def run_dbt(settings: Settings, select: Sequence[str] | str | None = None, full_
                        target="embedded" if settings.embedded else "remote", elapsed_s=elapsed,
                        nodes=_node_results(outcome.result))
     if not result.success:
+        memory = _memory_failure(result, outcome, settings)
+        if memory:
+            raise TransformMemoryError(memory)
         raise TransformError(_failure_message(result, outcome, settings))
     return result
+
+
+def _memory_failure(result: DbtResult, outcome: Any, settings: Settings) -> str | None:
+    """One line when a query was stopped at the memory cap (ClickHouse MEMORY_LIMIT_EXCEEDED)."""
+    texts = [(n.name, n.message) for n in result.problems()]
+    if outcome.exception is not None:
+        texts.append(("dbt", str(outcome.exception)))
+    for name, text in texts:
+        if "MEMORY_LIMIT_EXCEEDED" in text or "Code: 241" in text:
+            cap = _size_text(settings.transform_max_memory)
+            return (f"transform stopped: {name} needed more memory than IQ_TRANSFORM_MAX_MEMORY={cap} allows "
+                    f"(ClickHouse MEMORY_LIMIT_EXCEEDED); raise IQ_TRANSFORM_MAX_MEMORY or build on a bigger "
+                    f"server (see dbt_project/README.md, \"Scale\")")
+    return None
 
 
 def _failure_message(result: DbtResult, outcome: Any, settings: Settings) -> str:

@@ -1,6 +1,12 @@
 """`iq-etl transform`: run the dbt models (dbt_project/) against the configured warehouse:
 order chunks, validate completeness, reconstruct payloads. `dbt build` in-process; a dbt failure
-exits non-zero with dbt's message."""
+exits non-zero with dbt's message.
+
+A plain build is incremental: it recomputes the upload groups with rows ingested since the last
+build and runs the data tests on those groups only. `--full-tests` runs every data test over
+everything (the nightly deployment does); `--full-refresh` rebuilds and tests everything. Each query
+is capped at IQ_TRANSFORM_MAX_MEMORY (default 4G; group-bys, sorts and joins spill to disk before
+it); a build that would need more stops with one line saying so."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +24,8 @@ def register(sub) -> None:
                    help="dbt node selection, e.g. session_completeness+ (default: everything)")
     p.add_argument("--exclude", nargs="+", default=None, metavar="SELECTOR", help="dbt nodes to leave out")
     p.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
+    p.add_argument("--full-tests", action="store_true",
+                   help="run every data test over all uploads (default: only the groups this build recomputed)")
     p.add_argument("--dbt-command", dest="dbt_command", choices=["build", "run", "test", "compile"], default="build",
                    help="dbt command (default build: models and their tests)")
     p.add_argument("--unit-tests", action="store_true",
@@ -34,7 +42,8 @@ def run(args) -> int:
     with Warehouse(settings) as client:
         migrate(client, settings.clickhouse_cluster)  # the sources must exist before dbt reads them
         result = run_dbt(settings, select=args.select, full_refresh=args.full_refresh, command=args.dbt_command,
-                         exclude=args.exclude, unit_tests=args.unit_tests, quiet=args.quiet or args.json)
+                         exclude=args.exclude, unit_tests=args.unit_tests, quiet=args.quiet or args.json,
+                         full_tests=args.full_tests)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
