@@ -22,6 +22,9 @@ G1_PROGRAM_ID = "FG5nDUjz4S1FBs2rZrXsKsa7J34e21WF17F8nFL9uwWi"
 G2_PROGRAM_ID = "4jB7tZybufNfgs8HRj9DiSCMYfEqb8jWkxKcnZnA1vBt"
 G3_PROGRAM_ID = "9KLLchQVJpGkw4jPuUmnvqESdR7mtNCYr3qS4iQLabs"
 DEFAULT_PROGRAM_IDS: tuple[str, ...] = (G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID)
+# The first slot of each generation, where it is known (docs/protocol.md §1): where `follow` starts
+# by default. G1 and G2 started before; their first slots are not public (set IQ_START_SLOT).
+ERA_FIRST_SLOTS: dict[str, int] = {G3_PROGRAM_ID: 398_615_411}
 
 READER_MODES = ("pinocchio", "legacy", "passthrough", "auto")
 # A flow run whose export failed or refused deliveries: `fail` the run (it pages someone) or only `warn`.
@@ -207,7 +210,7 @@ def absolute_chdb_dsn(dsn: str) -> str:
 KNOWN_NAMES = frozenset({
     "IQ_ETL_HOME", "IQ_CLICKHOUSE_DSN", "IQ_CLICKHOUSE_CLUSTER", "IQ_WAREHOUSE_LOCK_WAIT", "IQ_PROGRAM_ID",
     "IQ_SESSION_PDA_LIST", "IQ_READER_MODE", "IQ_READER_BASE_URL", "IQ_READER_ENDPOINT_PATH", "IQ_READER_TOKEN",
-    "IQ_RPC_URL", "IQ_CAR_URL", "IQ_CAR_PATIENCE", "IQ_EXPORT_MAX_BYTES", "IQ_EXPORT_MAX_ATTEMPTS", "IQ_EXPORT_TIMEOUT",
+    "IQ_RPC_URL", "IQ_CAR_URL", "IQ_CAR_PATIENCE", "IQ_START_SLOT", "IQ_MAX_LAG", "IQ_EXPORT_MAX_BYTES", "IQ_EXPORT_MAX_ATTEMPTS", "IQ_EXPORT_TIMEOUT",
     "IQ_EXPORT_BACKOFF", "IQ_EXPORT_RETRY_AFTER_CAP", "IQ_EXPORT_CONCURRENCY", "IQ_EXPORT_FAILURE_POLICY",
     "IQ_EXPORT_BREAKER", "IQ_EXPORT_UPLOAD_BUDGET", "IQ_EXPORT_RUN_BUDGET",
     "IQ_SCANNER", "IQ_DASK_ADDRESS", "IQ_LOG_LEVEL", "IQ_LOG_FORMAT", "IQ_DBT_HOME", "IQ_TRANSFORM_MAX_MEMORY",
@@ -370,6 +373,8 @@ class Settings:
     log_level: str = "info"
     car_patience_s: float = 180.0          # IQ_CAR_PATIENCE (minutes in the environment): an HTTP CAR stream's patience
     scanner: str = "auto"                  # IQ_SCANNER: auto | python | native (the CAR section walker)
+    start_slot: int | None = None          # IQ_START_SLOT: where `follow` starts (None: the oldest known era)
+    max_lag: int | None = None             # IQ_MAX_LAG: slots; a follow run lagging more ends Failed
     export: ExportLimits = field(default_factory=ExportLimits)   # IQ_EXPORT_*
     transform_max_memory: int = DEFAULT_TRANSFORM_MAX_MEMORY     # IQ_TRANSFORM_MAX_MEMORY: bytes per dbt query
     home: Path = field(default_factory=lambda: Path(DEFAULT_HOME).expanduser().resolve())
@@ -499,6 +504,8 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = No
         log_level=log_level,
         car_patience_s=_finite_number(merged, "IQ_CAR_PATIENCE", 3.0, 0.1) * 60.0,
         scanner=_scanner(merged),
+        start_slot=_slot_or_none(merged, "IQ_START_SLOT"),
+        max_lag=_slot_or_none(merged, "IQ_MAX_LAG"),
         export=_export_limits(merged),
         transform_max_memory=_byte_size(merged, "IQ_TRANSFORM_MAX_MEMORY", DEFAULT_TRANSFORM_MAX_MEMORY),
         home=home,
@@ -525,3 +532,12 @@ def _scanner(env: Mapping[str, str]) -> str:
     if value not in SCANNERS:
         raise SettingsError(f"IQ_SCANNER={value!r}: expected one of {', '.join(SCANNERS)}")
     return value
+
+
+def _slot_or_none(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name, "").strip().replace("_", "")
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdigit()):
+        raise SettingsError(f"{name}: {raw!r} is not a slot number (ASCII digits)")
+    return int(raw)

@@ -16,7 +16,8 @@ from clickhouse_connect.driver import Client
 
 from iq_etl.settings import DEFAULT_PROGRAM_IDS
 from iq_etl.warehouse.catalog import raw_counts, rows_as_dicts, table_exists
-from iq_etl.warehouse.scan_ledger import coverage
+from iq_etl.warehouse.runs import latest_lag
+from iq_etl.warehouse.scan_ledger import coverage, newest_by_source
 
 STATUSES = ("complete", "missing_chunks", "awaiting_finalize", "conflicting_chunks", "total_mismatch")
 VERIFICATIONS = ("verified", "mismatch", "unverifiable")
@@ -75,6 +76,7 @@ def status_report(client: Client, *, warehouse: str | None = None, program_ids: 
         **raw_counts(client),
     }
     report["scan"] = _scan(client, program_ids, gap_limit)
+    report["lag"] = latest_lag(client)
     if not report["models_built"]:
         report.update(totals={}, by_status_generation=[], incomplete=[], ready_to_export=0,
                       verification={"available": False, "totals": {}, "by_generation": [],
@@ -132,7 +134,8 @@ def _scan(client: Client, program_ids: Iterable[str], gap_limit: int) -> dict[st
     are listed there, never counted as coverage)."""
     cov = coverage(client, program_ids)
     return {"program_ids": list(cov.program_ids), "scanned": cov.scanned, "gaps": cov.gaps[:gap_limit],
-            "gaps_total": len(cov.gaps), "scanned_slots": cov.scanned_slots, "scopes": cov.scopes}
+            "gaps_total": len(cov.gaps), "scanned_slots": cov.scanned_slots, "scopes": cov.scopes,
+            "newest_by_source": newest_by_source(client, program_ids)}
 
 
 def _deliveries(client: Client) -> list[dict[str, Any]]:
@@ -232,6 +235,12 @@ def _summary_line(report: dict[str, Any]) -> str:
     if narrowed:
         coverage += (f" ({len(narrowed)} narrower or unknown scan scope(s) not counted: "
                      f"{sum(s['slots'] for s in narrowed)} slots; `status --json` lists them)")
+    lag = report.get("lag")
+    if lag:
+        seconds = lag.get("lag_seconds")
+        coverage += (f"; lag {lag['lag_slots']:,} slots" + (f" (~{seconds / 3600:.1f} h)" if seconds is not None else "")
+                     + f" behind tip {lag['tip_slot']} as seen by {lag['command']} at {lag['seen_at']}"
+                     if lag.get("lag_slots") is not None else f"; tip {lag['tip_slot']}, start slot not covered yet")
     if not report.get("models_built"):
         return (f"{where} {report['raw_instructions']} raw instructions, {report['undecoded_instructions']} "
                 f"undecoded; {coverage}; the models are not built yet: run `iq-etl transform`")

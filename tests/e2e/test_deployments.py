@@ -148,7 +148,7 @@ def test_prefect_yaml_deployments_run_on_a_process_worker(prefect_server, chain,
     assert pipeline["work_pool_name"] == reconcile["work_pool_name"] == "iq-etl"
     assert [s["schedule"].get("interval") for s in pipeline["schedules"]] == [3600.0]
     assert [s["schedule"].get("cron") for s in reconcile["schedules"]] == ["15 * * * *"]
-    assert pipeline["parameters"]["source"] == "car" and reconcile["parameters"]["growth"] == 4
+    assert pipeline["parameters"]["source"] == "follow" and reconcile["parameters"]["growth"] == 4
 
     log = tmp_path / "worker.log"
     with open(log, "wb") as out:

@@ -139,11 +139,13 @@ def export_line(out: dict[str, Any]) -> str:
 
 
 @task(name="transform", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def transform_task(settings: Settings, select: str | None = None, full_refresh: bool = False) -> dict[str, Any]:
-    """`dbt build`; idempotent (tables are rebuilt or merged incrementally on their keys)."""
+def transform_task(settings: Settings, select: str | None = None, full_refresh: bool = False,
+                   full_tests: bool = False) -> dict[str, Any]:
+    """`dbt build`; idempotent (tables are rebuilt or merged incrementally on their keys). Data tests
+    check the groups the build recomputed, or everything with `full_tests` / `full_refresh`."""
     from iq_etl.transform.runner import run_dbt
 
-    result = run_dbt(settings, select=select, full_refresh=full_refresh, quiet=True)
+    result = run_dbt(settings, select=select, full_refresh=full_refresh, quiet=True, full_tests=full_tests)
     out = _as_dict(result)
     _logger().info("%s", transform_line(out))
     return out
@@ -260,11 +262,12 @@ def ingest_flow(slot_spec: str | None = None, source: str = DEFAULTS.source, car
 
 @flow(name="transform_flow", log_prints=True)
 def transform_flow(select: str | None = None, full_refresh: bool = False,
-                   lock_timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
-    """`dbt build` (optionally `--select`, `--full-refresh`) and publish the status artifact."""
+                   lock_timeout_s: float = DEFAULT_TIMEOUT_S, full_tests: bool = False) -> dict[str, Any]:
+    """`dbt build` (optionally `--select`, `--full-refresh`, `--full-tests`: every data test over
+    everything, the nightly deployment) and publish the status artifact."""
     settings = _settings()
     with warehouse_session(settings, "transform_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
-        result = transform_task(settings, select=select, full_refresh=full_refresh)
+        result = transform_task(settings, select=select, full_refresh=full_refresh, full_tests=full_tests)
         status_artifact_task(settings, "transform_flow")
     return result
 
@@ -278,6 +281,54 @@ def export_flow(targets: list[str] | None = None, dry_run: bool = False, concurr
         results = _export_all(settings, targets, dry_run, concurrency, limit)
         status_artifact_task(settings, "export_flow", extra_markdown=_export_markdown(results))
     return _finish(settings, results, results)
+
+
+@task(name="follow", cache_policy=NO_CACHE)
+def follow_task(settings: Settings, *, car_url: str | None = None, rpc_url: str | None = None,
+                max_epochs: int | None = None, max_rpc_slots: int | None = None,
+                extra_program_ids: Sequence[str] = (), progress: bool = False) -> dict[str, Any]:
+    """One round of following the chain (iq_etl.ingest.follow): archived epochs from CAR, the slots
+    past the archive's edge over RPC, bounded; returns the round's figures (tip, frontier, lag)."""
+    from iq_etl.ingest.follow import DEFAULT_MAX_EPOCHS, DEFAULT_MAX_RPC_SLOTS, follow_chain
+    from iq_etl.warehouse.client import get_client
+
+    result = follow_chain(settings, get_client(settings), car_url=car_url, rpc_url=rpc_url,
+                          max_epochs=DEFAULT_MAX_EPOCHS if max_epochs is None else max_epochs,
+                          max_rpc_slots=DEFAULT_MAX_RPC_SLOTS if max_rpc_slots is None else max_rpc_slots,
+                          extra_program_ids=tuple(extra_program_ids), progress=progress)
+    _logger().info("%s", result.line())
+    return {**result.to_json(), "line": result.line()}
+
+
+def _record_run(settings: Settings, command: str, started: Any, result: dict[str, Any], verdict: str | None) -> None:
+    """One row in iq.runs for this flow run (never failing the run: the history is secondary)."""
+    import datetime as dt
+
+    from iq_etl.warehouse.client import get_client
+    from iq_etl.warehouse.runs import RunRecord, complete_uploads, record_run
+
+    try:
+        client = get_client(settings)
+        ingested, follow = result.get("ingest") or {}, result.get("follow") or {}
+        exported = result.get("export") or []
+
+        def when(value: Any) -> Any:
+            return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+
+        record_run(client, RunRecord(
+            run_id=_run_id() or started.strftime(f"{command}-%Y%m%dT%H%M%S"), flow_run_id=_run_id() or "",
+            command=command, started_at=started, status="failed" if verdict else "ok",
+            slots_covered=int(follow.get("slots_covered") or sum(
+                r["last_slot"] - r["first_slot"] + 1 for r in ingested.get("ranges", []) if r.get("status") == "done")),
+            rows_written=int(follow.get("rows_written") or ingested.get("rows_written") or 0),
+            uploads_complete=complete_uploads(client),
+            uploads_delivered=sum(int(e.get("delivered") or 0) for e in exported),
+            errors=sum(int(e.get("failed") or 0) + int(e.get("refused") or 0) for e in exported) + (1 if verdict else 0),
+            message=verdict or follow.get("line", ""), tip_slot=follow.get("tip_slot"),
+            tip_time=when(follow.get("tip_time")), frontier_slot=follow.get("frontier_slot"),
+            frontier_time=when(follow.get("frontier_time")), warehouse=settings.warehouse_name))
+    except Exception as exc:  # noqa: BLE001 - say so, keep the run's own outcome
+        _logger().warning("run history not recorded: %s: %s", type(exc).__name__, exc)
 
 
 def _nothing_to_ingest(settings: Settings, slot_spec: str | None, session_pdas: Sequence[str] | None,
@@ -298,18 +349,34 @@ def pipeline_flow(slot_spec: str | None = None, source: str = DEFAULTS.source, c
                   extra_program_ids: list[str] | None = None, targets: list[str] | None = None,
                   export_concurrency: int | None = None, dry_run: bool = False, full_refresh: bool = False,
                   lock_timeout_s: float = DEFAULT_TIMEOUT_S, progress: bool = False,
-                  dask_address: str | None = None, dask_workers: int | None = None) -> dict[str, Any]:
+                  dask_address: str | None = None, dask_workers: int | None = None,
+                  max_epochs: int | None = None, max_rpc_slots: int | None = None) -> dict[str, Any]:
     """Ingest → transform → export in one run, then publish the status artifact.
+
+    `source="follow"` (the scheduled deployment's default) without a slot spec: one round of following
+    the chain (iq_etl.ingest.follow: archived epochs from CAR, at most `max_epochs`; the slots past the
+    archive's edge over RPC, at most `max_rpc_slots`), and the run ends Failed when the lag is above
+    IQ_MAX_LAG. Every run is recorded in iq.runs.
 
     Without `slot_spec` the window is discovered for `session_pdas` (or IQ_SESSION_PDA_LIST); with
     neither, source rpc-signatures tails the IQ programs (live tail from stored cursors) and any
     other source skips ingest: the run transforms and exports what the warehouse holds."""
+    import datetime as dt
+
     settings = _settings()
+    started = dt.datetime.now(dt.timezone.utc)
+    followed: dict[str, Any] | None = None
     with warehouse_session(settings, "pipeline_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
-        if _nothing_to_ingest(settings, slot_spec, session_pdas, source):
+        if source == "follow" and not slot_spec:
+            followed = follow_task(settings, car_url=car_url, rpc_url=rpc_url, max_epochs=max_epochs,
+                                   max_rpc_slots=max_rpc_slots, extra_program_ids=extra_program_ids or (),
+                                   progress=progress)
+            ingested = None
+        elif _nothing_to_ingest(settings, slot_spec, session_pdas, source):
             _logger().info("ingest skipped: no slot spec and no session PDAs")
             ingested = None
         else:
+            source = "car" if source == "follow" else source   # a slot spec given: read it from the archive
             ingested = ingest_task(settings, slot_spec=slot_spec, source=source, car_url=car_url, rpc_url=rpc_url,
                                    session_pdas=session_pdas or list(settings.session_pdas) or None,
                                    slot_padding=slot_padding, max_signature_pages=max_signature_pages,
@@ -319,8 +386,20 @@ def pipeline_flow(slot_spec: str | None = None, source: str = DEFAULTS.source, c
         exported = _export_all(settings, targets, dry_run, export_concurrency, None)
         report = status_artifact_task(settings, "pipeline_flow", extra_markdown=_export_markdown(exported))
         publish_report(settings, "pipeline_flow")
-    result = {"ingest": ingested, "transform": transformed, "export": exported, "status": report}
+    result = {"ingest": ingested, "follow": followed, "transform": transformed, "export": exported,
+              "status": report}
+    lag = _lag_verdict(settings, followed)
+    _record_run(settings, "pipeline_flow", started, result, _delivery_verdict(exported) or lag)
+    if lag:
+        _logger().error("%s", lag)
+        return Failed(message=lag, data=DeliveryFailed(lag, result))
     return _finish(settings, result, exported)
+
+
+def _lag_verdict(settings: Settings, followed: dict[str, Any] | None) -> str | None:
+    from iq_etl.ingest.follow import lag_verdict
+
+    return lag_verdict(int(followed["lag_slots"]), settings.max_lag) if followed else None
 
 
 # --- reconcile --------------------------------------------------------------------------------

@@ -171,3 +171,41 @@ def scopes(client: Client) -> list[dict[str, Any]]:
                     "known": bool(programs), "subranges": len(ranges),
                     "slots": sum(r.slot_count for r in merged)})
     return out
+
+
+def covered_by_any_source(client: Client, program_ids: Iterable[str], session_pdas: Iterable[str] = ()) -> list[SlotRange]:
+    """Slots covered for this program set and account filter by a done scan of any source (CAR, RPC
+    blocks, ...), merged: what following the chain must not read again, whichever source read it."""
+    rows = client.query(
+        "SELECT first_slot, last_slot FROM iq.scan_ranges FINAL WHERE status = 'done' "
+        "AND hasAll(program_ids, {programs:Array(String)}) "
+        "AND (empty(session_pdas) OR (notEmpty({pdas:Array(String)}) AND hasAll(session_pdas, {pdas:Array(String)})))",
+        parameters={"programs": sorted(set(program_ids)), "pdas": sorted(set(session_pdas))}).result_rows
+    return merge_ranges(SlotRange(int(a), int(b)) for a, b in rows)
+
+
+def newest_by_source(client: Client, program_ids: Iterable[str]) -> dict[str, int]:
+    """Per source: the highest slot a done scan of this program set (every account) reached."""
+    rows = client.query(
+        "SELECT source, max(last_slot) FROM iq.scan_ranges FINAL WHERE status = 'done' "
+        "AND hasAll(program_ids, {programs:Array(String)}) AND empty(session_pdas) GROUP BY source ORDER BY source",
+        parameters={"programs": sorted(set(program_ids))}).result_rows
+    return {str(s): int(m) for s, m in rows}
+
+
+def subtract(wanted: SlotRange, covered: list[SlotRange]) -> list[SlotRange]:
+    """The parts of `wanted` outside the merged, sorted `covered` ranges."""
+    out, at = [], wanted.first_slot
+    for c in covered:
+        if c.last_slot < at:
+            continue
+        if c.first_slot > wanted.last_slot:
+            break
+        if c.first_slot > at:
+            out.append(SlotRange(at, c.first_slot - 1))
+        at = max(at, c.last_slot + 1)
+        if at > wanted.last_slot:
+            break
+    if at <= wanted.last_slot:
+        out.append(SlotRange(at, wanted.last_slot))
+    return out

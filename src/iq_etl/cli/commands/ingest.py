@@ -29,10 +29,13 @@ def register(sub) -> None:
     p.add_argument("--batch-rows", type=int, default=DEFAULTS.batch_rows, help="rows per insert")
     p.add_argument("--flush-interval", type=float, default=DEFAULTS.flush_interval_s, help="seconds between flushes at most")
     p.add_argument("--rpc-rps", type=float, default=None,
-                   help="requests/s over all methods (default 9: under public mainnet RPC's 10/s per IP; 0: unlimited)")
+                   help="requests/s over all methods (default for a public host 9: under public mainnet RPC's 10/s "
+                        "per IP; for loopback/private hosts unlimited; 0: unlimited)")
     p.add_argument("--rpc-method-rps", type=float, default=None,
-                   help="requests/s per method (default 3.5: public mainnet's heavy-method budget; 0: unlimited)")
-    p.add_argument("--rpc-concurrency", type=int, default=None, help="requests in flight (default 4)")
+                   help="requests/s per method (default for a public host 3.5: public mainnet's heavy-method "
+                        "budget; loopback/private: unlimited; 0: unlimited)")
+    p.add_argument("--rpc-concurrency", type=int, default=None,
+                   help="requests in flight (default 4 for a public host, 16 for loopback/private)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=run)
 
