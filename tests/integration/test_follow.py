@@ -128,6 +128,12 @@ def test_follow_command_records_the_round_and_fails_over_max_lag(tmp_path, chain
 
     lag = json.loads(status.stdout)["lag"]
     assert (lag["tip_slot"], lag["lag_slots"], lag["command"]) == (manifest.last_slot, 700, "follow")
+    # the report's time axis: the round, and the lag it saw
+    report = subprocess.run([sys.executable, "-m", "iq_etl.cli.main", "report", "--out", str(tmp_path / "r")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert 'id="view-history"' in page and 'data-lag-slots="700"' in page and "<td class=\"l\">follow</td>" in page
 
 
 def test_the_pipeline_flow_follows_by_default_and_records_its_run(tmp_path, chain, manifest, rpc_url, monkeypatch,

@@ -27,6 +27,7 @@ from clickhouse_connect.driver import Client
 from iq_etl.solana.slots import SLOTS_PER_EPOCH, epoch_bounds
 from iq_etl.settings import DEFAULT_PROGRAM_IDS
 from iq_etl.warehouse.catalog import DATABASE, raw_counts, rows_as_dicts, table_exists
+from iq_etl.warehouse.runs import history, latest_lag
 from iq_etl.warehouse.scan_ledger import coverage
 
 STATUSES = ("complete", "missing_chunks", "awaiting_finalize", "conflicting_chunks", "total_mismatch")
@@ -34,6 +35,7 @@ VERIFICATIONS = ("verified", "mismatch", "unverifiable")
 # Marts that may carry `verification` / `verification_reason`, in the order they are looked at.
 VERIFICATION_MARTS = ("session_completeness", "session_payloads", "sessions_ready_to_export", "upload_payloads")
 
+RUN_ROWS = 200        # runs drawn on the report's time axis (the newest)
 MISMATCH_ROWS = 100   # verification-refused uploads named in the report (the rest are counted)
 
 # Cell states of a chunk map.
@@ -90,6 +92,7 @@ def report_data(client: Client, limits: Limits | None = None, *, warehouse: str 
         data["incomplete"] = {"rows": [], "total": 0, "shown": 0}
         data["chunk_maps"] = {"maps": [], "incomplete_total": 0, "cut_uploads": 0}
     data["deliveries"] = delivery_view(client, limits)
+    data["history"] = {"runs": history(client, RUN_ROWS), "lag": latest_lag(client)}
     return data
 
 

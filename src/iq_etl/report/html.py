@@ -39,6 +39,7 @@ CELL_GAP = 2
 
 CSS = """
 *{box-sizing:border-box}
+.bar{display:inline-block;height:10px;background:#2563eb;vertical-align:middle}
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;padding:24px 32px;color:#111827;
  background:#f9fafb}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:19px;margin:0 0 8px}h3{font-size:15px;margin:0 0 4px}
@@ -268,6 +269,40 @@ def chunks_section(view: dict[str, Any], models_built: bool, cells_limit: int) -
 
 # --- view 4: delivery per target ---------------------------------------------------------------
 
+def history_section(view: dict[str, Any]) -> str:
+    """The time axis: one row per run (iq.runs), oldest first, with bars for slots covered, complete
+    uploads and deliveries, and the lag each follow run saw."""
+    runs = view.get("runs") or []
+    out = ['<section id="view-history" data-view="history"><h2>Runs over time</h2>']
+    lag = view.get("lag")
+    if lag and lag.get("lag_slots") is not None:
+        hours = "" if lag.get("lag_seconds") is None else f" (~{lag['lag_seconds'] / 3600:.1f} h)"
+        out.append(f'<p class="meta" id="lag" data-lag-slots="{int(lag["lag_slots"])}">Lag: {_n(lag["lag_slots"])} '
+                   f'slots{_e(hours)} behind tip {int(lag["tip_slot"])}, as seen by {_e(lag["command"])} at '
+                   f'{_e(lag["seen_at"])}</p>')
+    if not runs:
+        out.append('<p class="note">No runs recorded yet (iq.runs: pipeline and follow runs write one row each).</p>'
+                   '</section>')
+        return "".join(out)
+    top_slots = max(int(r["slots_covered"]) for r in runs) or 1
+    top_complete = max(int(r["uploads_complete"]) for r in runs) or 1
+    out.append('<table id="runs"><tr><th class="l">finished</th><th class="l">command</th><th class="l">status</th>'
+               '<th>slots covered</th><th>rows</th><th>complete uploads</th><th>delivered</th><th>lag (slots)</th></tr>')
+    for r in runs:
+        lag_slots = "" if r.get("tip_slot") is None or r.get("frontier_slot") is None else \
+            _n(int(r["tip_slot"]) - int(r["frontier_slot"]))
+        bar_slots = 100.0 * int(r["slots_covered"]) / top_slots
+        bar_complete = 100.0 * int(r["uploads_complete"]) / top_complete
+        out.append(f'<tr data-run="{_e(r["run_id"])}"><td class="l">{_e(r["finished_at"])}</td>'
+                   f'<td class="l">{_e(r["command"])}</td><td class="l">{_e(r["status"])}</td>'
+                   f'<td><span class="bar" style="width:{bar_slots:.0f}px"></span> {_n(int(r["slots_covered"]))}</td>'
+                   f'<td>{_n(int(r["rows_written"]))}</td>'
+                   f'<td><span class="bar" style="width:{bar_complete:.0f}px"></span> {_n(int(r["uploads_complete"]))}</td>'
+                   f'<td>{_n(int(r["uploads_delivered"]))}</td><td>{lag_slots}</td></tr>')
+    out.append("</table></section>")
+    return "".join(out)
+
+
 def delivery_section(view: dict[str, Any]) -> str:
     out = ['<section id="view-delivery" data-view="delivery"><h2>Delivery per target</h2>',
            '<p class="note">From the export ledger <code>iq.exports</code> (dry runs left out): per upload, '
@@ -321,5 +356,6 @@ def render_html(data: dict[str, Any]) -> str:
         status_section(data["by_status_generation"], data["models_built"]),
         chunks_section(data["chunk_maps"], data["models_built"], int(data["limits"]["cells"])),
         delivery_section(data["deliveries"]),
+        history_section(data.get("history") or {}),
         "</body></html>\n",
     ])
