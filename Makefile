@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint test-slow test-all bench lock clean
+.PHONY: install demo test test-unit lint test-slow test-all bench lock clean
 
 # Pinned, hashed dependencies from requirements.lock (see `make lock`), then the package itself.
 $(STAMP): pyproject.toml requirements.lock setup.py src/iq_etl/ingest/sources/car/_walker.c
@@ -25,6 +25,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -m "not slow" -q
+
+# The pure unit tests only (no warehouse, no servers): seconds, for the edit-test loop.
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
