@@ -21,6 +21,7 @@ task run twice inserts the same rows (deduplicated), and its sub-range is record
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from iq_etl.settings import Settings, check_dask_address
 from iq_etl.solana.slots import SlotRange, parse_slot_spec
 
 from iq_etl.orchestration.locking import DEFAULT_TIMEOUT_S, GLOBAL_LIMIT_NAME, warehouse_session
+from iq_etl.orchestration.shutdown import children_without_sigint
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +97,18 @@ class DaskFanout:
         if self.address:
             runner = DaskTaskRunner(address=self.address)
         else:
-            # One thread per worker process: the CAR reader is Python under one GIL.
-            runner = DaskTaskRunner(cluster_kwargs={"n_workers": self.workers, "threads_per_worker": 1,
-                                                    "processes": True, "dashboard_address": None})
+            runner = DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(self.workers or 1))
+        entered = False
         try:
-            runner.__enter__()
+            # A local cluster's threads and worker processes never see a terminal's Ctrl-C: this process
+            # stops them, in order (iq_etl.orchestration.shutdown).
+            with children_without_sigint() if not self.address else contextlib.nullcontext():
+                runner.__enter__()
+                entered = True
         except BaseException as exc:
+            if entered:   # interrupted as the cluster came up
+                with quiet_distributed_shutdown():
+                    runner.__exit__(None, None, None)
             self._close_api()
             if isinstance(exc, OSError):  # the scheduler is not there: say so in one line
                 raise IQEtlError(f"cannot reach the Dask scheduler at {self.address}: {exc}") from exc
@@ -112,7 +120,10 @@ class DaskFanout:
         runner, self._runner = self._runner, None
         try:
             if runner is not None:
-                runner.__exit__(*exc)
+                # The client, then the cluster (prefect-dask's order); what distributed logs while its
+                # connections close under it (CommClosedError tracebacks of an orderly stop) is noise.
+                with quiet_distributed_shutdown():
+                    runner.__exit__(*exc)
         finally:
             self._close_api()
 
@@ -131,17 +142,75 @@ class DaskFanout:
             fut = self._runner.submit(scan_subrange_task, {"job": job, "first_slot": sub.first_slot,
                                                            "last_slot": sub.last_slot})
             futures[fut] = sub
+        handed: set[Any] = set()
         try:
             for fut in as_completed(list(futures)):
+                handed.add(fut)
                 try:
                     yield futures[fut], fut.result()
                 except Exception as exc:  # noqa: BLE001 - handed to run_ingest, which records and raises
                     yield futures[fut], exc
+        except KeyboardInterrupt:
+            # Ctrl-C / SIGTERM (iq_etl.orchestration.shutdown): hand over the tasks that finished on the
+            # workers but were not handed over yet, so that run_ingest records them before stopping.
+            yield from _finished_results(futures, handed)
+            raise
         finally:
             for fut in futures:
                 wrapped = getattr(fut, "wrapped_future", None)
                 if wrapped is not None and not wrapped.done():
                     wrapped.cancel()
+
+
+def _finished_results(futures: dict[Any, SlotRange], handed: set[Any],
+                      limit_s: float = 5.0) -> Iterator[tuple[SlotRange, SubrangeOutcome]]:
+    """(sub-range, outcome) of each future not in `handed` whose Dask task finished, in at most `limit_s`
+    (results are fetched from the workers); failed, cancelled and unfinished ones are left out (redone by
+    the next run)."""
+    deadline = time.monotonic() + limit_s
+    for fut, sub in futures.items():
+        wrapped = getattr(fut, "wrapped_future", None)
+        if fut in handed or wrapped is None or getattr(wrapped, "status", "") != "finished":
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        try:
+            outcome = fut.result(timeout=remaining)
+        except Exception:  # noqa: BLE001 - not recorded: the next run redoes it
+            continue
+        if isinstance(outcome, SubrangeOutcome):
+            yield sub, outcome
+
+
+def local_cluster_kwargs(workers: int) -> dict[str, Any]:
+    """distributed.LocalCluster arguments of `--dask-workers N`: N single-threaded worker processes (the
+    CAR reader is Python under one GIL) on loopback; no dashboard, and the scheduler's HTTP endpoint
+    (health, metrics) on a free loopback port, not on 8787 (taken by any other Dask on the machine:
+    "Port 8787 is already in use"); workers that leave SIGINT to this process (a terminal's Ctrl-C reaches
+    them too, and the cluster is stopped by its owner, in order: iq_etl.orchestration.shutdown)."""
+    return {"n_workers": workers, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
+            "dashboard_address": None,
+            "scheduler_kwargs": {"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+            "preload": ["iq_etl.orchestration.shutdown"]}
+
+
+DISTRIBUTED_LOGGERS = ("distributed", "tornado", "asyncio")
+
+
+@contextlib.contextmanager
+def quiet_distributed_shutdown() -> Iterator[None]:
+    """Only CRITICAL records of distributed (and the tornado / asyncio loops under it) while a cluster
+    and its client close; their levels back after."""
+    loggers = [logging.getLogger(name) for name in DISTRIBUTED_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _ship_modules_loaded_by_path() -> None:

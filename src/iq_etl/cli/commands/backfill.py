@@ -61,13 +61,15 @@ def print_report(report: dict, as_json: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     check_numbers(args)
-    prepare_prefect(settings)
+    prepare_prefect(settings, "backfill")
     from iq_etl.orchestration.backfill import BackfillIncomplete, backfill_flow
+    from iq_etl.orchestration.shutdown import raise_if_interrupted
 
     state: Any = backfill_flow(slot_spec=args.slot_spec, source=args.source, car_url=args.car_url, rpc_url=args.rpc_url,
                           dask_address=args.dask_address, dask_workers=args.dask_workers, resume=args.resume,
                           extra_program_ids=args.program_id or None, subrange_slots=args.subrange_slots,
                           lock_timeout_s=args.lock_timeout, return_state=True)
+    raise_if_interrupted()
     data = state.result(raise_on_failure=False)
     if isinstance(data, BackfillIncomplete):
         print_report(data.report, args.json)

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             raise IQEtlError(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
     if args.max_padding < args.initial_padding:
         raise IQEtlError("--max-padding must be at least --initial-padding")
-    prepare_prefect(settings)
+    prepare_prefect(settings, "reconcile")
     from iq_etl.cli.commands.run import run_flow
     from iq_etl.orchestration.flows import reconcile_flow
 

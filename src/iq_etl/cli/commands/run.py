@@ -88,7 +88,10 @@ def check_numbers(args: argparse.Namespace) -> None:
         parse_slot_spec(args.slot_spec)
 
 
-def prepare_prefect(settings: Settings) -> None:
+def prepare_prefect(settings: Settings, command: str | None = None) -> None:
+    """Prefect's defaults, then (with `command`, for commands running flows in this process) the
+    interrupt handling and the temporary API server of iq_etl.orchestration.shutdown: Ctrl-C / SIGTERM
+    end the run in order with one line, and nothing this process starts outlives it."""
     from iq_etl.orchestration import prefect_env
     prefect_env.configure(settings.home)
     prefect_env.quiet_console()
@@ -96,6 +99,11 @@ def prepare_prefect(settings: Settings) -> None:
 
     from iq_etl.cli.main import apply_log_format
     apply_log_format()
+    if command:
+        from iq_etl.orchestration import shutdown
+
+        shutdown.install_interrupt_handlers(command)
+        shutdown.own_ephemeral_api()
 
 
 def run_flow(flow_fn: Any, **parameters: Any) -> tuple[Any, str | None]:
@@ -103,7 +111,10 @@ def run_flow(flow_fn: Any, **parameters: Any) -> tuple[Any, str | None]:
     failures raise as they would from a plain call."""
     from iq_etl.errors import DeliveryFailed
 
+    from iq_etl.orchestration.shutdown import raise_if_interrupted
+
     state = flow_fn(**parameters, return_state=True)
+    raise_if_interrupted()
     data = state.result(raise_on_failure=False)
     if isinstance(data, DeliveryFailed):
         return data.result, str(data)
@@ -142,7 +153,7 @@ def print_result(result: dict[str, Any], as_json: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     check_numbers(args)
-    prepare_prefect(settings)
+    prepare_prefect(settings, "run")
     from iq_etl.orchestration.flows import pipeline_flow
 
     result, delivery_failure = run_flow(

@@ -76,8 +76,13 @@ def local_prefect_server(port: int, home: Path, startup_timeout_s: float = 180.0
     home.mkdir(parents=True, exist_ok=True)
     log_path = home / "server.log"
     with open(log_path, "ab") as out:
+        from iq_etl.orchestration.shutdown import preexec_die_with_parent
+
+        # Its own session (a terminal's Ctrl-C stops `serve`, which then stops the server), and SIGKILLed
+        # with this process: nothing outlives `iq-etl serve`, nothing else holds its stdout.
         proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
+                                 "--port", str(port)], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=preexec_die_with_parent())
     try:
         deadline = time.monotonic() + startup_timeout_s
         while not _healthy(api):
