@@ -84,6 +84,20 @@ _TXN_2B = b"\x85\x00" + _TX_FRAME_2B  # Transaction node [0, that frame, ...] wi
 _TXN_1B = b"\x85\x00" + _TX_FRAME_1B
 
 
+_UNINDEXED_SAID: set[str] = set()
+
+
+def _say_unindexed(car: str, index: str, epoch: int) -> None:
+    """Once per archive and process: without its slot-ranges index every sub-range of the epoch is
+    read from the start of the CAR (a 404 used to be logged nowhere while a run read ~10x the file)."""
+    if car in _UNINDEXED_SAID:
+        return
+    _UNINDEXED_SAID.add(car)
+    log.warning("%s: no slot-ranges index (looked for %s): each sub-range of epoch %d is read from the start of the "
+                "archive; the compact indexes (epoch-%d-<CID>-mainnet-slot-to-cid.index) are not read yet, so use "
+                "few, large sub-ranges for this epoch or a mirror that has the index", car, index, epoch, epoch)
+
+
 class IncompleteRange(SourceError):
     """The data ended before the requested last slot: coverage is incomplete, never success."""
 
@@ -231,6 +245,7 @@ class CarFile:
         index = open_byte_source(sibling(self.location, slot_ranges_name(self.epoch)), **self.http_options)
         try:
             if not index.exists():
+                _say_unindexed(self.name, index.name, self.epoch)
                 return None
             rec = SLOT_RANGE_RECORD.size
             raw = index.read_range((first - lo) * rec, (last - lo + 1) * rec)
