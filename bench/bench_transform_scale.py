@@ -39,11 +39,11 @@ COPIES_PER_INSERT = 2000
 # Every mart row hashed (timestamps left out): the incremental build must equal a full rebuild.
 MART_HASHES = {
     "session_completeness": "SELECT count(), sum(cityHash64(toString(tuple(* EXCEPT (source_ingested_at, build_id))))) FROM iq.session_completeness",
-    "upload_payloads": "SELECT count(), sum(cityHash64(* EXCEPT (source_ingested_at, built_at))) FROM iq.upload_payloads "
+    "upload_payloads": "SELECT count(), sum(cityHash64(* EXCEPT (source_ingested_at, built_at, build_id))) FROM iq.upload_payloads "
                        "WHERE upload_key IN (SELECT upload_key FROM iq.session_completeness)",
     "sessions_ready_to_export": "SELECT count(), sum(cityHash64(*)) FROM iq.sessions_ready_to_export",
     "int_uploads": "SELECT count(), sum(cityHash64(toString(tuple(* EXCEPT (source_ingested_at, build_id))))) FROM iq.int_uploads",
-    "current_chunks": "SELECT count(), sum(cityHash64(* EXCEPT (source_ingested_at))) FROM iq.int_session_chunks "
+    "current_chunks": "SELECT count(), sum(cityHash64(* EXCEPT (source_ingested_at, build_id))) FROM iq.int_session_chunks "
                       "WHERE upload_key IN (SELECT upload_key FROM iq.int_uploads)",
 }
 
@@ -167,6 +167,8 @@ def transform(folder: str, full_refresh: bool, add_copy: int = 0, max_memory: st
         added = int(client.query("SELECT count() FROM iq.raw_instructions").result_rows[0][0]) - before
     run_dbt(settings, command="parse", quiet=True)   # warm parse: the build's own cost is timed
     result, seconds, cpu = timed(lambda: run_dbt(settings, full_refresh=full_refresh, quiet=True))
+    print(f"{'full' if full_refresh else 'incremental'} build: {seconds:.1f} s, slowest {_node_seconds(result)}",
+          file=sys.stderr, flush=True)
     out = {"seconds": seconds, "cpu_s": cpu, "added_rows": added, "nodes": len(result.nodes),
            "slowest": _node_seconds(result), "by_type": _by_type(result)}
     if hashes:

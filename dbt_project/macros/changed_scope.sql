@@ -1,8 +1,8 @@
 {#- Data tests of an incremental build check the groups that build recomputed; a full refresh
     (`--full-refresh`) and a full-test run (`iq-etl transform --full-tests`, the nightly deployment)
     check everything. The runner passes var iq_test_scope = 'changed' for a plain incremental build.
-    "Recomputed" = rows whose build_id is this dbt invocation (int_uploads, session_completeness),
-    and for tables keyed by upload the uploads of those rows. dbt_project/README.md, "Tests". -#}
+    "Recomputed" = rows whose build_id is this dbt invocation (the four incremental models), and
+    for the views over them the uploads of this build's session_completeness rows. dbt_project/README.md, "Tests". -#}
 
 {% macro tests_scoped() -%}
 {{ return(var('iq_test_scope', 'all') == 'changed' and not flags.FULL_REFRESH) }}
@@ -20,20 +20,16 @@
 {%- endmacro %}
 
 {#- dbt's `where` hook for generic tests: the test reads `relation` through this. On a scoped run
-    the incremental models and the marts over them are narrowed to this build's rows (with their
-    sort key first where it has one, so only those granules are read); any `where` config of the
-    test still applies. -#}
+    the incremental models and the marts over them are narrowed to this build's rows; any `where`
+    config of the test still applies. -#}
 {% macro clickhouse__get_where_subquery(relation) -%}
     {%- set where = config.get('where', '') -%}
     {%- set scope = none -%}
     {%- if tests_scoped() -%}
         {%- set name = relation.identifier -%}
         {%- set changed = "(select upload_key from " ~ relation.schema ~ ".session_completeness where build_id = '" ~ invocation_id ~ "')" -%}
-        {%- if name in ('int_uploads', 'session_completeness') -%}
+        {%- if name in ('int_uploads', 'session_completeness', 'int_session_chunks', 'upload_payloads') -%}
             {%- set scope = "build_id = '" ~ invocation_id ~ "'" -%}
-        {%- elif name in ('int_session_chunks', 'upload_payloads') -%}
-            {%- set scope = "upload_group in (select upload_group from " ~ relation.schema ~ ".session_completeness where build_id = '"
-                ~ invocation_id ~ "') and upload_key in " ~ changed -%}
         {%- elif name in ('session_payloads', 'sessions_ready_to_export', 'chunk_coverage') -%}
             {%- set scope = "upload_key in " ~ changed -%}
         {%- endif -%}

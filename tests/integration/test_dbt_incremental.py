@@ -24,7 +24,7 @@ SNAPSHOTS = {
     "sessions_ready_to_export": "SELECT * FROM iq.sessions_ready_to_export ORDER BY upload_key",
     "chunk_coverage": "SELECT * FROM iq.chunk_coverage ORDER BY upload_key",
     "scan_coverage": "SELECT * FROM iq.scan_coverage ORDER BY kind, first_slot",
-    "current_chunks": "SELECT * EXCEPT (source_ingested_at) FROM iq.int_session_chunks "
+    "current_chunks": "SELECT * EXCEPT (source_ingested_at, build_id) FROM iq.int_session_chunks "
                       "WHERE upload_key IN (SELECT upload_key FROM iq.int_uploads) ORDER BY upload_key, chunk_index",
     "int_uploads": "SELECT * EXCEPT (source_ingested_at, build_id) FROM iq.int_uploads ORDER BY upload_key",
 }

@@ -170,5 +170,7 @@ select
     failed_copies,
     distinct_payloads,
     first_failed_slot,
-    source_ingested_at
+    source_ingested_at,
+    -- the dbt invocation that wrote the row (tests of an incremental build check this build's rows)
+    '{{ invocation_id }}' as build_id
 from all_chunks

@@ -57,8 +57,10 @@ reconstructed as (
         u.source_ingested_at as source_ingested_at,
         if(u.status = 'complete', j.joined_payload, '') as payload,
         if(u.status = 'complete', j.chunk_count, 0) as chunk_count
-    from uploads as u
-    left join joined as j on j.upload_key = u.upload_key
+    -- the payloads on the left, the uploads (no bytes) as the hash table: a join builds its right side
+    -- in memory, and the bytes are the big side (every complete upload's on a full build)
+    from joined as j
+    right join uploads as u on j.upload_key = u.upload_key
 ),
 
 decoded as (
@@ -84,5 +86,7 @@ select
     if(status = 'complete', lower(hex(SHA256(file_bytes))), '') as file_sha256,
     source_ingested_at,
     -- when this row was computed: the payload tests re-verify the rows of the latest build only
-    now64(3) as built_at
+    now64(3) as built_at,
+    -- the dbt invocation that wrote the row (tests of an incremental build check this build's rows)
+    '{{ invocation_id }}' as build_id
 from decoded

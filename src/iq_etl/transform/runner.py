@@ -12,7 +12,7 @@ cap (IQ_TRANSFORM_MAX_MEMORY) raises `TransformMemoryError`, one line naming the
 
 Scale (issue 27): every query of the build runs under `max_memory_usage` = IQ_TRANSFORM_MAX_MEMORY
 with group-bys and sorts spilling to disk past half of it and joins switching to a merge join past
-a quarter (`memory_vars`, passed to profiles.yml as vars, so the remote target gets them too). An
+half of it (`memory_vars`, passed to profiles.yml as vars, so the remote target gets them too). An
 incremental build runs its data tests on the groups it recomputed (var iq_test_scope='changed',
 dbt_project/macros/changed_scope.sql) and leaves out the staging views' tests; `full_tests=True`
 (`iq-etl transform --full-tests`, the nightly deployment) and `--full-refresh` test everything.
@@ -71,7 +71,7 @@ def memory_vars(max_memory: int) -> dict[str, Any]:
     if max_memory <= 0:
         return {}
     return {"iq_max_memory_usage": max_memory, "iq_max_bytes_before_spill": max_memory // 2,
-            "iq_max_bytes_in_join": max_memory // 4, "iq_join_algorithm": "auto"}
+            "iq_max_bytes_in_join": max_memory // 2, "iq_join_algorithm": "auto"}
 
 
 def _size_text(n: int) -> str:
@@ -255,7 +255,7 @@ def _memory_failure(result: DbtResult, outcome: Any, settings: Settings) -> str 
     if outcome.exception is not None:
         texts.append(("dbt", str(outcome.exception)))
     for name, text in texts:
-        if "MEMORY_LIMIT_EXCEEDED" in text or "Code: 241" in text:
+        if "MEMORY_LIMIT_EXCEEDED" in text or "Code: 241" in text or "Limit for JOIN exceeded" in text:
             cap = _size_text(settings.transform_max_memory)
             return (f"transform stopped: {name} needed more memory than IQ_TRANSFORM_MAX_MEMORY={cap} allows "
                     f"(ClickHouse MEMORY_LIMIT_EXCEEDED); raise IQ_TRANSFORM_MAX_MEMORY or build on a bigger "
