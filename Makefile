@@ -39,6 +39,10 @@ test-all: lint
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
+# The transform's scale curve up to 10M raw rows (minutes; `make bench` has the 0.3M and 3M points).
+bench-scale: $(STAMP)
+	$(BIN)/python bench/bench_transform_scale.py --points 0.3,3,10
+
 # Re-resolve requirements.lock from pyproject.toml (the dependencies and the test extra) with uv.
 # pip's --require-hashes wants an extra that a dependency asks for pinned with it: mashumaro[msgpack].
 lock: $(STAMP)

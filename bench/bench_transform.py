@@ -7,6 +7,9 @@ everything as a check: the incremental run must leave the marts exactly as a ful
 Both builds compared run with a warm parse, so the ratio is the models' own cost. Target:
 incremental / full <= 0.2.
 
+Then the scale curve (bench_transform_scale.py): the demo chain's raw rows multiplied in SQL to
+0.3M and 3M rows, full and incremental builds with their peak RSS (`make bench-scale`: also 10M).
+
     .venv/bin/python bench/bench_transform.py [--quick] [--repeats N]
 """
 from __future__ import annotations
@@ -106,8 +109,13 @@ def rows_from(chain: Chain, runs: list[dict]) -> list[Row]:
 
 
 def run(quick: bool = False, repeats: int | None = None) -> list[Row]:
+    """The benchmark chain's full vs incremental build, then the scale curve (bench_transform_scale:
+    0.3M and 3M raw rows here; `make bench-scale` adds 10M)."""
+    import bench_transform_scale
+
     chain = common.ensure_chain(quick)
-    return rows_from(chain, measure(chain, common.repeats_for(quick, repeats, default=REPEATS)))
+    rows = rows_from(chain, measure(chain, common.repeats_for(quick, repeats, default=REPEATS)))
+    return rows + bench_transform_scale.run(quick)
 
 
 def main(argv: list[str] | None = None) -> int:
