@@ -135,6 +135,7 @@ def _scan(client: Client, program_ids: Iterable[str], gap_limit: int) -> dict[st
     cov = coverage(client, program_ids)
     return {"program_ids": list(cov.program_ids), "scanned": cov.scanned, "gaps": cov.gaps[:gap_limit],
             "gaps_total": len(cov.gaps), "scanned_slots": cov.scanned_slots, "scopes": cov.scopes,
+            "stale": cov.stale[:gap_limit], "stale_total": len(cov.stale),
             "newest_by_source": newest_by_source(client, program_ids)}
 
 
@@ -235,6 +236,9 @@ def _summary_line(report: dict[str, Any]) -> str:
     if narrowed:
         coverage += (f" ({len(narrowed)} narrower or unknown scan scope(s) not counted: "
                      f"{sum(s['slots'] for s in narrowed)} slots; `status --json` lists them)")
+    if scan.get("stale_total"):
+        coverage += (f"; {scan['stale_total']} range(s) STALE (read from an archive rebuilt since: the next ingest "
+                     f"rescans them, e.g. {scan['stale'][0]['first_slot']}:{scan['stale'][0]['last_slot']})")
     lag = report.get("lag")
     if lag:
         seconds = lag.get("lag_seconds")

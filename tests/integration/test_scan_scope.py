@@ -160,3 +160,42 @@ def test_scope_rule():
     assert narrowed.covers(ScanScope.of("car", ["A"], ["X"]))
     assert not narrowed.covers(ScanScope.of("car", ["A"]))
     assert not narrowed.covers(ScanScope.of("car", ["A"], ["Z"]))
+
+
+def test_a_rebuilt_archive_makes_its_ranges_stale_and_the_next_ingest_rescans_them(tmp_path, chain, manifest):
+    """Issue 24 item 4: a regenerated epoch (rebuilt in place) was never rescanned: iq.scan_ranges
+    recorded no archive identity."""
+    import os
+    import shutil
+
+    archive = tmp_path / "archive"
+    shutil.copytree(chain, archive)
+    spec, car = f"{manifest.first_slot}:{manifest.last_slot}", car_template(archive)
+    settings = _settings(tmp_path / "w", manifest.all_program_ids())
+    first = _ingest(settings, slot_spec=spec, car_url=car)
+    before = _rows(settings)
+    again = _ingest(settings, slot_spec=spec, car_url=car)
+    assert again.skipped_ranges == len(first.ranges) and again.rows_written == 0   # same archive: nothing to do
+    for path in archive.rglob("epoch-*.car"):   # the archive is rebuilt in place (same bytes, new file)
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    wh.close_client()
+    try:
+        client = wh.get_client(settings)
+        from iq_etl.ingest.run import plan_ingest
+
+        plan_ingest(settings, IngestRequest(slot_spec=spec, car_url=car, subrange_slots=200), client)
+        report = status_report(client, warehouse=settings.warehouse_name, program_ids=settings.program_ids)
+    finally:
+        wh.close_client()
+    assert report["scan"]["stale_total"] == len(first.ranges) and report["scan"]["scanned_slots"] == 0
+    assert "STALE" in __import__("iq_etl.status", fromlist=["status_markdown"]).status_markdown(report)
+    rescan = _ingest(settings, slot_spec=spec, car_url=car)
+    assert rescan.skipped_ranges == 0 and len(rescan.ranges) == len(first.ranges)
+    assert _rows(settings) == before   # replaced, not doubled
+    wh.close_client()
+    try:
+        report = status_report(wh.get_client(settings), warehouse=settings.warehouse_name,
+                               program_ids=settings.program_ids)
+    finally:
+        wh.close_client()
+    assert report["scan"]["stale_total"] == 0 and report["scan"]["gaps_total"] == 0

@@ -269,7 +269,7 @@ def scan_range_rows() -> list[list[Any]]:
     spans = [("car", 400_000_000, 400_000_049, "done"), ("rpc-blocks", 400_000_040, 400_000_080, "done"),
              ("car", 400_000_100, 400_000_150, "done"), ("car", 400_000_200, 400_000_260, "partial")]
     programs = ["P1", "P2"]   # one scan scope: every row scanned for the same programs, every account
-    return [[source, first, last, "scan-run", status, 10, 1, 0, [], None, "", now, programs, []]
+    return [[source, first, last, "scan-run", status, 10, 1, 0, [], None, "", now, programs, [], ""]
             for source, first, last, status in spans]
 
 

@@ -39,10 +39,11 @@ from iq_etl.ingest.progress import IngestProgress
 from iq_etl.ingest.request import IngestRequest
 from iq_etl.ingest.sources.base import SOURCES, SourceSpec, open_source
 from iq_etl.settings import MAX_THREADS, Settings
-from iq_etl.solana.slots import SlotRange, covered, merge_ranges, parse_slot_spec, split_range
+from iq_etl.solana.slots import SlotRange, covered, epoch_of, merge_ranges, parse_slot_spec, split_range
 from iq_etl.warehouse.client import get_client
 from iq_etl.warehouse.schema import migrate
-from iq_etl.warehouse.scan_ledger import RangeStats, ScanScope, done_ranges, ledger_row, record_range, record_rows
+from iq_etl.warehouse.scan_ledger import (RangeStats, ScanScope, done_with_archives, ledger_row, mark_stale,
+                                          record_range, record_rows)
 from iq_etl.warehouse.writer import RowWriter
 from iq_etl.warehouse.catalog import count_by_kind
 
@@ -127,6 +128,11 @@ class IngestPlan:
     skipped_ranges: int = 0
     discovery: dict[str, Any] | None = None
     tails: list[Any] = field(default_factory=list)
+    archives: dict[int, str] = field(default_factory=dict)   # epoch -> archive identity (CAR scans)
+
+    def archive_of(self, first_slot: int, last_slot: int) -> str:
+        """What a sub-range's ledger row records as the archive(s) it was read from."""
+        return archive_text(self.archives, first_slot, last_slot)
 
     @property
     def total_slots(self) -> int:
@@ -180,7 +186,8 @@ def plan_ingest(settings: Settings, request: IngestRequest, client: Client) -> I
                       car_patience_s=settings.car_patience_s)
     # What this run looks for: only a done scan of a superset of it lets a sub-range be skipped.
     scope = ScanScope.of(source, filt.program_ids, filt.session_pdas)
-    done = done_ranges(client, scope) if request.resume else []
+    archives = _archive_identities(spec, wanted_ranges) if source == "car" else {}
+    done = _current_done(client, scope, archives) if request.resume else []
     signature_slots = sorted(set(sig_slots.values()))
     todo: list[SlotRange] = []
     skipped = 0
@@ -194,12 +201,60 @@ def plan_ingest(settings: Settings, request: IngestRequest, client: Client) -> I
                 todo.append(sub)
     plan = IngestPlan(settings=settings, request=request, run_id=request.run_id or uuid.uuid4().hex[:12],
                       spec=spec, filt=filt, scope=scope, threads=request.threads or settings.threads, todo=todo,
-                      skipped_ranges=skipped, discovery=discovery, tails=tails)
+                      skipped_ranges=skipped, discovery=discovery, tails=tails, archives=archives)
     log.info("ingest run %s: %d sub-range(s), %d slots from %s (%d already done)", plan.run_id, len(todo),
              plan.total_slots, source, skipped)
     if todo and not (discovers and source != "car"):   # the RPC endpoint was checked before discovery
         preflight(spec, todo[0].first_slot)
     return plan
+
+
+def archive_text(archives: dict[int, str], first_slot: int, last_slot: int) -> str:
+    return "|".join(f"{e}={archives[e]}" for e in range(epoch_of(first_slot), epoch_of(last_slot) + 1)
+                    if e in archives)
+
+
+def _archive_identities(spec: SourceSpec, wanted: list[SlotRange]) -> dict[int, str]:
+    """epoch -> identity of its archive (one HEAD or stat and the header's root CID per epoch), for the
+    epochs of the wanted ranges that exist; a missing one is left out (the scan reports it)."""
+    from iq_etl.ingest.sources.car.source import CarSource
+
+    source = CarSource(spec.car_url or "", http_options={"patience": spec.car_patience_s} if spec.car_patience_s else None)
+    epochs = sorted({e for r in merge_ranges(wanted) for e in range(epoch_of(r.first_slot), epoch_of(r.last_slot) + 1)})
+    if not source.is_template:
+        epochs = epochs[:1]
+    out: dict[int, str] = {}
+    for epoch in epochs:
+        try:
+            out[epoch] = source.archive_identity(epoch)
+        except SourceMissing:
+            continue
+        except SourceError as exc:   # an unreadable archive: the preflight / scan names it
+            log.debug("archive identity of epoch %d: %s", epoch, exc)
+    return out
+
+
+def _current_done(client: Client, scope: ScanScope, archives: dict[int, str]) -> list[tuple[int, int]]:
+    """The done sub-ranges covering `scope`, minus those read from an archive that has changed since:
+    these are recorded `stale` (so status and the report show them, and they are rescanned now)."""
+    rows = done_with_archives(client, scope)
+    if not archives:
+        return [(a, b) for a, b, _r, _arc in rows]
+    current, stale = [], []
+    for row in rows:
+        first, last, _run, archive = row
+        now = archive_text(archives, first, last)
+        if archive and now and archive != now:
+            stale.append(row)
+        else:
+            current.append((first, last))
+    if stale:
+        epochs = sorted({e for a, b, _r, _arc in stale for e in range(epoch_of(a), epoch_of(b) + 1)})
+        log.warning("the archive of epoch(s) %s changed since %d sub-range(s) were scanned from it: recorded stale, "
+                    "rescanned now (rows are replaced, not doubled)", ", ".join(map(str, epochs)), len(stale))
+        mark_stale(client, stale, scope.source, "stale: the archive changed since this scan "
+                   f"(now {archive_text(archives, stale[0][0], stale[0][1])})")
+    return current
 
 
 def _holds_any(sub: SlotRange, sorted_slots: list[int]) -> bool:
@@ -223,12 +278,12 @@ def execute_plan(plan: IngestPlan, client: Client, fanout: Fanout | None = None,
                         on_progress=request.on_progress) as bar:
         if fanout is None or (len(plan.todo) <= 1 and isinstance(fanout, PoolFanout)):
             _run_inline(open_source(plan.spec, wanted), plan.todo, plan.filt, plan.spec, plan.scope, plan.run_id,
-                        client, writer, summary, bar, request.batch_rows)
+                        client, writer, summary, bar, request.batch_rows, plan.archives)
         elif plan.todo:
             remote = fanout.writes_remotely and not settings.embedded
             job = SubrangeJob(plan.spec, wanted, plan.filt, plan.run_id, write_settings=settings if remote else None,
                               batch_rows=request.batch_rows)
-            _run_fanout(fanout, job, plan.scope, plan.todo, client, writer, summary, bar)
+            _run_fanout(fanout, job, plan.scope, plan.todo, client, writer, summary, bar, plan.archives)
     summary.rows_written = writer.rows_written + summary.remote_rows_written
     summary.insert_s += writer.insert_s
     # Rows written here are counted as they are written; a fan-out writing remotely: ask the table.
@@ -264,13 +319,15 @@ class _InlineSink:
         self.reported = stats.slots_done
 
 
-def _run_inline(src, todo, filt, spec, scope, run_id, client, writer, summary, bar, batch_rows) -> None:
+def _run_inline(src, todo, filt, spec, scope, run_id, client, writer, summary, bar, batch_rows,
+                archives: dict[int, str] | None = None) -> None:
     """Scan the sub-ranges one after the other in this process. Finished sub-ranges are settled in groups
     (`_Settler`: their rows flushed, then their `done` rows in one ledger insert) when SETTLE_INTERVAL_S
     passed or they made a batch of rows, and at the end: a run of a few short sub-ranges costs one insert
     per table, not one each per sub-range. An interrupted or failing sub-range settles what finished, then
     is recorded `partial` / `failed` after its rows so far are written."""
-    settler = _Settler(client, writer, scope, run_id, summary, batch_rows)
+    archives = archives or {}
+    settler = _Settler(client, writer, scope, run_id, summary, batch_rows, archives)
     for sub in todo:
         started_at = dt.datetime.now(dt.timezone.utc)
         sink = _InlineSink(writer, bar)
@@ -280,11 +337,13 @@ def _run_inline(src, todo, filt, spec, scope, run_id, client, writer, summary, b
             stats = scan_range(src, sub, filt, spec.kind, run_id, sink, batch_rows)
         except KeyboardInterrupt:
             settler.settle()   # also writes this sub-range's rows so far
-            record_range(client, scope, run_id, stats, "partial", started_at, "interrupted")
+            record_range(client, scope, run_id, stats, "partial", started_at, "interrupted",
+                         archive_text(archives, sub.first_slot, sub.last_slot))
             raise
         except SourceError as exc:
             settler.settle()
-            record_range(client, scope, run_id, stats, "failed", started_at, str(exc))
+            record_range(client, scope, run_id, stats, "failed", started_at, str(exc),
+                         archive_text(archives, sub.first_slot, sub.last_slot))
             _add(summary, stats, "failed", str(exc))
             raise
         except BaseException:
@@ -336,7 +395,8 @@ class _Settler:
     batch of rows (the writer is flushing anyway)."""
 
     def __init__(self, client: Client, writer: RowWriter, scope: ScanScope, run_id: str, summary: IngestSummary,
-                 batch_rows: int) -> None:
+                 batch_rows: int, archives: dict[int, str] | None = None) -> None:
+        self.archives = archives or {}
         self.client, self.writer, self.scope, self.run_id, self.summary = client, writer, scope, run_id, summary
         self.batch_rows = batch_rows
         self.pending: list[tuple[SlotRange, RangeStats, dt.datetime, str]] = []
@@ -359,7 +419,8 @@ class _Settler:
         if not self.pending:
             return
         # Only now, after their rows: the group's `done` rows in one insert.
-        record_rows(self.client, [ledger_row(self.scope, self.run_id, stats, "done", started_at)
+        record_rows(self.client, [ledger_row(self.scope, self.run_id, stats, "done", started_at, "",
+                                             archive_text(self.archives, stats.first_slot, stats.last_slot))
                                   for _sub, stats, started_at, _worker in self.pending])
         for sub, stats, _started_at, worker in self.pending:
             log.debug("sub-range %s done%s: %d transactions, %d IQ matches", sub, f" on {worker}" if worker else "",
@@ -376,7 +437,8 @@ class _Settler:
             log.warning("could not record the finished sub-ranges; the next run redoes them", exc_info=True)
 
 
-def _run_fanout(fanout: Fanout, job: SubrangeJob, scope: ScanScope, todo, client, writer, summary, bar) -> None:
+def _run_fanout(fanout: Fanout, job: SubrangeJob, scope: ScanScope, todo, client, writer, summary, bar,
+                archives: dict[int, str] | None = None) -> None:
     """Hand the sub-ranges to the fan-out and write (or count) each one's rows as it comes back. Finished
     sub-ranges are settled in groups (`_Settler`) -- their rows flushed, then each recorded `done` -- at
     most every SETTLE_INTERVAL_S and at the end, so that many small sub-ranges cost a few inserts, not one
@@ -384,7 +446,7 @@ def _run_fanout(fanout: Fanout, job: SubrangeJob, scope: ScanScope, todo, client
     group is settled leaves its sub-ranges unrecorded: the next run redoes them (rows are deduplicated).
     The first failure settles what finished, is recorded and raised (the other jobs are cancelled)."""
     started_at = dt.datetime.now(dt.timezone.utc)
-    settler = _Settler(client, writer, scope, job.run_id, summary, writer.batch_rows)
+    settler = _Settler(client, writer, scope, job.run_id, summary, writer.batch_rows, archives)
     settler.batch_rows = 1 << 62   # fan-out: by time only, as before (rows come back a sub-range at a time)
     try:
         for sub, outcome in fanout.run(job, todo):

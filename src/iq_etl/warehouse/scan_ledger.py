@@ -18,7 +18,8 @@ from clickhouse_connect.driver import Client
 from iq_etl.solana.slots import SlotRange, merge_ranges
 
 SCAN_COLUMNS = ["source", "first_slot", "last_slot", "run_id", "status", "transactions_seen", "iq_matches",
-                "undecoded", "skipped_slots", "last_slot_seen", "error", "started_at", "program_ids", "session_pdas"]
+                "undecoded", "skipped_slots", "last_slot_seen", "error", "started_at", "program_ids", "session_pdas",
+                "archive"]
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,11 @@ class RangeStats:
 
 
 def ledger_row(scope: ScanScope, run_id: str, stats: RangeStats, status: str, started_at: dt.datetime,
-               error: str = "") -> list[Any]:
-    """One `iq.scan_ranges` row (SCAN_COLUMNS order)."""
+               error: str = "", archive: str = "") -> list[Any]:
+    """One `iq.scan_ranges` row (SCAN_COLUMNS order). `archive`: the identity of the archive(s) read."""
     return [scope.source, stats.first_slot, stats.last_slot, run_id, status, stats.transactions_seen,
             stats.iq_matches, stats.undecoded, stats.skipped_slots, stats.last_slot_seen, error[:2000], started_at,
-            list(scope.program_ids), list(scope.session_pdas)]
+            list(scope.program_ids), list(scope.session_pdas), archive]
 
 
 def record_rows(client: Client, rows: list[list[Any]]) -> None:
@@ -86,8 +87,31 @@ def record_rows(client: Client, rows: list[list[Any]]) -> None:
 
 
 def record_range(client: Client, scope: ScanScope, run_id: str, stats: RangeStats, status: str,
-                 started_at: dt.datetime, error: str = "") -> None:
-    record_rows(client, [ledger_row(scope, run_id, stats, status, started_at, error)])
+                 started_at: dt.datetime, error: str = "", archive: str = "") -> None:
+    record_rows(client, [ledger_row(scope, run_id, stats, status, started_at, error, archive)])
+
+
+def done_with_archives(client: Client, scope: ScanScope) -> list[tuple[int, int, str, str]]:
+    """(first, last, run_id, archive) of the done sub-ranges whose scan covered `scope`."""
+    rows = client.query(
+        f"SELECT first_slot, last_slot, run_id, archive FROM iq.scan_ranges FINAL WHERE {_COVERS} ORDER BY first_slot",
+        parameters=_scope_params(scope)).result_rows
+    return [(int(a), int(b), str(r), str(arc)) for a, b, r, arc in rows]
+
+
+def mark_stale(client: Client, rows: list[tuple[int, int, str, str]], source: str, why: str) -> None:
+    """Record done sub-ranges as `stale` (same key, newer row: FINAL keeps this one), so they no longer
+    count as covered and the next ingest rescans them."""
+    if not rows:
+        return
+    client.command(
+        "INSERT INTO iq.scan_ranges (source, first_slot, last_slot, run_id, status, transactions_seen, iq_matches, "
+        "undecoded, skipped_slots, last_slot_seen, error, started_at, program_ids, session_pdas, archive) "
+        "SELECT source, first_slot, last_slot, run_id, 'stale', transactions_seen, iq_matches, undecoded, "
+        "skipped_slots, last_slot_seen, {why:String}, started_at, program_ids, session_pdas, archive "
+        "FROM iq.scan_ranges FINAL WHERE source = {source:String} AND status = 'done' "
+        "AND (first_slot, last_slot, run_id) IN {keys:Array(Tuple(UInt64, UInt64, String))}",
+        parameters={"why": why[:2000], "source": source, "keys": [(a, b, r) for a, b, r, _arc in rows]})
 
 
 # A done row covers the wanted scope: same source, a superset of its programs, and no account filter or
@@ -123,6 +147,7 @@ class Coverage:
     scanned: list[dict[str, Any]]
     gaps: list[dict[str, Any]]
     scopes: list[dict[str, Any]]
+    stale: list[dict[str, Any]] = field(default_factory=list)   # read from an archive rebuilt since, not rescanned yet
 
     @property
     def scanned_slots(self) -> int:
@@ -154,7 +179,16 @@ def coverage(client: Client, program_ids: Iterable[str]) -> Coverage:
     for run in scanned:
         run["slots"] = run["last_slot"] - run["first_slot"] + 1
         run["sources"].sort()
-    return Coverage(tuple(programs), scanned, gaps, scopes(client))
+    covered = [SlotRange(r["first_slot"], r["last_slot"]) for r in scanned]
+    stale = []
+    for first, last, why in client.query(
+            "SELECT first_slot, last_slot, any(error) FROM iq.scan_ranges FINAL WHERE status = 'stale' "
+            "AND hasAll(program_ids, {programs:Array(String)}) AND empty(session_pdas) "
+            "GROUP BY first_slot, last_slot ORDER BY first_slot", parameters={"programs": programs}).result_rows:
+        for part in subtract(SlotRange(int(first), int(last)), covered):
+            stale.append({"first_slot": part.first_slot, "last_slot": part.last_slot, "slots": part.slot_count,
+                          "why": str(why)})
+    return Coverage(tuple(programs), scanned, gaps, scopes(client), stale)
 
 
 def scopes(client: Client) -> list[dict[str, Any]]:

@@ -200,6 +200,14 @@ class LocalSource:
         except FileNotFoundError:
             raise SourceMissing(f"{self.name}: file not found") from None
 
+    def identity(self) -> dict[str, str]:
+        """What tells this file's version apart from a rebuilt one: size and modification time."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            raise SourceMissing(f"{self.name}: file not found") from None
+        return {"size": str(st.st_size), "modified": str(st.st_mtime_ns)}
+
     def open(self, start: int = 0, end: int | None = None) -> RangeStream:
         try:
             return _LocalStream(self.path, start, end)
@@ -537,6 +545,15 @@ class HttpSource:
 
     def exists(self) -> bool:
         return self._head() is not None
+
+    def identity(self) -> dict[str, str]:
+        """What tells this object's version apart from a rebuilt one (an epoch regenerated in place,
+        yellowstone-faithful #275): size, ETag and Last-Modified from one HEAD."""
+        resp = self._head()
+        if resp is None:
+            raise SourceMissing(f"{self.name}: not found (HTTP 404)")
+        return {"size": resp.headers.get("Content-Length", ""), "etag": resp.headers.get("ETag", ""),
+                "modified": resp.headers.get("Last-Modified", "")}
 
     def size(self) -> int:
         resp = self._head()

@@ -38,6 +38,18 @@ class CarSource:
         return CarFile(loc, wanted_keys=self.wanted_keys, read_size=self.read_size, verify_cids=self.verify_cids,
                        epoch=epoch if self.is_template else None, http_options=self.http_options)
 
+    def archive_identity(self, epoch: int | None = None) -> str:
+        """The identity of the archive holding `epoch` (one HEAD or stat, and its header's root CID):
+        `root=…;size=…;etag=…;modified=…`. A scan records it per sub-range; a different value later
+        means the archive was rebuilt, and what was scanned from the old one is stale."""
+        import base64
+
+        car = self.car_file(epoch if self.is_template else None)
+        parts = dict(car.source.identity())   # type: ignore[attr-defined] - LocalSource / HttpSource
+        roots = car.header().roots
+        parts["root"] = ("b" + base64.b32encode(bytes(roots[0])).decode().lower().rstrip("=")) if roots else ""
+        return ";".join(f"{k}={parts[k]}" for k in ("root", "size", "etag", "modified") if parts.get(k))
+
     def preflight(self, first_slot: int | None = None, **options) -> None:
         """Fail fast, before any work: check (one HEAD, short timeouts, no retries; for a local path,
         that the file exists) the archive holding `first_slot` (its epoch's, for a template). Raises
