@@ -88,8 +88,8 @@ def read_dotenv(path: Path) -> dict[str, str]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise SettingsError(f"{path}:{line}: not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); "
+        at_line = data.count(b"\n", 0, exc.start) + 1
+        raise SettingsError(f"{path}:{at_line}: not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); "
                             "save the .env file as UTF-8") from None
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()

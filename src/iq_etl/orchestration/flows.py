@@ -93,12 +93,12 @@ def ingest_task(settings: Settings, *, slot_spec: str | None = None, ranges: Seq
                 dask_workers: int | None = None) -> dict[str, Any]:
     """Idempotent: batches carry content dedup tokens and `resume` skips sub-ranges already done.
     With `dask_address` (or IQ_DASK_ADDRESS) or `dask_workers`, sub-ranges are Prefect tasks on a Dask
-    cluster (iq_etl.orchestration.backfill.DaskFanout) instead of `threads` local workers."""
+    cluster (iq_etl.orchestration.dask_fanout.DaskFanout) instead of `threads` local workers."""
     import contextlib
 
     from iq_etl.ingest.run import run_ingest
     from iq_etl.ingest.request import IngestRequest
-    from iq_etl.orchestration.backfill import dask_fanout
+    from iq_etl.orchestration.dask_fanout import dask_fanout
     from iq_etl.solana.slots import SlotRange
 
     fanout = dask_fanout(settings, dask_address, dask_workers)

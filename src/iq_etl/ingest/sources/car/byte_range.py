@@ -17,7 +17,9 @@ import http.client
 import logging
 import os
 import re
+import random
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Protocol
@@ -42,6 +44,13 @@ DEFAULT_DEADLINE = 75.0  # wall-clock seconds for one read() of at most READ_SIZ
 # failing, without any byte, whatever the retry count says. A host trickling 1 byte/s used to be
 # retried for ~9 minutes (6 deadlines of 75 s); IQ_CAR_PATIENCE (minutes) sets it.
 DEFAULT_PATIENCE = 180.0
+# Parallel ranged reads (parallel.py): K connections per stream (IQ_CAR_CONNECTIONS, `--car-connections`).
+# 16 measured best at 25 MB/s per connection and 50 ms first-byte latency (bench/bench_http.py).
+DEFAULT_CONNECTIONS = 16
+MAX_CONNECTIONS = 64
+THROTTLE_STATUS = {429, 503}  # the host asks us to slow down: every connection of the process pauses
+_THROTTLE_BACKOFF_CAP = 30.0  # seconds: the longest pause without a Retry-After
+_RETRY_AFTER_CAP = 600.0      # seconds: the longest Retry-After honoured (the patience decides beyond)
 _PIECE = 4 << 20  # most bytes asked of one socket read (it returns what has arrived; the deadline is checked between)
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -67,6 +76,8 @@ class ByteSource(Protocol):
     def read_range(self, start: int, end: int) -> bytes: ...  # [start, end), shorter at end of file
 
     def open(self, start: int = 0, end: int | None = None) -> RangeStream: ...
+
+    def identity(self) -> dict[str, str]: ...  # size and version marks (ETag, Last-Modified or mtime)
 
 
 def is_url(location: str) -> bool:
@@ -161,6 +172,7 @@ class _LocalStream:
                 return b""
         data = self._f.read(n)
         self.offset += len(data)
+        STATS.add("delivered", len(data))
         return data
 
     def readinto(self, view: memoryview) -> int:
@@ -172,6 +184,7 @@ class _LocalStream:
                 view = view[:room]
         got = self._f.readinto(view) or 0
         self.offset += got
+        STATS.add("delivered", got)
         return got
 
     def close(self) -> None:
@@ -257,8 +270,112 @@ class _Retrier:
 def _retry_after(resp: requests.Response) -> float | None:
     value = resp.headers.get("Retry-After")
     if value and value.strip().isdigit():
-        return min(float(value), 60.0)
+        return min(float(value), _RETRY_AFTER_CAP)
     return None
+
+
+# --- process-wide state: one connection pool, one throttle, transfer figures --------------------------
+
+class TransferStats:
+    """Figures of this process's CAR reads (shown by `car scan`, the ingest summary can read them):
+    bytes handed to the walker, bytes fetched over HTTP, connections in use now and at most,
+    connections replaced (stalled or slow), throttle pauses (429/503)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.delivered = 0
+        self.fetched = 0
+        self.active = 0
+        self.peak = 0
+        self.replaced_stalled = 0
+        self.replaced_slow = 0
+        self.throttle_pauses = 0
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + n)
+
+    def connection(self, delta: int) -> None:
+        with self.lock:
+            self.active += delta
+            self.peak = max(self.peak, self.active)
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {k: getattr(self, k) for k in ("delivered", "fetched", "active", "peak", "replaced_stalled",
+                                                  "replaced_slow", "throttle_pauses")}
+
+    def reset_peak(self) -> None:
+        with self.lock:
+            self.peak = self.active
+
+
+STATS = TransferStats()
+
+
+class Throttle:
+    """One per process: a 429/503 from the host pauses every connection of the process until the
+    same moment (its Retry-After, or a doubling backoff, plus up to 25 % jitter so the connections
+    do not come back all at once)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.until = 0.0
+
+    def hold(self, name: str, what: str, seconds: float) -> None:
+        with self.lock:
+            until = time.monotonic() + seconds * (1.0 + random.uniform(0.0, 0.25))
+            if until <= self.until:
+                return
+            extended = self.until < time.monotonic()
+            self.until = until
+        STATS.add("throttle_pauses")
+        if extended:
+            log.warning("%s: %s; every connection of this process pauses %.1f s", name, what, until - time.monotonic())
+
+    def wait(self, cancel: threading.Event | None = None) -> None:
+        while True:
+            left = self.until - time.monotonic()
+            if left <= 0 or (cancel is not None and cancel.is_set()):
+                return
+            if cancel is not None:
+                cancel.wait(min(left, 0.25))
+            else:
+                time.sleep(min(left, 0.25))
+
+
+THROTTLE = Throttle()
+_SESSION: tuple[int, requests.Session] | None = None
+_SESSION_LOCK = threading.Lock()
+
+
+def shared_session() -> requests.Session:
+    """The process's one HTTP/1.1 connection pool (requests/urllib3), reused across sub-ranges and
+    epochs; a forked child gets its own (sockets are never shared between processes)."""
+    global _SESSION
+    with _SESSION_LOCK:
+        if _SESSION is None or _SESSION[0] != os.getpid():
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=MAX_CONNECTIONS + 8,
+                                                    max_retries=0, pool_block=False)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            _SESSION = (os.getpid(), session)
+        return _SESSION[1]
+
+
+# HEAD answers and small whole objects (the slot-ranges index: ~5 MB per epoch) kept per process,
+# so each epoch's index is read once per process, not once per sub-range.
+_HEAD_TTL = 600.0
+_WHOLE_MAX = 64 << 20
+_WHOLE_KEEP = 8
+_CACHE_LOCK = threading.Lock()
+_HEADS: dict[str, tuple[float, int | None]] = {}     # url -> (when, size; None = 404)
+_WHOLE: dict[str, bytes] = {}
+
+
+def _cached_whole(url: str) -> bool:
+    return urlsplit(url).path.endswith("-slot-ranges.raw")
 
 
 _READ_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
@@ -299,8 +416,9 @@ class _HttpStream:
     only a read that completes resets that count, so a server that trickles forever is given up on.
     """
 
-    def __init__(self, src: "HttpSource", start: int, end: int | None):
+    def __init__(self, src: "HttpSource", start: int, end: int | None, session: requests.Session | None = None):
         self._src = src
+        self._session = session or src.session
         self.offset = start
         self._end = end  # exclusive; None = to the end of the object
         self._resp: requests.Response | None = None
@@ -309,6 +427,23 @@ class _HttpStream:
         self._slow = _Retrier(src.name, src.retries, src.backoff, src.patience)
         self._object_size: int | None = None
         self._deadline = 0.0
+        self._throttled = 0           # 429/503 answers in a row (bounded by the patience, not the retries)
+        self.cancel = threading.Event()  # set by the owner (parallel reads) to end waits at once
+        self._replace: str | None = None  # set by replace(): why the current connection is dropped
+        self._socket_timeout = src.timeout[1]
+        self.lane = None              # parallel.py: the connection slot measuring this stream
+
+    def replace(self, why: str) -> None:
+        """From another thread: drop the current connection (stalled, far slower than its peers, or
+        the read is abandoned); the stream reconnects on a fresh one at the byte it reached."""
+        self._replace = why
+        resp = self._resp
+        sock = getattr(getattr(getattr(resp, "raw", None), "connection", None), "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _remaining(self) -> float:
         return self._deadline - time.monotonic()
@@ -319,7 +454,30 @@ class _HttpStream:
     def _failed(self, what: str, retry_after: float | None = None) -> None:
         """A dropped connection, an early end or a retryable status: back off (the read's clock runs on)."""
         self._drop()
+        if self.cancel.is_set():
+            raise SourceError(f"{self._src.name}: read abandoned at byte {self.offset}")
+        if self._replace is not None:  # replaced on purpose: a fresh connection now, no backoff
+            why, self._replace = self._replace, None
+            log.info("%s: connection replaced at byte %d (%s)", self._src.name, self.offset, why)
+            return
         self._retry.failed(what, retry_after)
+
+    def _throttle(self, status: int, retry_after: float | None) -> None:
+        """429/503: every connection of the process pauses together (Retry-After, else a doubling
+        backoff up to 30 s, with jitter); only the patience (IQ_CAR_PATIENCE) ends the wait."""
+        self._drop()
+        src = self._src
+        self._throttled += 1
+        delay = retry_after if retry_after is not None else min(src.backoff * 2 ** (self._throttled - 1),
+                                                                _THROTTLE_BACKOFF_CAP)
+        waited = time.monotonic() - self._retry.last_good
+        what = f"HTTP {status} at byte {self.offset}"
+        if src.patience is not None and waited + delay > src.patience:
+            raise SourceError(f"{src.name}: {what} (throttled; gave up after {waited:.0f} s without progress: "
+                              f"IQ_CAR_PATIENCE={src.patience / 60:g} min)")
+        THROTTLE.hold(src.name, what, delay)
+        THROTTLE.wait(self.cancel)
+        self._restart_clock()  # a pause the host asked for is not the read being slow
 
     def _too_slow(self, since: int, want: int) -> None:
         """The read's deadline passed: drop the response, back off, and give the read a new clock."""
@@ -332,13 +490,16 @@ class _HttpStream:
         """Open a response at self.offset. False when the range is already exhausted."""
         src = self._src
         while True:
+            THROTTLE.wait(self.cancel)
+            if self.cancel.is_set():
+                raise SourceError(f"{src.name}: read abandoned at byte {self.offset}")
             last = "" if self._end is None else str(self._end - 1)
             left = self._remaining()
             if left <= 0:
                 return True  # the caller notices the deadline
-            timeout = (src.timeout[0], max(min(src.timeout[1], left), 0.001))
+            timeout = (src.timeout[0], max(min(self._socket_timeout, left), 0.001))
             try:
-                resp = src.session.get(src.url, headers={"Range": f"bytes={self.offset}-{last}",
+                resp = self._session.get(src.url, headers={"Range": f"bytes={self.offset}-{last}",
                                                          "Accept-Encoding": "identity"},
                                        stream=True, timeout=timeout, allow_redirects=False)
             except requests.RequestException as exc:
@@ -375,6 +536,10 @@ class _HttpStream:
             elif resp.status_code == 404:
                 resp.close()
                 raise SourceMissing(f"{src.name}: not found (HTTP 404)")
+            elif resp.status_code in THROTTLE_STATUS:
+                resp.close()
+                self._throttle(resp.status_code, _retry_after(resp))
+                continue
             elif resp.status_code in _RETRY_STATUS:
                 resp.close()
                 self._failed(f"HTTP {resp.status_code} at byte {self.offset}", _retry_after(resp))
@@ -431,9 +596,15 @@ class _HttpStream:
                 data = self._resp.raw.read1(limit, decode_content=False)
             except _READ_ERRORS as exc:
                 cause = describe_error(exc)
-                if self._remaining() <= 0 or (narrowed and cause.startswith("timed out")):
+                if self._replace is not None or self.cancel.is_set():
+                    self._failed(cause)
+                elif self._remaining() <= 0 or (narrowed and cause.startswith("timed out")):
                     self._too_slow(since, want - got + since)
                     since = 0
+                elif cause.startswith("timed out") and self._socket_timeout < self._src.timeout[1]:
+                    STATS.add("replaced_stalled")  # parallel reads: no byte for `stall` seconds
+                    self._failed(f"no data for {self._socket_timeout:g} s at byte {self.offset}: "
+                                 f"connection replaced")
                 else:
                     self._failed(f"connection dropped at byte {self.offset}: {cause}")
                 continue
@@ -445,6 +616,9 @@ class _HttpStream:
                 got += len(data)
                 since += len(data)
                 self._retry.progressed()
+                self._throttled = 0
+                if self.lane is not None:
+                    self.lane.arrived(len(data))
                 continue
             # Clean end of this response: either the range is done, or the server stopped short.
             self._drop()
@@ -452,12 +626,14 @@ class _HttpStream:
                 break
             self._failed(f"response ended early at byte {self.offset}")
         self._slow.progressed()
+        if got:
+            STATS.add("fetched", got)
         return got
 
     def _narrow_socket_timeout(self, left: float) -> bool:
         """Wait on the socket no longer than the read's deadline allows; True when that is shorter
         than the normal read timeout."""
-        read_timeout = self._src.timeout[1]
+        read_timeout = self._socket_timeout
         sock = getattr(getattr(self._resp.raw, "connection", None), "sock", None)
         if sock is not None:
             try:
@@ -476,7 +652,9 @@ class _HttpStream:
         if n <= 0:
             return b""
         parts: list[bytes] = []
-        self._pull(n, parts.append)
+        got = self._pull(n, parts.append)
+        if self.lane is None:
+            STATS.add("delivered", got)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readinto(self, view: memoryview) -> int:
@@ -490,7 +668,10 @@ class _HttpStream:
             view[pos:pos + len(data)] = data
             pos += len(data)
 
-        return self._pull(n, sink)
+        got = self._pull(n, sink)
+        if self.lane is None:
+            STATS.add("delivered", got)
+        return got
 
     def _drop(self) -> None:
         if self._resp is not None:
@@ -507,24 +688,36 @@ class HttpSource:
 
     retries/backoff: consecutive failures tolerated and the first delay (doubled each time);
     timeout: (connect, socket read) seconds; deadline: wall-clock seconds one read() of at most
-    READ_SIZE bytes may take, connecting included; session: a requests.Session to reuse."""
+    READ_SIZE bytes may take, connecting included; session: a requests.Session to reuse (default:
+    the process's shared pool). connections: K concurrent ranged GETs per stream (parallel.py; 1 = one
+    sequential stream); stall: seconds without a byte after which a parallel connection is replaced;
+    slow: seconds of transfer over which a connection far below its peers' rate (< slow_ratio of
+    their median) is replaced."""
 
     def __init__(self, url: str, *, session: requests.Session | None = None, retries: int = DEFAULT_RETRIES,
                  backoff: float = DEFAULT_BACKOFF, timeout: tuple[float, float] = DEFAULT_TIMEOUT,
-                 deadline: float = DEFAULT_DEADLINE, patience: float | None = DEFAULT_PATIENCE):
+                 deadline: float = DEFAULT_DEADLINE, patience: float | None = DEFAULT_PATIENCE,
+                 connections: int | None = None, piece: int | None = None, stall: float = 15.0,
+                 slow: float = 30.0, slow_ratio: float = 0.25):
         self.url = url
         self.patience = patience
         self.name = redact_location(url)  # never log credentials or query strings (may hold tokens)
-        self.session = session or requests.Session()
+        self.session = session or shared_session()
         self.retries = retries
         self.backoff = backoff
         self.timeout = timeout
         self.deadline = deadline
+        self.connections = max(1, min(int(connections or DEFAULT_CONNECTIONS), MAX_CONNECTIONS))
+        self.piece = piece
+        self.stall = stall
+        self.slow = slow
+        self.slow_ratio = slow_ratio
 
     def _head(self) -> requests.Response | None:
         retry = _Retrier(self.name, self.retries, self.backoff, self.patience)
         redirects = 0
         while True:
+            THROTTLE.wait()
             try:
                 resp = self.session.head(self.url, timeout=self.timeout, allow_redirects=False)
             except requests.RequestException as exc:
@@ -543,8 +736,29 @@ class HttpSource:
                 raise SourceError(f"{self.name}: HEAD answered HTTP {resp.status_code}")
             return resp
 
+    def _head_size(self) -> tuple[bool, int | None]:
+        """(exists, Content-Length or None), asked once per URL and process (for ten minutes)."""
+        key = self.url
+        with _CACHE_LOCK:
+            hit = _HEADS.get(key)
+        if hit is not None and time.monotonic() - hit[0] < _HEAD_TTL:
+            return hit[1] != -1, (hit[1] if hit[1] not in (None, -1) else None)
+        resp = self._head()
+        if resp is None:
+            size: int | None = -1
+        else:
+            length = resp.headers.get("Content-Length", "")
+            size = int(length) if length.isdigit() else None
+        with _CACHE_LOCK:
+            _HEADS[key] = (time.monotonic(), size)
+        return size != -1, (size if size != -1 else None)
+
     def exists(self) -> bool:
-        return self._head() is not None
+        if _cached_whole(self.url):
+            with _CACHE_LOCK:
+                if self.url in _WHOLE:
+                    return True
+        return self._head_size()[0]
 
     def identity(self) -> dict[str, str]:
         """What tells this object's version apart from a rebuilt one (an epoch regenerated in place,
@@ -556,15 +770,32 @@ class HttpSource:
                 "modified": resp.headers.get("Last-Modified", "")}
 
     def size(self) -> int:
-        resp = self._head()
-        if resp is None:
+        found, length = self._head_size()
+        if not found:
             raise SourceMissing(f"{self.name}: not found (HTTP 404)")
-        length = resp.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        if length is None:
             raise SourceError(f"{self.name}: server did not give a Content-Length")
-        return int(length)
+        return length
 
-    def read_range(self, start: int, end: int) -> bytes:
+    def _whole(self) -> bytes | None:
+        """The whole object, fetched once per process (small indexes only); None when too large."""
+        with _CACHE_LOCK:
+            data = _WHOLE.get(self.url)
+        if data is not None:
+            return data
+        size = self.size()
+        if size > _WHOLE_MAX:
+            return None
+        data = self._read(0, size)
+        if len(data) != size:
+            raise SourceError(f"{self.name}: read {len(data)} of {size} bytes")
+        with _CACHE_LOCK:
+            while len(_WHOLE) >= _WHOLE_KEEP:
+                _WHOLE.pop(next(iter(_WHOLE)))
+            _WHOLE[self.url] = data
+        return data
+
+    def _read(self, start: int, end: int) -> bytes:
         stream = self.open(start, end)
         try:
             parts = []
@@ -574,8 +805,17 @@ class HttpSource:
         finally:
             stream.close()
 
+    def read_range(self, start: int, end: int) -> bytes:
+        if _cached_whole(self.url):
+            whole = self._whole()
+            if whole is not None:
+                return whole[start:max(start, end)]
+        return self._read(start, end)
+
     def open(self, start: int = 0, end: int | None = None) -> RangeStream:
-        return _HttpStream(self, start, end)
+        from iq_etl.ingest.sources.car.parallel import open_parallel
+
+        return open_parallel(self, start, end) or _HttpStream(self, start, end)
 
 
 # --- preflight --------------------------------------------------------------------------------------

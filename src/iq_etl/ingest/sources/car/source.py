@@ -45,7 +45,7 @@ class CarSource:
         import base64
 
         car = self.car_file(epoch if self.is_template else None)
-        parts = dict(car.source.identity())   # type: ignore[attr-defined] - LocalSource / HttpSource
+        parts = dict(car.source.identity())
         roots = car.header().roots
         parts["root"] = ("b" + base64.b32encode(bytes(roots[0])).decode().lower().rstrip("=")) if roots else ""
         return ";".join(f"{k}={parts[k]}" for k in ("root", "size", "etag", "modified") if parts.get(k))
