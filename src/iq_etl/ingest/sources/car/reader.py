@@ -21,9 +21,10 @@ The hot loop runs in the compiled walker (`_walker.c`) when it is built and `IQ_
 (scanner.py): it drops what this loop would drop and stops at every other section, which this
 loop then handles, so both give the same candidates and errors.
 
-With `epoch-{N}-slot-ranges.raw` next to the CAR the reader seeks straight to the first wanted
-slot and stops after the last; without it, it walks from the start and drops earlier slots without
-decoding their transactions.
+With `epoch-{N}-slot-ranges.raw` next to the CAR, or else Old Faithful's compact indexes
+(`epoch-{N}-{root CID}-mainnet-slot-to-cid.index` and `...-cid-to-offset-and-size.index`,
+compact_index.py), the reader seeks straight to the first wanted slot and stops after the last;
+without either, it walks from the start and drops earlier slots without decoding their transactions.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ import libipld
 from solders.transaction import VersionedTransaction
 
 from iq_etl.errors import SourceError, SourceMissing
+from iq_etl.ingest.sources.car import compact_index
 from iq_etl.ingest.sources.car.byte_range import READ_SIZE, ByteSource, RangeStream, open_byte_source, sibling
 from iq_etl.ingest.sources.car.format import (
     CID_LEN,
@@ -87,15 +89,16 @@ _TXN_1B = b"\x85\x00" + _TX_FRAME_1B
 _UNINDEXED_SAID: set[str] = set()
 
 
-def _say_unindexed(car: str, index: str, epoch: int) -> None:
-    """Once per archive and process: without its slot-ranges index every sub-range of the epoch is
-    read from the start of the CAR (a 404 used to be logged nowhere while a run read ~10x the file)."""
+def _say_unindexed(car: str, looked_for: list[str], epoch: int, why: str | None = None) -> None:
+    """Once per archive and process: without a seek index every sub-range of the epoch is read from
+    the start of the CAR (a 404 used to be logged nowhere while a run read ~10x the file)."""
     if car in _UNINDEXED_SAID:
         return
     _UNINDEXED_SAID.add(car)
-    log.warning("%s: no slot-ranges index (looked for %s): each sub-range of epoch %d is read from the start of the "
-                "archive; the compact indexes (epoch-%d-<CID>-mainnet-slot-to-cid.index) are not read yet, so use "
-                "few, large sub-ranges for this epoch or a mirror that has the index", car, index, epoch, epoch)
+    log.warning("%s: no slot-ranges index and no usable compact indexes (looked for %s%s): each sub-range of "
+                "epoch %d is read from the start of the archive, so use few, large sub-ranges for this epoch "
+                "or a mirror that has one of these files", car, ", ".join(looked_for),
+                f"; {why}" if why else "", epoch)
 
 
 class IncompleteRange(SourceError):
@@ -231,45 +234,94 @@ class CarFile:
             self._header = CarHeader(list(obj.get("roots") or []), 1, p + length)
         return self._header
 
-    # -- slot-ranges index
-    def _slot_index(self, first_slot: int, last_slot: int) -> tuple[bytes, int] | None:
-        """(raw records of first..last clipped to the file's epoch, first slot of them) from
-        `epoch-{N}-slot-ranges.raw` next to the CAR; None when there is no usable index (or the
-        epoch of the file is unknown); (b"", first) when the range misses the epoch."""
+    # -- seek indexes: epoch-{N}-slot-ranges.raw, else the compact pair (slot-to-cid, cid-to-offset-and-size)
+    def _epoch_clip(self, first_slot: int, last_slot: int) -> tuple[int, int, int] | None:
+        """(first, last, epoch's first slot) of first..last clipped to the file's epoch; None when the
+        epoch of the file is unknown."""
         if self.epoch is None:
             return None
         lo, hi = epoch_bounds(self.epoch)
-        first, last = max(first_slot, lo), min(last_slot, hi)
+        return max(first_slot, lo), min(last_slot, hi), lo
+
+    def _slot_index(self, first_slot: int, last_slot: int) -> tuple[bytes, int] | None:
+        """(raw records of first..last clipped to the file's epoch, first slot of them) from
+        `epoch-{N}-slot-ranges.raw` next to the CAR; None when there is no usable file (or the epoch
+        of the file is unknown); (b"", first) when the range misses the epoch."""
+        clip = self._epoch_clip(first_slot, last_slot)
+        if clip is None:
+            return None
+        first, last, lo = clip
         if first > last:
             return b"", first
+        assert self.epoch is not None
         index = open_byte_source(sibling(self.location, slot_ranges_name(self.epoch)), **self.http_options)
         try:
             if not index.exists():
-                _say_unindexed(self.name, index.name, self.epoch)
                 return None
             rec = SLOT_RANGE_RECORD.size
             raw = index.read_range((first - lo) * rec, (last - lo + 1) * rec)
         except SourceError as exc:
-            log.warning("%s: slot-ranges index unusable (%s); scanning from the start", self.name, exc)
+            log.warning("%s: slot-ranges index unusable (%s)", self.name, exc)
             return None
         if len(raw) != (last - first + 1) * rec:
-            log.warning("%s: slot-ranges index %s is short; scanning from the start", self.name, index.name)
+            log.warning("%s: slot-ranges index %s is short", self.name, index.name)
             return None
         return raw, first
 
+    def _compact_span(self, first: int, last: int) -> tuple[SlotSpan | None, list[str], str | None]:
+        """(span of first..last from the compact indexes or None, the index names looked for, why they
+        were not used). Their names hold the root CID of the CAR header (base32, as Old Faithful names
+        them); the lookups read the index headers and the few buckets needed (compact_index.py)."""
+        assert self.epoch is not None
+        try:
+            header = self.header()
+        except SourceError as exc:
+            return None, ["the compact indexes (epoch-%d-<root CID>-mainnet-*.index)" % self.epoch], \
+                f"CAR header unreadable ({exc})"
+        if not header.roots:
+            return None, [], "the CAR header names no root CID"
+        root = bytes(header.roots[0])
+        names = compact_index.index_names(self.epoch, root)
+        sources = [open_byte_source(sibling(self.location, n), **self.http_options) for n in names]
+        looked_for = [src.name for src in sources]
+        try:
+            s2c = compact_index.open_index(sources[0], compact_index.KIND_SLOT_TO_CID,
+                                           compact_index.SLOT_TO_CID_VALUE_SIZE, epoch=self.epoch, root_cid=root)
+            c2o = compact_index.open_index(sources[1], compact_index.KIND_CID_TO_OFFSET_AND_SIZE,
+                                           compact_index.OFFSET_AND_SIZE_VALUE_SIZE, epoch=self.epoch,
+                                           root_cid=root)
+            locator = compact_index.SlotLocator(self.source, self.epoch, header.data_offset, s2c, c2o)
+            return locator.span(first, last), looked_for, None
+        except SourceMissing:
+            return None, looked_for, None
+        except SourceError as exc:
+            log.warning("%s: compact indexes unusable (%s)", self.name, exc)
+            return None, looked_for, str(exc)
+
     def slot_span(self, first_slot: int, last_slot: int) -> SlotSpan | None:
-        """The byte range and last present slot of first..last from the slot-ranges index, parsed in
-        one pass (no object per slot); None when there is no index."""
+        """The byte range and last present slot of first..last: from the slot-ranges index (parsed in
+        one pass, no object per slot), else from the compact indexes (`present` is then a lower
+        bound); None when neither is there (said once per archive, naming the files looked for)."""
         got = self._slot_index(first_slot, last_slot)
-        if got is None:
+        if got is not None:
+            raw, first = got
+            return slot_span(raw, first)
+        clip = self._epoch_clip(first_slot, last_slot)
+        if clip is None:
             return None
-        raw, first = got
-        return slot_span(raw, first)
+        assert self.epoch is not None
+        first, last, _ = clip
+        span, looked_for, why = self._compact_span(first, last)
+        if span is not None:
+            return span
+        ranges = open_byte_source(sibling(self.location, slot_ranges_name(self.epoch)), **self.http_options).name
+        _say_unindexed(self.name, [ranges] + looked_for, self.epoch, why)
+        return None
 
     def slot_ranges(self, first_slot: int, last_slot: int) -> list[tuple[int, int, int]] | None:
         """[(slot, offset, length)] for first..last from `epoch-{N}-slot-ranges.raw` next to the
         CAR, or None when there is no such index (or the epoch of the file is unknown). A list entry
-        per slot: for a whole epoch prefer `slot_span`."""
+        per slot: for a whole epoch prefer `slot_span` (which also reads the compact indexes)."""
         got = self._slot_index(first_slot, last_slot)
         if got is None:
             return None
