@@ -55,6 +55,7 @@ HASH_PREFIX_LEN = 32
 MAX_HEADER_BYTES = 1 << 20
 MAX_BUCKET_BYTES = 32 << 20
 DEFAULT_CACHE_BYTES = 16 << 20
+_FIRST_READ = 4096  # the header, usually the bucket table of a slot-to-cid index, or a whole small file
 TARGET_ENTRIES_PER_BUCKET = 10_000  # what the builder aims for (build.go)
 
 KIND_SLOT_TO_CID = b"slot-to-cid"
@@ -280,6 +281,7 @@ class CompactIndex:
     max_bucket_bytes: int = MAX_BUCKET_BYTES
     _header: Header | None = field(default=None, init=False, repr=False)
     _table: bytes | None = field(default=None, init=False, repr=False)
+    _whole: bytes | None = field(default=None, init=False, repr=False)
     _buckets: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
     _cached: int = field(default=0, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -291,6 +293,8 @@ class CompactIndex:
         return self.source.name
 
     def _read(self, start: int, end: int) -> bytes:
+        if self._whole is not None:  # a small file came whole with the first read
+            return self._whole[start:end]
         data = self.source.read_range(start, end)
         with self._lock:
             self.reads += 1
@@ -299,7 +303,10 @@ class CompactIndex:
 
     def header(self) -> Header:
         if self._header is None:
-            head = self._read(0, 4096)
+            size = self.source.size()  # known from the existence check (one HEAD)
+            head = self._read(0, min(_FIRST_READ, size))
+            if len(head) >= size:
+                self._whole = head
             if len(head) >= 12 and head[:8] == MAGIC:
                 need = 12 + _U32.unpack_from(head, 8)[0]
                 if len(head) < need <= MAX_HEADER_BYTES:
