@@ -4,12 +4,18 @@ and optional faults for testing readers: drop the connection after N body bytes 
 or on every K-th request), answer a status such as 503 to the first requests, or misbehave the way
 hostile or broken servers do: ignore Range (200 and the whole file), send more bytes than the range
 asked for, or trickle the body a few bytes at a time (or stall) for as long as the client waits.
+Like a real CDN it can also cap each connection's rate, wait before the first byte of every answer,
+clamp connections that have lived long (Cloudflare-style), answer 429/503 storms with Retry-After,
+and reset connections (RST) mid-body.
 """
 from __future__ import annotations
 
 import os
 import re
+import socket
+import struct
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,6 +39,17 @@ class Faults:
     trickle_bytes: int | None = None     # send the body this many bytes at a time...
     trickle_interval: float = 0.1        # ...waiting this long before each piece (until done, the client
                                          # leaves or the server shuts down; a huge interval is a stall)
+    drop_reset: bool = False             # drop with a TCP reset (RST) instead of a clean close
+    rate: float | None = None            # bytes/s per connection (a CDN's per-connection cap)
+    latency: float = 0.0                 # seconds before the first byte of every GET answer
+    clamp_after: float | None = None     # a connection older than this many seconds...
+    clamp_rate: float = 100_000.0        # ...is served at this many bytes/s (long-lived connections clamped)...
+    clamp_every: int = 1                 # ...every K-th connection only (1 = all of them)
+    stall_every: int = 0                 # the K-th, 2K-th... connection sends nothing more after...
+    stall_after_bytes: int = 0           # ...this many body bytes (it stalls until the client leaves)
+    storm_after_gets: int = 0            # a 429/503 storm (fail_status) starting after this many GETs...
+    storm_seconds: float = 0.0           # ...lasting this long (0: only fail_times counts)
+    retry_after: str | None = None       # Retry-After header sent with fail_status answers
 
 
 class _State:
@@ -43,13 +60,26 @@ class _State:
         self.drops = 0
         self.fails = 0
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
+        self.connections = 0          # TCP connections accepted
+        self.body_bytes = 0           # body bytes sent by GET answers
+        self.storm_started: float | None = None
+        self.clamped = 0              # answers served (partly) at the clamped rate
+        self.max_open = 0             # most GET answers being sent at once
+        self.open = 0
 
     def plan(self, start: int) -> tuple[int | None, int | None]:
         """(status to fail with, body bytes after which to drop) for the next GET."""
         f = self.faults
         with self.lock:
             self.gets += 1
-            if f.fail_status and self.fails < f.fail_times:
+            if f.fail_status and f.storm_seconds and self.gets > f.storm_after_gets:
+                now = time.monotonic()
+                if self.storm_started is None:
+                    self.storm_started = now
+                if now - self.storm_started < f.storm_seconds:
+                    self.fails += 1
+                    return f.fail_status, None
+            elif f.fail_status and self.gets > f.storm_after_gets and self.fails < f.fail_times:
                 self.fails += 1
                 return f.fail_status, None
             if f.drop_after_bytes is None or start < f.min_drop_offset:
@@ -68,6 +98,14 @@ class _State:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: "FileServer"
+
+    def setup(self):
+        super().setup()
+        state = self.server.state
+        with state.lock:
+            state.connections += 1
+            self.conn_number = state.connections
+        self.conn_born = time.monotonic()
 
     def log_message(self, format, *args):  # keep test output quiet
         pass
@@ -89,9 +127,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
 
-    def _error(self, status: int) -> None:
+    def _error(self, status: int, extra: dict[str, str] | None = None) -> None:
         body = f"{status}\n".encode()
-        self._headers(status, len(body), {"Content-Type": "text/plain"})
+        self._headers(status, len(body), {"Content-Type": "text/plain", **(extra or {})})
         if self.command != "HEAD":
             self.wfile.write(body)
 
@@ -130,26 +168,64 @@ class _Handler(BaseHTTPRequestHandler):
         if head:
             self._headers(status, end - start, extra)
             return
+        faults = state.faults
+        if faults.latency and self.server.stopping.wait(faults.latency):
+            return
         fail, drop_after = state.plan(start)
         if fail:
-            self._error(fail)
+            self._error(fail, {"Retry-After": faults.retry_after} if faults.retry_after else None)
             return
-        faults = state.faults
         overrun = faults.overrun_bytes if status == 206 else 0
         self._headers(status, end - start + overrun, extra)
         if faults.trickle_bytes:
             self._trickle(path, start, end, overrun, faults.trickle_bytes, faults.trickle_interval)
             return
+        if faults.stall_every and self.conn_number % faults.stall_every == 0:
+            drop_after = None
+            stall_at = faults.stall_after_bytes
+        else:
+            stall_at = None
+        with state.lock:
+            state.open += 1
+            state.max_open = max(state.max_open, state.open)
+        try:
+            self._send_body(path, start, end, overrun, drop_after, stall_at)
+        finally:
+            with state.lock:
+                state.open -= 1
+
+    def _rate_now(self) -> float | None:
+        f = self.server.state.faults
+        if (f.clamp_after is not None and self.conn_number % max(f.clamp_every, 1) == 0
+                and time.monotonic() - self.conn_born >= f.clamp_after):
+            return f.clamp_rate
+        return f.rate
+
+    def _send_body(self, path: Path, start: int, end: int, overrun: int, drop_after: int | None,
+                   stall_at: int | None) -> None:
+        state = self.server.state
         sent = 0
+        began = time.monotonic()
+        paced = 0        # bytes sent since `began` at the current rate
+        last_rate = None
+        counted_clamp = False
         with open(path, "rb") as f:
             f.seek(start)
             while start + sent < end + overrun:
-                n = min(_COPY_CHUNK, end + overrun - start - sent)
+                rate = self._rate_now()
+                chunk_max = _COPY_CHUNK if rate is None else max(1024, min(_COPY_CHUNK, int(rate / 50)))
+                n = min(chunk_max, end + overrun - start - sent)
+                if stall_at is not None and sent >= stall_at:
+                    self.server.stopping.wait(3600)  # says nothing more, until the client leaves
+                    self.close_connection = True
+                    return
                 if drop_after is not None:
                     n = min(n, drop_after - sent)
                     if n <= 0:
                         state.dropped()
                         self.wfile.flush()
+                        if state.faults.drop_reset:
+                            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                         self.close_connection = True  # the client sees fewer bytes than Content-Length
                         return
                 chunk = f.read(n)
@@ -158,12 +234,26 @@ class _Handler(BaseHTTPRequestHandler):
                         chunk = b"\xff" * n  # past the end of the file: garbage
                     else:
                         break
+                if rate is not None:
+                    if rate != last_rate:
+                        began, paced, last_rate = time.monotonic(), 0, rate
+                        if rate == state.faults.clamp_rate and state.faults.clamp_after is not None \
+                                and not counted_clamp:
+                            counted_clamp = True
+                            with state.lock:
+                                state.clamped += 1
+                    ahead = began + paced / rate - time.monotonic()
+                    if ahead > 0 and self.server.stopping.wait(ahead):
+                        return
+                    paced += len(chunk)
                 try:
                     self.wfile.write(chunk)
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True
                     return
                 sent += len(chunk)
+                with state.lock:
+                    state.body_bytes += len(chunk)
 
     def _trickle(self, path: Path, start: int, end: int, overrun: int, piece: int, interval: float) -> None:
         with open(path, "rb") as f:

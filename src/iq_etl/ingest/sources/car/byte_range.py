@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 import requests
@@ -431,7 +431,7 @@ class _HttpStream:
         self.cancel = threading.Event()  # set by the owner (parallel reads) to end waits at once
         self._replace: str | None = None  # set by replace(): why the current connection is dropped
         self._socket_timeout = src.timeout[1]
-        self.lane = None              # parallel.py: the connection slot measuring this stream
+        self.lane: Any = None         # parallel.py: the connection (Lane) measuring this stream
 
     def replace(self, why: str) -> None:
         """From another thread: drop the current connection (stalled, far slower than its peers, or
