@@ -210,7 +210,7 @@ def absolute_chdb_dsn(dsn: str) -> str:
 KNOWN_NAMES = frozenset({
     "IQ_ETL_HOME", "IQ_CLICKHOUSE_DSN", "IQ_CLICKHOUSE_CLUSTER", "IQ_WAREHOUSE_LOCK_WAIT", "IQ_PROGRAM_ID",
     "IQ_SESSION_PDA_LIST", "IQ_READER_MODE", "IQ_READER_BASE_URL", "IQ_READER_ENDPOINT_PATH", "IQ_READER_TOKEN",
-    "IQ_RPC_URL", "IQ_CAR_URL", "IQ_CAR_PATIENCE", "IQ_START_SLOT", "IQ_MAX_LAG", "IQ_EXPORT_MAX_BYTES", "IQ_EXPORT_MAX_ATTEMPTS", "IQ_EXPORT_TIMEOUT",
+    "IQ_RPC_URL", "IQ_CAR_URL", "IQ_CAR_PATIENCE", "IQ_CAR_CONNECTIONS", "IQ_START_SLOT", "IQ_MAX_LAG", "IQ_EXPORT_MAX_BYTES", "IQ_EXPORT_MAX_ATTEMPTS", "IQ_EXPORT_TIMEOUT",
     "IQ_EXPORT_BACKOFF", "IQ_EXPORT_RETRY_AFTER_CAP", "IQ_EXPORT_CONCURRENCY", "IQ_EXPORT_FAILURE_POLICY",
     "IQ_EXPORT_BREAKER", "IQ_EXPORT_UPLOAD_BUDGET", "IQ_EXPORT_RUN_BUDGET",
     "IQ_SCANNER", "IQ_DASK_ADDRESS", "IQ_LOG_LEVEL", "IQ_LOG_FORMAT", "IQ_DBT_HOME", "IQ_TRANSFORM_MAX_MEMORY",
@@ -372,6 +372,7 @@ class Settings:
     car_url: str = DEFAULT_CAR_URL
     log_level: str = "info"
     car_patience_s: float = 180.0          # IQ_CAR_PATIENCE (minutes in the environment): an HTTP CAR stream's patience
+    car_connections: int = 16              # IQ_CAR_CONNECTIONS: parallel ranged GETs per HTTP CAR stream (1-64)
     scanner: str = "auto"                  # IQ_SCANNER: auto | python | native (the CAR section walker)
     start_slot: int | None = None          # IQ_START_SLOT: where `follow` starts (None: the oldest known era)
     max_lag: int | None = None             # IQ_MAX_LAG: slots; a follow run lagging more ends Failed
@@ -503,6 +504,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = No
         car_url=_car_url(merged),
         log_level=log_level,
         car_patience_s=_finite_number(merged, "IQ_CAR_PATIENCE", 3.0, 0.1) * 60.0,
+        car_connections=_positive_int(merged, "IQ_CAR_CONNECTIONS", 16, 64),
         scanner=_scanner(merged),
         start_slot=_slot_or_none(merged, "IQ_START_SLOT"),
         max_lag=_slot_or_none(merged, "IQ_MAX_LAG"),

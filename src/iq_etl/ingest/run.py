@@ -183,7 +183,7 @@ def plan_ingest(settings: Settings, request: IngestRequest, client: Client) -> I
         raise IQEtlError("give a slot spec (S:E, N or A-B), or --session-pda to discover the window")
     spec = SourceSpec(kind=source, car_url=request.car_url or settings.car_url, rpc_url=rpc_url,
                       rpc_options=rpc_options, signatures=tuple(sorted(sig_slots.items())),
-                      car_patience_s=settings.car_patience_s)
+                      car_patience_s=settings.car_patience_s, car_connections=settings.car_connections)
     # What this run looks for: only a done scan of a superset of it lets a sub-range be skipped.
     scope = ScanScope.of(source, filt.program_ids, filt.session_pdas)
     archives = _archive_identities(spec, wanted_ranges) if source == "car" else {}

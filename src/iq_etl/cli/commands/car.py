@@ -55,6 +55,8 @@ def register(sub) -> None:
                       help="wanted account key (repeatable; default: the configured IQ program ids)")
     scan.add_argument("--no-filter", action="store_true", help="decode every transaction")
     scan.add_argument("--no-index", action="store_true", help="ignore slot-ranges indexes")
+    scan.add_argument("--car-connections", type=int, default=None, metavar="K",
+                      help="parallel ranged GETs per HTTP stream, 1-64 (default IQ_CAR_CONNECTIONS, 16)")
     scan.add_argument("--json", action="store_true")
     scan.set_defaults(handler=run_scan)
 
@@ -162,6 +164,11 @@ def run_scan(args) -> int:
     from iq_etl.solana.slots import epoch_of, parse_slot_spec
 
     first, last = parse_slot_spec(args.slots)
+    from iq_etl.ingest.sources.car.byte_range import MAX_CONNECTIONS, STATS, is_url
+
+    connections = args.car_connections
+    if connections is not None and not 1 <= connections <= MAX_CONNECTIONS:
+        raise IQEtlError(f"--car-connections: must be between 1 and {MAX_CONNECTIONS}, got {connections}")
     keys = None
     if not args.no_filter:
         if args.key:
@@ -172,13 +179,24 @@ def run_scan(args) -> int:
         else:
             from iq_etl.settings import load_settings
 
-            keys = [bytes(Pubkey.from_string(k)) for k in load_settings().program_ids]
-    source = CarSource(args.location, wanted_keys=keys, use_index=not args.no_index)
+            settings = load_settings()
+            keys = [bytes(Pubkey.from_string(k)) for k in settings.program_ids]
+            if connections is None:
+                connections = settings.car_connections
+    if connections is None:
+        from iq_etl.settings import load_settings
+
+        connections = load_settings().car_connections
+    remote = is_url(args.location)
+    source = CarSource(args.location, wanted_keys=keys, use_index=not args.no_index,
+                       http_options={"connections": connections} if remote else None)
     from iq_etl.ingest.sources.car import prefilter
 
     scanner = source.car_file(epoch_of(first) if source.is_template else None).scanner_used
     blocks = skipped = seen = matched = 0
     incomplete = None
+    STATS.reset_peak()
+    before = STATS.snapshot()
     started = time.perf_counter()
     try:
         for block in source.iter_blocks(first, last):
@@ -191,9 +209,19 @@ def run_scan(args) -> int:
     except IncompleteRange as exc:
         incomplete = str(exc)
     seconds = time.perf_counter() - started
+    after = STATS.snapshot()
+    nbytes = after["delivered"] - before["delivered"]
+    transfer = {"bytes": nbytes, "mb_per_second": round(nbytes / seconds / 1e6, 1) if seconds else None,
+                "connections": connections if remote else None,
+                "connections_peak": max(after["peak"], 1 if after["fetched"] > before["fetched"] else 0)
+                if remote else None,
+                "fetched_bytes": after["fetched"] - before["fetched"] if remote else None,
+                "replaced_connections": (after["replaced_stalled"] + after["replaced_slow"]
+                                         - before["replaced_stalled"] - before["replaced_slow"]) if remote else None,
+                "throttle_pauses": after["throttle_pauses"] - before["throttle_pauses"] if remote else None}
     result: dict[str, Any] = {"blocks": blocks, "skipped_slots": skipped, "transactions_seen": seen, "transactions_matched": matched,
               "seconds": round(seconds, 3), "transactions_per_second": round(seen / seconds) if seconds else None,
-              "scanner": scanner, "incomplete": incomplete}
+              "scanner": scanner, "incomplete": incomplete, **transfer}
     if keys:
         result["lookup_tables"] = prefilter.lookup_cache(keys).stats()
     if args.json:
@@ -201,6 +229,15 @@ def run_scan(args) -> int:
     else:
         print(f"{blocks:,} blocks, {skipped:,} skipped slots, {seen:,} transactions seen, {matched:,} matched "
               f"in {seconds:.2f}s ({result['transactions_per_second'] or 0:,} tx/s; scanner {scanner})")
+        line = f"{nbytes / 1e6:,.1f} MB read at {transfer['mb_per_second'] or 0:,.1f} MB/s"
+        if remote:
+            line += (f" over HTTP: {connections} connection(s) per stream, {transfer['connections_peak']} in use "
+                     f"at most, {transfer['fetched_bytes'] / 1e6:,.1f} MB fetched")
+            if transfer["replaced_connections"]:
+                line += f", {transfer['replaced_connections']} connection(s) replaced"
+            if transfer["throttle_pauses"]:
+                line += f", {transfer['throttle_pauses']} pause(s) for 429/503"
+        print(line)
         lut = result.get("lookup_tables")
         if lut and lut["v0_checked"]:
             print(f"lookup-table cache: {lut['hit_rate']:.1%} of {lut['v0_checked']:,} v0 transactions answered "

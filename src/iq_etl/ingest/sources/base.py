@@ -28,6 +28,7 @@ class SourceSpec:
     rpc_options: tuple[tuple[str, Any], ...] = ()
     signatures: tuple[tuple[str, int], ...] = ()   # (signature, slot) pairs for rpc-signatures
     car_patience_s: float | None = None           # HTTP CAR reads: IQ_CAR_PATIENCE (None: the default)
+    car_connections: int | None = None            # HTTP CAR reads: IQ_CAR_CONNECTIONS (None: the default)
 
 
 def open_source(spec: SourceSpec, wanted_keys: frozenset[bytes] | None) -> Source:
@@ -36,8 +37,9 @@ def open_source(spec: SourceSpec, wanted_keys: frozenset[bytes] | None) -> Sourc
     if spec.kind == "car":
         from iq_etl.ingest.sources.car.source import CarSource
 
-        return CarSource(spec.car_url, wanted_keys=wanted_keys,
-                         http_options={"patience": spec.car_patience_s} if spec.car_patience_s else None)
+        http_options = {k: v for k, v in (("patience", spec.car_patience_s),
+                                          ("connections", spec.car_connections)) if v}
+        return CarSource(spec.car_url, wanted_keys=wanted_keys, http_options=http_options or None)
     from iq_etl.ingest.sources.rpc.blocks import RpcBlockSource
     from iq_etl.ingest.sources.rpc.client import RpcClient
     from iq_etl.ingest.sources.rpc.signatures import RpcSignatureSource
