@@ -215,7 +215,7 @@ def _open_remote(dsn: str, connect_timeout: float) -> Client:
             raise WarehouseError(f"the warehouse at {where} refused user {username!r}: Code 516 AUTHENTICATION_FAILED "
                                  "(authentication failed: check the user and password in IQ_CLICKHOUSE_DSN; "
                                  "percent-encode @ : / in them)") from None
-        raise WarehouseError(f"cannot reach the warehouse at {where}: {type(exc).__name__}: {one_line(exc)}") from None
+        raise WarehouseError(_remote_failure(where, exc, one_line(exc))) from None
     if db and db != "default":
         quoted = "`" + db.replace("\\", "\\\\").replace("`", "\\`") + "`"
         try:
@@ -228,6 +228,27 @@ def _open_remote(dsn: str, connect_timeout: float) -> Client:
                                  f"{one_line(exc)} (create it, or grant CREATE DATABASE to {username!r})") from None
         client.database = db
     return client
+
+
+def _remote_failure(where: str, exc: BaseException, text: str) -> str:
+    """One line that says what to fix: the server answered with an error (its code and message), or
+    it could not be reached, and why (refused, DNS, timeout, TLS)."""
+    code = getattr(exc, "code", None)
+    if code not in (None, 0, "0"):
+        return f"the warehouse at {where} answered with an error: Code {code}: {text}"
+    lowered = str(exc).lower()
+    if "ssl" in lowered or "certificate" in lowered or "tls" in lowered:
+        cause = "TLS failure (check https:// against the server's port and certificate)"
+    elif "refused" in lowered:
+        cause = "connection refused (is the server running, and is this its HTTP port, usually 8123 / 8443?)"
+    elif "name or service not known" in lowered or "nodename nor servname" in lowered \
+            or "temporary failure in name resolution" in lowered or "failed to resolve" in lowered:
+        cause = "host name not resolved (DNS)"
+    elif "timed out" in lowered or "timeout" in lowered:
+        cause = "timed out connecting"
+    else:
+        cause = f"{type(exc).__name__}: {text}"
+    return f"cannot reach the warehouse at {where}: {cause}"
 
 
 def get_client(settings: Settings, connect_timeout: float = 5.0) -> Client:
