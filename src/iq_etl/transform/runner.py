@@ -273,8 +273,8 @@ def _failure_message(result: DbtResult, outcome: Any, settings: Settings) -> str
         lines.append(f"dbt {result.command} failed (see {dbt_home(settings) / 'logs' / 'dbt.log'})")
     text = "; ".join(line.replace("\n", " ") for line in lines)
     password = urlsplit(settings.clickhouse_dsn).password if not settings.embedded else None
-    if password:
-        text = text.replace(password, "***")
+    for secret in {password, unquote(password)} - {None, ""} if password else ():   # as typed, and decoded
+        text = text.replace(secret, "***")
     return text[:4000]
 
 
