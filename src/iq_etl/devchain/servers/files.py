@@ -215,10 +215,13 @@ class _Handler(BaseHTTPRequestHandler):
                 rate = self._rate_now()
                 chunk_max = _COPY_CHUNK if rate is None else max(1024, min(_COPY_CHUNK, int(rate / 50)))
                 n = min(chunk_max, end + overrun - start - sent)
-                if stall_at is not None and sent >= stall_at:
-                    self.server.stopping.wait(3600)  # says nothing more, until the client leaves
-                    self.close_connection = True
-                    return
+                if stall_at is not None:
+                    if sent >= stall_at:
+                        self.wfile.flush()
+                        self.server.stopping.wait(3600)  # says nothing more, until the client leaves
+                        self.close_connection = True
+                        return
+                    n = min(n, stall_at - sent)
                 if drop_after is not None:
                     n = min(n, drop_after - sent)
                     if n <= 0:

@@ -786,7 +786,14 @@ class HttpSource:
         size = self.size()
         if size > _WHOLE_MAX:
             return None
-        data = self._read(0, size)
+        stream = _HttpStream(self, 0, size)  # one GET: a few MB
+        try:
+            parts = []
+            while chunk := stream.read(READ_SIZE):
+                parts.append(chunk)
+        finally:
+            stream.close()
+        data = b"".join(parts)
         if len(data) != size:
             raise SourceError(f"{self.name}: read {len(data)} of {size} bytes")
         with _CACHE_LOCK:

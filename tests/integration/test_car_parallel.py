@@ -1,0 +1,161 @@
+"""Parallel ranged reads (issue 24 items 1 and 2) against loopback hosts that cap each connection,
+wait before answering, clamp long-lived connections, stall, throttle with 429/503 storms and reset
+connections mid-piece: the rows always equal a local read of the same file, bytes fetched stay
+bounded, and a host that throttles beyond the patience fails the read (never a silent success).
+No assertion on wall-clock time."""
+from __future__ import annotations
+
+import pytest
+
+from iq_etl.devchain.servers.files import Faults, serve_files
+from iq_etl.errors import SourceError
+from iq_etl.ingest.sources.car import byte_range
+from iq_etl.ingest.sources.car.byte_range import STATS, HttpSource
+from iq_etl.ingest.sources.car.parallel import ParallelStream, open_parallel
+from iq_etl.ingest.sources.car.source import CarSource
+from tests.support.synthetic_car import PROGRAM_KEY, build_synthetic_car
+
+EPOCH = 8
+PIECE = 128 << 10
+FAST = {"backoff": 0.01, "retries": 4, "piece": PIECE}
+
+
+def _digest(blocks):
+    return [(b.slot, b.skipped, b.transactions_seen, [t.signature for t in b.transactions]) for b in blocks]
+
+
+@pytest.fixture(scope="module")
+def bucket(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bucket")
+    chain = build_synthetic_car(root, 6000, epoch=EPOCH, tx_per_slot=60, wanted_every=20)
+    template = str(root / "{epoch}" / "epoch-{epoch}.car")
+    lo, hi = chain.slots[3], chain.slots[-3]
+    local = _digest(CarSource(template, wanted_keys=[PROGRAM_KEY]).iter_blocks(lo, hi))
+    assert any(row[3] for row in local)
+    return root, chain, lo, hi, local
+
+
+def _remote(srv, lo, hi, **options):
+    src = CarSource(srv.url + "/{epoch}/epoch-{epoch}.car", wanted_keys=[PROGRAM_KEY],
+                    http_options={**FAST, **options})
+    return _digest(src.iter_blocks(lo, hi))
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 16])
+def test_capped_slow_host_rows_equal_local_for_every_k(bucket, k):
+    root, chain, lo, hi, local = bucket
+    size = chain.car_path.stat().st_size
+    index = next(chain.car_path.parent.glob("*slot-ranges.raw")).stat().st_size
+    srv = serve_files(root, faults=Faults(rate=20e6, latency=0.01))
+    try:
+        before = STATS.snapshot()["fetched"]
+        assert _remote(srv, lo, hi, connections=k) == local
+        fetched = STATS.snapshot()["fetched"] - before
+        if k > 1:
+            assert srv.state.max_open <= k
+    finally:
+        srv.shutdown()
+    assert fetched <= size + index  # the indexed span once (pieces never overlap), the index once
+
+
+def test_resets_mid_piece_are_resumed(bucket):
+    root, _, lo, hi, local = bucket
+    srv = serve_files(root, faults=Faults(drop_after_bytes=50_000, drop_every=3, drop_reset=True))
+    try:
+        assert _remote(srv, lo, hi, connections=4, retries=6) == local
+        assert srv.state.drops >= 1
+    finally:
+        srv.shutdown()
+
+
+def test_a_stalled_connection_is_replaced(bucket):
+    root, _, lo, hi, local = bucket
+    before = STATS.snapshot()["replaced_stalled"]
+    srv = serve_files(root, faults=Faults(stall_every=3, stall_after_bytes=10_000))
+    try:
+        assert _remote(srv, lo, hi, connections=4, stall=0.3, retries=8) == local
+    finally:
+        srv.shutdown()
+    assert STATS.snapshot()["replaced_stalled"] > before
+
+
+def test_clamped_connections_give_the_same_rows(bucket):
+    """Every other connection is clamped to 50 KB/s after 0.2 s; the lanes far below their peers
+    are replaced (when the monitor catches them in time) and the rows never change."""
+    root, _, lo, hi, local = bucket
+    srv = serve_files(root, faults=Faults(rate=5e6, clamp_after=0.2, clamp_rate=50_000, clamp_every=2))
+    try:
+        assert _remote(srv, lo, hi, connections=4, slow=0.3) == local
+    finally:
+        srv.shutdown()
+
+
+def test_a_429_storm_pauses_every_connection_and_the_read_completes(bucket):
+    root, _, lo, hi, local = bucket
+    before = STATS.snapshot()["throttle_pauses"]
+    srv = serve_files(root, faults=Faults(fail_status=429, storm_after_gets=3, storm_seconds=0.6, retry_after="1"))
+    try:
+        assert _remote(srv, lo, hi, connections=4, retries=1) == local  # 429s do not use up the retries
+        assert srv.state.fails >= 1
+    finally:
+        srv.shutdown()
+    assert STATS.snapshot()["throttle_pauses"] > before
+
+
+def test_throttling_beyond_the_patience_fails_the_read(bucket):
+    root, _, lo, hi, _ = bucket
+    srv = serve_files(root, faults=Faults(fail_status=503, storm_after_gets=2, storm_seconds=3600, retry_after="1"))
+    try:
+        with pytest.raises(SourceError, match="IQ_CAR_PATIENCE"):
+            _remote(srv, lo, hi, connections=4, patience=1.5)
+    finally:
+        srv.shutdown()
+
+
+def test_memory_and_read_ahead_are_bounded(bucket):
+    """At most K piece buffers at any time, and a reader that stops early leaves at most K pieces
+    fetched past what it read."""
+    root, chain, _, _, _ = bucket
+    data = chain.car_path.read_bytes()
+    k = 4
+    srv = serve_files(root, faults=Faults(rate=20e6))
+    try:
+        src = HttpSource(f"{srv.url}/{EPOCH}/epoch-{EPOCH}.car", connections=k, piece=PIECE, backoff=0.01)
+        stream = open_parallel(src, 1000, None)  # no known end: to the object's size (one HEAD)
+        assert isinstance(stream, ParallelStream)
+        got = bytearray()
+        most = 0
+        buf = bytearray(100_000)
+        while len(got) < 3 * PIECE:
+            n = stream.readinto(memoryview(buf))
+            assert n
+            got += buf[:n]
+            most = max(most, len(stream._pieces), len(stream._pieces) + len(stream._free))
+        stream.close()
+        assert bytes(got) == data[1000:1000 + len(got)]
+        assert most <= k
+        gets = [r for m, _, r in srv.state.requests if m == "GET"]
+        starts = sorted(int(r.split("=")[1].split("-")[0]) for r in gets)
+        assert max(starts) < 1000 + len(got) + k * PIECE
+    finally:
+        srv.shutdown()
+
+
+def test_each_epoch_index_is_read_once_per_process(bucket):
+    root, _, lo, hi, local = bucket
+    srv = serve_files(root)
+    try:
+        mid = (lo + hi) // 2
+        src = CarSource(srv.url + "/{epoch}/epoch-{epoch}.car", wanted_keys=[PROGRAM_KEY],
+                        http_options={**FAST, "connections": 4})
+        rows = _digest(src.iter_blocks(lo, mid)) + _digest(src.iter_blocks(mid + 1, hi))
+        index = [(m, r) for m, path, r in srv.state.requests if path.endswith("slot-ranges.raw")]
+    finally:
+        srv.shutdown()
+    assert rows == local
+    assert len([m for m, _ in index if m == "GET"]) == 1 and len([m for m, _ in index if m == "HEAD"]) <= 1
+
+
+def test_the_shared_pool_is_one_per_process():
+    assert byte_range.shared_session() is byte_range.shared_session()
+    assert HttpSource("http://127.0.0.1:9/x.car").session is byte_range.shared_session()
