@@ -1,5 +1,5 @@
 """Every benchmark in one run (`make bench`): CAR scan, memory, ingest, transform,
-export, threads, then cProfile of the slowest stage and of the scan's hot path. Prints one table
+export, threads, CAR scan over HTTP (1/4/16/32 connections at 25 MB/s each), then cProfile of the slowest stage and of the scan's hot path. Prints one table
 of medians and in-run ratios and appends it, dated, with nproc and the load average, to
 bench/RESULTS.md (history kept; --quick and --no-record runs are not recorded).
 
@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_export  # noqa: E402
+import bench_http  # noqa: E402
 import bench_ingest  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_profile  # noqa: E402
@@ -36,6 +37,7 @@ STAGES = {
     "transform": bench_transform.run,
     "export": bench_export.run,
     "threads": bench_threads.run,
+    "http": bench_http.run,
 }
 
 
