@@ -18,7 +18,7 @@ import yaml
 CLUSTER = "iq_test_cluster"
 
 
-def _preview(tmp_path, cluster: str | None) -> dict[str, str]:
+def _preview(tmp_path, cluster: str | None, operation: str = "iq_cluster_ddl_preview", tag: str = "IQ-DDL") -> dict[str, str]:
     from dbt.cli.main import dbtRunner
 
     from iq_etl.settings import load_settings
@@ -40,13 +40,15 @@ def _preview(tmp_path, cluster: str | None) -> dict[str, str]:
         with _environment({"IQ_DBT_TARGET": "embedded", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}), \
                 embedded_engine(settings):
             outcome = dbtRunner().invoke([
-                "run-operation", "iq_cluster_ddl_preview", "--project-dir", str(DBT_PROJECT_DIR),
+                "run-operation", operation, "--project-dir", str(DBT_PROJECT_DIR),
                 "--profiles-dir", str(profiles), "--target-path", str(tmp_path / "target"),
                 "--log-path", str(tmp_path / "logs"), "--target", "embedded"])
     assert outcome.success, outcome.exception
     shutil.rmtree(tmp_path / "target", ignore_errors=True)
-    lines = re.findall(r"IQ-DDL (.*)", (tmp_path / "logs" / "dbt.log").read_text())
+    lines = re.findall(tag + r" (.*)", (tmp_path / "logs" / "dbt.log").read_text())
     assert lines, "the preview logged nothing"
+    if tag != "IQ-DDL":
+        return {str(i): line for i, line in enumerate(lines)}
     return dict(line.split(": ", 1) for line in lines)
 
 
@@ -78,3 +80,29 @@ def test_without_a_cluster_the_ddl_is_unchanged(previews):
         assert "ON CLUSTER" not in text and "Replicated" not in text, (name, text)
     assert ddl["int_uploads"].endswith("engine = MergeTree()")
     assert ddl["default"] == "engine = MergeTree()"
+
+
+def test_delete_insert_on_a_cluster_syncs_the_staging_table_and_never_deduplicates_the_reinsert(tmp_path):
+    """dbt-clickhouse #740 (a replica deletes with an empty local staging table) and #213 (replicated
+    insert deduplication drops a re-inserted identical block): each incremental delete+insert model's
+    statements on a cluster, in order."""
+    steps = list(_preview(tmp_path, CLUSTER, "iq_cluster_delete_insert_preview", "IQ-DI").values())
+    by_model: dict[str, list[str]] = {}
+    for line in steps:
+        model, sql = line.split(": ", 1)
+        by_model.setdefault(model, []).append(sql)
+    assert {"int_uploads", "session_completeness", "upload_payloads"} <= set(by_model)
+    for model, sqls in by_model.items():
+        sync, delete, insert = sqls
+        assert sync.startswith("system sync replica ") and "__dbt_new_data_" in sync and \
+            sync.endswith(f'on cluster "{CLUSTER}"'), (model, sync)
+        assert delete.startswith("delete from ") and f'on cluster "{CLUSTER}"' in delete and \
+            "in (select " in delete and "lightweight_deletes_sync = 2" in delete, (model, delete)
+        assert insert.startswith("insert into ") and insert.endswith("settings insert_deduplicate = 0"), (model, insert)
+
+
+def test_every_dbt_query_runs_without_insert_deduplication():
+    profile = yaml.safe_load((__import__("iq_etl.transform.runner", fromlist=["DBT_PROJECT_DIR"]).DBT_PROJECT_DIR
+                              / "profiles.yml").read_text())
+    for name, output in profile["iq_etl"]["outputs"].items():
+        assert output["custom_settings"]["insert_deduplicate"] == 0, name
