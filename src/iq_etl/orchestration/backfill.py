@@ -34,6 +34,7 @@ from iq_etl.errors import IQEtlError
 from iq_etl.ingest.request import DEFAULTS
 from iq_etl.solana.slots import SlotRange, parse_slot_spec
 
+from iq_etl.orchestration.run_context import spec_text
 from iq_etl.orchestration.locking import DEFAULT_TIMEOUT_S, GLOBAL_LIMIT_NAME, warehouse_session
 from iq_etl.orchestration.dask_fanout import DaskFanout, dask_fanout, quiet_distributed_shutdown  # noqa: F401
 
@@ -104,7 +105,7 @@ def _publish(report: BackfillReport) -> None:
 
 
 @flow(name="backfill_flow", log_prints=True)
-def backfill_flow(slot_spec: str, source: str = DEFAULTS.source, car_url: str | None = None,
+def backfill_flow(slot_spec: str | int, source: str = DEFAULTS.source, car_url: str | None = None,
                   rpc_url: str | None = None, dask_address: str | None = None, dask_workers: int | None = None,
                   resume: bool = DEFAULTS.resume, extra_program_ids: list[str] | None = None,
                   subrange_slots: int = DEFAULTS.subrange_slots,
@@ -114,6 +115,7 @@ def backfill_flow(slot_spec: str, source: str = DEFAULTS.source, car_url: str | 
     cluster of `dask_workers` processes; with neither, in the flow process). After every epoch the
     artifact `iq-etl-backfill` shows per-epoch progress. Epochs that fail (e.g. an archive not found)
     are reported and the next epoch goes on; the run then fails naming them. Rerunning resumes."""
+    slot_spec = str(spec_text(slot_spec))   # `-p slot_spec=923` arrives as a number
     from iq_etl.ingest.request import IngestRequest
     from iq_etl.ingest.run import run_ingest
     from iq_etl.orchestration.run_context import flow_settings as _settings

@@ -44,6 +44,7 @@ from iq_etl.orchestration.locking import DEFAULT_TIMEOUT_S, GLOBAL_LIMIT_NAME, w
 from iq_etl.orchestration.run_context import flow_settings as _settings
 from iq_etl.orchestration.run_context import run_id as _run_id
 from iq_etl.orchestration.run_context import run_logger as _logger
+from iq_etl.orchestration.run_context import spec_text
 from iq_etl.orchestration.run_context import worth_retrying as _worth_retrying
 
 
@@ -239,7 +240,7 @@ def _finish(settings: Settings, result: Any, exported: Sequence[dict[str, Any]])
 # --- flows ------------------------------------------------------------------------------------
 
 @flow(name="ingest_flow", log_prints=True)
-def ingest_flow(slot_spec: str | None = None, source: str = DEFAULTS.source, car_url: str | None = None,
+def ingest_flow(slot_spec: str | int | None = None, source: str = DEFAULTS.source, car_url: str | None = None,
                 rpc_url: str | None = None, session_pdas: list[str] | None = None,
                 slot_padding: int = DEFAULTS.slot_padding, max_signature_pages: int = DEFAULTS.max_signature_pages,
                 threads: int | None = None, resume: bool = DEFAULTS.resume,
@@ -248,6 +249,7 @@ def ingest_flow(slot_spec: str | None = None, source: str = DEFAULTS.source, car
                 dask_workers: int | None = None) -> dict[str, Any]:
     """Ingest a slot range (`S:E`, epoch `N`, epochs `A-B`) or the window discovered for session PDAs.
     `dask_address` (or IQ_DASK_ADDRESS) / `dask_workers`: sub-ranges as tasks on a Dask cluster."""
+    slot_spec = spec_text(slot_spec)   # `-p slot_spec=923` arrives as a number
     settings = _settings()
     with warehouse_session(settings, "ingest_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
         result = ingest_task(settings, slot_spec=slot_spec, source=source, car_url=car_url, rpc_url=rpc_url,
@@ -342,7 +344,7 @@ def _nothing_to_ingest(settings: Settings, slot_spec: str | None, session_pdas: 
 
 
 @flow(name="pipeline_flow", log_prints=True)
-def pipeline_flow(slot_spec: str | None = None, source: str = DEFAULTS.source, car_url: str | None = None,
+def pipeline_flow(slot_spec: str | int | None = None, source: str = DEFAULTS.source, car_url: str | None = None,
                   rpc_url: str | None = None, session_pdas: list[str] | None = None,
                   slot_padding: int = DEFAULTS.slot_padding, max_signature_pages: int = DEFAULTS.max_signature_pages,
                   threads: int | None = None, resume: bool = DEFAULTS.resume,
@@ -361,6 +363,7 @@ def pipeline_flow(slot_spec: str | None = None, source: str = DEFAULTS.source, c
     Without `slot_spec` the window is discovered for `session_pdas` (or IQ_SESSION_PDA_LIST); with
     neither, source rpc-signatures tails the IQ programs (live tail from stored cursors) and any
     other source skips ingest: the run transforms and exports what the warehouse holds."""
+    slot_spec = spec_text(slot_spec)   # `-p slot_spec=923` arrives as a number
     import datetime as dt
 
     settings = _settings()

@@ -50,3 +50,15 @@ def flow_settings() -> Settings:
     """Settings of the process running the flow (environment over `.env`); never flow parameters.
     `extra_program_ids` parameters are added to IQ_PROGRAM_ID by the ingest stage itself."""
     return load_settings()
+
+
+def spec_text(slot_spec: str | int | None) -> str | None:
+    """A flow's slot spec as text: Prefect's CLI reads `-p slot_spec=923` as the number 923 (JSON), which
+    a `str` parameter would refuse; an epoch number is a valid slot spec."""
+    if slot_spec is None or isinstance(slot_spec, str):
+        return slot_spec
+    if isinstance(slot_spec, bool) or not isinstance(slot_spec, int) or slot_spec < 0:
+        from iq_etl.errors import SettingsError
+
+        raise SettingsError(f"slot_spec {slot_spec!r}: give S:E, N or A-B")
+    return str(slot_spec)
