@@ -111,3 +111,28 @@ def test_a_missing_slot_ranges_index_is_said_once_per_archive(bucket, tmp_path, 
         srv.shutdown()
     said = [r.getMessage() for r in caplog.records if "no slot-ranges index" in r.getMessage()]
     assert len(said) == 1 and f"epoch-{EPOCH}-slot-ranges.raw" in said[0]
+
+
+def test_an_http_ingest_reports_its_transfer(tmp_path, settings):
+    """Issue 24 item 1: the ingest summary says how fast the archive was read, over how many connections."""
+    from iq_etl.devchain.build import build_chain
+    from iq_etl.devchain.chain import load_manifest
+    from iq_etl.ingest.request import IngestRequest
+    from iq_etl.ingest.run import run_ingest
+    from iq_etl.warehouse import client as wh
+
+    chain = tmp_path / "chain"
+    build_chain(chain, seed=3, sessions=40, noise_tx_per_slot=1, slots=600)
+    manifest = load_manifest(chain)
+    srv = serve_files(chain)
+    wh.close_client()
+    try:
+        summary = run_ingest(settings, IngestRequest(slot_spec=f"{manifest.first_slot}:{manifest.last_slot}",
+                                                     car_url=srv.url + "/{epoch}/epoch-{epoch}.car",
+                                                     extra_program_ids=tuple(manifest.extra_program_ids)))
+    finally:
+        wh.close_client()
+        srv.shutdown()
+    assert not summary.incomplete and summary.car_http is not None
+    assert summary.car_http["bytes_fetched"] > 0 and summary.car_http["connections_peak"] >= 1
+    assert summary.car_http["mb_per_s"] > 0

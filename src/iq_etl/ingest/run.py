@@ -70,6 +70,7 @@ class IngestSummary:
     insert_s: float = 0.0
     incomplete: bool = False
     discovery: dict[str, Any] | None = None
+    car_http: dict[str, Any] | None = None   # HTTP CAR reads of this process: bytes, MB/s, connections (None: none)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -274,6 +275,10 @@ def execute_plan(plan: IngestPlan, client: Client, fanout: Fanout | None = None,
                             skipped_ranges=plan.skipped_ranges, discovery=plan.discovery)
     writer = RowWriter(client, batch_rows=request.batch_rows, flush_interval_s=request.flush_interval_s)
     wanted = plan.filt.wanted_keys()
+    from iq_etl.ingest.sources.car.byte_range import STATS as car_transfers
+
+    car_transfers.reset_peak()
+    transfers_before = car_transfers.snapshot()
     with IngestProgress(request.progress, plan.total_slots, heartbeat_s=request.heartbeat_s,
                         on_progress=request.on_progress) as bar:
         if fanout is None or (len(plan.todo) <= 1 and isinstance(fanout, PoolFanout)):
@@ -290,6 +295,7 @@ def execute_plan(plan: IngestPlan, client: Client, fanout: Fanout | None = None,
     summary.by_kind = count_by_kind(client, plan.run_id) if summary.remote_rows_written else writer.by_kind()
     summary.seconds = time.perf_counter() - started
     summary.incomplete = any(r["status"] != "done" for r in summary.ranges)
+    summary.car_http = _transfer_figures(transfers_before, car_transfers.snapshot(), summary.seconds)
     if plan.tails and not summary.incomplete:
         from iq_etl.warehouse.cursors import CursorStore
 
@@ -297,6 +303,18 @@ def execute_plan(plan: IngestPlan, client: Client, fanout: Fanout | None = None,
         for t in plan.tails:  # only after every row is written: a crash before this re-discovers, loses nothing
             t.commit(store)
     return summary
+
+
+def _transfer_figures(before: dict[str, int], after: dict[str, int], seconds: float) -> dict[str, Any] | None:
+    """What this run's HTTP CAR reads in this process did (workers of a process pool keep their own)."""
+    fetched = after["fetched"] - before["fetched"]
+    if fetched <= 0:
+        return None
+    return {"bytes_fetched": fetched, "mb_per_s": round(fetched / 1e6 / max(seconds, 1e-9), 1),
+            "connections_peak": max(after["peak"], 1),   # a single-stream read is not counted as a lane
+            "connections_replaced": (after["replaced_stalled"] + after["replaced_slow"]
+                                     - before["replaced_stalled"] - before["replaced_slow"]),
+            "throttle_pauses": after["throttle_pauses"] - before["throttle_pauses"]}
 
 
 def _several_subranges(request: IngestRequest) -> bool:

@@ -90,6 +90,11 @@ def print_summary(s: IngestSummary) -> None:
     for k, n in s.by_kind.items():
         t.add_row(f"  {k}", f"{n:,}")
     t.add_row("seconds", f"{s.seconds:.1f} (read {s.read_s:.1f}, decode {s.extract_s:.1f}, insert {s.insert_s:.1f})")
+    if s.car_http:
+        h = s.car_http
+        t.add_row("CAR over HTTP", f"{h['bytes_fetched'] / 1e6:,.1f} MB at {h['mb_per_s']:,.1f} MB/s, up to "
+                  f"{h['connections_peak']} connection(s), {h['connections_replaced']} replaced, "
+                  f"{h['throttle_pauses']} 429/503 pause(s)")
     if s.discovery:
         t.add_row("discovered windows", json.dumps(s.discovery.get("merged_ranges", s.discovery))[:200])
     if s.incomplete:
