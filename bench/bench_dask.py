@@ -127,9 +127,10 @@ class Cluster:
 
 
 def _warm() -> None:
+    import prefect.task_engine  # noqa: F401
+
     import iq_etl.ingest.fanout  # noqa: F401
     import iq_etl.ingest.sources.car.source  # noqa: F401
-    import prefect.task_engine  # noqa: F401
 
 
 # --- the measurement ----------------------------------------------------------------------------

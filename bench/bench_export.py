@@ -56,9 +56,9 @@ def export(chain: dict, repeats: int, latency_s: float = LATENCY_S) -> dict:
     import dataclasses
 
     from iq_etl.export.runner import DEFAULT_CONCURRENCY, ExportOptions, export_ready
-    from iq_etl.transform.runner import run_dbt
-    from iq_etl.ingest.run import run_ingest
     from iq_etl.ingest.request import IngestRequest
+    from iq_etl.ingest.run import run_ingest
+    from iq_etl.transform.runner import run_dbt
 
     c = Chain.from_json(chain)
     runs: list[dict] = []
@@ -75,8 +75,8 @@ def export(chain: dict, repeats: int, latency_s: float = LATENCY_S) -> dict:
                 try:
                     target = dataclasses.replace(settings, reader_base_url=server.base_url,
                                                  reader_endpoint_path=server.path, reader_token=None)
-                    summary, wall, _ = timed(lambda: export_ready(target, client, concurrency=concurrency,
-                                                                  options=ExportOptions()))
+                    summary, wall, _ = timed(lambda target=target, concurrency=concurrency: export_ready(
+                        target, client, concurrency=concurrency, options=ExportOptions()))
                 finally:
                     received = server.close()["received"]
                 if summary.delivered != ready or received != ready or not summary.ok:

@@ -18,7 +18,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from common import Chain, Row, fmt, median, ratio_row, run_child, seconds_text, timed  # noqa: E402
 
-
 # --- child function -----------------------------------------------------------------------------
 
 def ingest(chain: dict, threads: int = 1, first_slot: int | None = None, last_slot: int | None = None,
@@ -27,10 +26,10 @@ def ingest(chain: dict, threads: int = 1, first_slot: int | None = None, last_sl
     the warehouse is open and migrated. worker_kind: run_ingest's choice of pool for threads > 1
     (None: its default)."""
     import iq_etl.ingest.decode  # noqa: F401 - what run_ingest imports on first use: loaded before timing
-    import iq_etl.protocol  # noqa: F401
     import iq_etl.ingest.sources.car.reader  # noqa: F401
-    from iq_etl.ingest.run import run_ingest
+    import iq_etl.protocol  # noqa: F401
     from iq_etl.ingest.request import IngestRequest
+    from iq_etl.ingest.run import run_ingest
 
     c = Chain.from_json(chain)
     options = {"worker_kind": worker_kind} if worker_kind else {}

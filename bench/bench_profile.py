@@ -168,7 +168,7 @@ def summarize(stats: pstats.Stats, top: int) -> dict:
     by_package: dict[str, float] = {}
     total = idle = 0.0
     rows = []
-    for (filename, line, name), (cc, nc, tt, ct, _callers) in stats.stats.items():
+    for (filename, line, name), (_cc, nc, tt, ct, _callers) in stats.stats.items():
         if _is_wait(filename, name):
             idle += tt
             continue
@@ -210,9 +210,9 @@ def profile_scan(chain: dict, top: int = TOP, scanner: str | None = None) -> dic
 def profile_transform(chain: dict, top: int = TOP) -> dict:
     """Both builds of the transform benchmark, each profiled: full (warm parse), then incremental
     after the last ~1% of slots."""
-    from iq_etl.transform.runner import run_dbt
-    from iq_etl.ingest.run import run_ingest
     from iq_etl.ingest.request import IngestRequest
+    from iq_etl.ingest.run import run_ingest
+    from iq_etl.transform.runner import run_dbt
 
     c = Chain.from_json(chain)
     cut = c.last_slot - max(1, round(c.slots * 0.01))

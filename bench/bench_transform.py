@@ -33,8 +33,8 @@ MART_CHECKS = {
 
 
 def _ingest(settings, client, c: Chain, first: int, last: int):
-    from iq_etl.ingest.run import run_ingest
     from iq_etl.ingest.request import IngestRequest
+    from iq_etl.ingest.run import run_ingest
 
     return run_ingest(settings, IngestRequest(slot_spec=f"{first}:{last}", source="car", car_url=c.template,
                       extra_program_ids=c.extra_program_ids, resume=False), client=client)

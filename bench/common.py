@@ -178,8 +178,8 @@ def _base_blocks(base: Chain) -> list[tuple[int, list, list]]:
     libipld; multi-frame payloads are joined from the slot's DataFrames."""
     import libipld
 
-    from iq_etl.ingest.sources.car.reader import CarFile
     from iq_etl.ingest.sources.car.format import KIND_BLOCK, KIND_DATAFRAME, KIND_TRANSACTION
+    from iq_etl.ingest.sources.car.reader import CarFile
     from iq_etl.ingest.sources.car.tx_meta import decode_meta
 
     def payload(frame, frames) -> bytes:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from iq_etl.settings import load_settings
 from iq_etl.warehouse import client as wh
 from iq_etl.warehouse.schema import migrate
-from iq_etl.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "old-faithful"  # vendored real Old Faithful samples

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from typing import Any, Iterable, Sequence
+
 from clickhouse_connect.driver import Client
 
 from iq_etl.settings import DEFAULT_PROGRAM_IDS
@@ -284,9 +285,9 @@ def status_markdown(report: dict[str, Any]) -> str:
 
 def print_status(report: dict[str, Any], file=None) -> None:
     """Terminal tables (rich)."""
-    from iq_etl.output import print_rows
-
     import sys
+
+    from iq_etl.output import print_rows
 
     out = file or sys.stdout
     print(_summary_line(report), file=out)

@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
-
 BIN = Path(sys.executable).parent
 
 
@@ -22,9 +20,9 @@ def _demo_env(reader_base_url: str) -> dict[str, str]:
 
 
 def test_demo_from_a_fresh_folder_twice(tmp_path):
-    from iq_etl.export.file_target import METADATA_NAME, session_dirname
     from iq_etl.devchain.chain import load_manifest
     from iq_etl.devchain.servers.reader_backend import serve_reader_backend
+    from iq_etl.export.file_target import METADATA_NAME, session_dirname
 
     backend = serve_reader_backend()
     try:

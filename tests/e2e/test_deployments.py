@@ -25,7 +25,6 @@ import requests
 
 from tests.support.prefect import build_devchain, subprocess_env
 
-
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 

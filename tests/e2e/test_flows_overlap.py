@@ -10,9 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-
 from tests.support.prefect import build_devchain, prefect_api, subprocess_env  # noqa: F401 - fixture
-
 
 BIN = Path(sys.executable).parent
 

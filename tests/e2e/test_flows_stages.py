@@ -3,15 +3,13 @@ slot ranges, transform_flow, export_flow (a dry run first, then for real). Each 
 status artifact, and the warehouse is free (closed) after every run."""
 from __future__ import annotations
 
-
 from tests.support.prefect import artifacts_of, build_devchain, delivered_rows, flow_env, prefect_api  # noqa: F401
 
 
-
 def test_stage_flows_one_by_one(tmp_path, monkeypatch, prefect_api):  # noqa: F811
+    from iq_etl.devchain.chain import car_template
     from iq_etl.orchestration.flows import STATUS_ARTIFACT_KEY, export_flow, ingest_flow, pipeline_flow, transform_flow
     from iq_etl.warehouse import client as wh
-    from iq_etl.devchain.chain import car_template
 
     chain_dir, manifest = build_devchain(tmp_path)
     flow_env(monkeypatch, tmp_path)

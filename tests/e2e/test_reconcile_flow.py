@@ -12,9 +12,12 @@ import hashlib
 import pytest
 
 from tests.support.prefect import (  # noqa: F401 - fixtures
-    build_devchain, flow_env, prefect_api, query, statuses,
+    build_devchain,
+    flow_env,
+    prefect_api,
+    query,
+    statuses,
 )
-
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +32,8 @@ def _far_upload(manifest):
 
 def _narrow_pipeline(chain, tmp_path):
     """Ingest only the upload window (not the far chunks), transform, export."""
-    from iq_etl.orchestration.flows import pipeline_flow
     from iq_etl.devchain.chain import car_template
+    from iq_etl.orchestration.flows import pipeline_flow
 
     chain_dir, manifest = chain
     first, last = manifest.parameters["upload_window"]
@@ -50,8 +53,8 @@ def _exported_file(tmp_path, upload) -> bytes | None:
 
 
 def test_reconcile_widens_the_window_until_the_far_chunks_are_found(chain, tmp_path, monkeypatch, prefect_api):  # noqa: F811
-    from iq_etl.orchestration.flows import reconcile_flow
     from iq_etl.devchain.chain import car_template
+    from iq_etl.orchestration.flows import reconcile_flow
 
     chain_dir, manifest = chain
     far = _far_upload(manifest)
@@ -105,9 +108,9 @@ def test_reconcile_widens_the_window_until_the_far_chunks_are_found(chain, tmp_p
 
 
 def test_reconcile_with_rpc_discovers_the_session_signatures(chain, tmp_path, monkeypatch, prefect_api):  # noqa: F811
-    from iq_etl.orchestration.flows import reconcile_flow
     from iq_etl.devchain.chain import car_template
     from iq_etl.devchain.servers.rpc import serve_rpc
+    from iq_etl.orchestration.flows import reconcile_flow
 
     chain_dir, manifest = chain
     far = _far_upload(manifest)

@@ -6,9 +6,9 @@ import shutil
 import pytest
 
 from iq_etl.devchain.servers.files import Faults, serve_files
-from iq_etl.ingest.sources.car.source import CarSource
-from iq_etl.ingest.sources.car.reader import IncompleteRange, CarFile
 from iq_etl.ingest.sources.car.inspect import summarize
+from iq_etl.ingest.sources.car.reader import CarFile, IncompleteRange
+from iq_etl.ingest.sources.car.source import CarSource
 from tests.support.synthetic_car import PROGRAM_KEY, build_synthetic_car
 
 EPOCH = 6

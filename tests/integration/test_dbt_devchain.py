@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import pytest
 
-from iq_etl.warehouse import client as wh
 from iq_etl.settings import load_settings
+from iq_etl.warehouse import client as wh
 
 
 @pytest.fixture(scope="module")
 def devchain_marts(tmp_path_factory):
-    from iq_etl.transform.runner import run_dbt
     from iq_etl.devchain.build import CATALOGUE_UPLOADS, build_chain
     from iq_etl.devchain.chain import car_template
-    from iq_etl.ingest.run import run_ingest
     from iq_etl.ingest.request import IngestRequest
+    from iq_etl.ingest.run import run_ingest
+    from iq_etl.transform.runner import run_dbt
 
     tmp = tmp_path_factory.mktemp("dbt_devchain")
     manifest = build_chain(tmp / "chain", seed=21, sessions=CATALOGUE_UPLOADS + 6, noise_tx_per_slot=1)

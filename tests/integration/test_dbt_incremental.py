@@ -10,10 +10,9 @@ import time
 
 import pytest
 
+from iq_etl.settings import load_settings
 from iq_etl.warehouse import client as wh
 from iq_etl.warehouse.schema import migrate
-from iq_etl.settings import load_settings
-
 from tests.support.raw_rows import Chain, account, build_scenarios, insert_rows, metadata, sig, split
 
 # Columns compared between the incremental and the full build (everything but timestamps).

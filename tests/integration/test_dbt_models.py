@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from iq_etl.warehouse import client as wh
-from iq_etl.warehouse.schema import migrate
 from iq_etl.settings import load_settings
+from iq_etl.warehouse import client as wh
 from iq_etl.warehouse.scan_ledger import SCAN_COLUMNS
+from iq_etl.warehouse.schema import migrate
 from tests.support.raw_rows import Chain, account, build_scenarios, insert_rows, query_dicts, scan_range_rows, sig
 
 

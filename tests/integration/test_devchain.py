@@ -19,13 +19,19 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from iq_etl.devchain.build import CATALOGUE_UPLOADS, DEFAULT_FAR_GAP, SLOTS_PER_EPOCH, build_chain
-from iq_etl.devchain.chain import (car_template, chain_car_paths, iter_chain, iter_expected_instructions, load_chain,
-                                   load_manifest)
+from iq_etl.devchain.chain import (
+    car_template,
+    chain_car_paths,
+    iter_chain,
+    iter_expected_instructions,
+    load_chain,
+    load_manifest,
+)
 from iq_etl.devchain.manifest import COMPLETE, STATUSES, gateway_file_bytes
 from iq_etl.devchain.uploads.state import HARD_CASES
 from iq_etl.errors import IQEtlError, SourceError
-from iq_etl.protocol import decode
 from iq_etl.ingest.sources.car.format import SLOT_RANGE_RECORD
+from iq_etl.protocol import decode
 from iq_etl.solana.model import TX_FAILED, TX_OK
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,6 @@ import socket
 
 from iq_etl.export import export_ready
 from iq_etl.export.runner import ExportOptions
-
 from tests.support.export_rows import FAST, insert_rows, ledger_rows, many_uploads
 
 

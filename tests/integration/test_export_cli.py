@@ -8,11 +8,10 @@ import random
 import pytest
 
 from iq_etl.cli.main import main
-from iq_etl.export import RetryPolicy, redact_target
-from iq_etl.export.runner import ExportOptions
 from iq_etl.devchain.servers.reader_backend import Faults, serve_reader_backend
 from iq_etl.errors import SettingsError
-
+from iq_etl.export import RetryPolicy, redact_target
+from iq_etl.export.runner import ExportOptions
 from tests.support.export_rows import create_standin_mart, insert_rows, many_uploads
 
 

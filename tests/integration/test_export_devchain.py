@@ -8,20 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from iq_etl.devchain.servers.reader_backend import Faults, serve_reader_backend
 from iq_etl.export import export_ready
 from iq_etl.export.file_target import METADATA_NAME, session_dirname
-from iq_etl.devchain.servers.reader_backend import Faults, serve_reader_backend
-
 from tests.support.export_rows import FAST, reader_settings
 
 
 @pytest.fixture
 def devchain_warehouse(settings, warehouse, tmp_path):
-    from iq_etl.transform.runner import run_dbt
     from iq_etl.devchain.build import build_chain
     from iq_etl.devchain.chain import car_template
-    from iq_etl.ingest.run import run_ingest
     from iq_etl.ingest.request import IngestRequest
+    from iq_etl.ingest.run import run_ingest
+    from iq_etl.transform.runner import run_dbt
 
     manifest = build_chain(tmp_path / "chain", seed=11, sessions=39, noise_tx_per_slot=0)
     run_ingest(settings, IngestRequest(slot_spec=f"{manifest.first_slot}:{manifest.last_slot}", source="car",

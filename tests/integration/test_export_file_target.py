@@ -9,9 +9,15 @@ import os
 
 from iq_etl.export import export_ready
 from iq_etl.export.file_target import FileTarget, write_atomic
-
-from tests.support.export_rows import FAST, ledger_rows
-from tests.support.export_rows import SESSION_A, SIG_TAIL, create_standin_mart, insert_rows, upload_row
+from tests.support.export_rows import (
+    FAST,
+    SESSION_A,
+    SIG_TAIL,
+    create_standin_mart,
+    insert_rows,
+    ledger_rows,
+    upload_row,
+)
 
 
 def _tree(root):

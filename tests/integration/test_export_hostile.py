@@ -18,7 +18,6 @@ import pytest
 
 from iq_etl.devchain.servers.reader_backend import Faults
 from iq_etl.export import export_ready
-
 from tests.support.export_rows import FAST, insert_rows, ledger_rows, many_uploads, reader_settings
 
 TOKEN = "tok-DO-NOT-LEAK-hostile-0987654321"

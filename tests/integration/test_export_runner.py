@@ -12,12 +12,19 @@ import logging
 
 import pytest
 
-from iq_etl.export import export_ready
 from iq_etl.devchain.servers.reader_backend import Faults
 from iq_etl.errors import IQEtlError
-
-from tests.support.export_rows import SESSION_A, SIG_TAIL, insert_rows, many_uploads, upload_row
-from tests.support.export_rows import FAST, ledger_rows, reader_settings
+from iq_etl.export import export_ready
+from tests.support.export_rows import (
+    FAST,
+    SESSION_A,
+    SIG_TAIL,
+    insert_rows,
+    ledger_rows,
+    many_uploads,
+    reader_settings,
+    upload_row,
+)
 
 TOKEN = "tok-DO-NOT-LEAK-1234567890"
 

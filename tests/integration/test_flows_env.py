@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import logging
 
-from iq_etl.orchestration.prefect_env import OwnInfoOnly, configure, prefect_home
 from iq_etl.errors import SourceError
+from iq_etl.orchestration.prefect_env import OwnInfoOnly, configure, prefect_home
 
 
 def test_defaults_go_under_the_iq_etl_home_and_never_override_the_user(tmp_path):

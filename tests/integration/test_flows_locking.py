@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from iq_etl.orchestration.locking import run_lock, run_lock_path, warehouse_session
 from iq_etl.errors import WarehouseBusy
+from iq_etl.orchestration.locking import run_lock, run_lock_path, warehouse_session
 from iq_etl.settings import load_settings
 
 

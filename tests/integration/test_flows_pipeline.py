@@ -9,7 +9,10 @@ import json
 import pytest
 
 from tests.support.prefect import (
-    artifacts_of, build_devchain, delivered_rows, flow_env, prefect_api,  # noqa: F401 - fixtures
+    artifacts_of,  # noqa: F401 - fixtures
+    build_devchain,
+    delivered_rows,
+    flow_env,
 )
 
 
@@ -19,10 +22,10 @@ def chain(tmp_path_factory):
 
 
 def test_pipeline_exports_every_complete_upload_once(chain, tmp_path, monkeypatch, prefect_api):  # noqa: F811
-    from iq_etl.export.file_target import METADATA_NAME, session_dirname
-    from iq_etl.orchestration.flows import STATUS_ARTIFACT_KEY, pipeline_flow
     from iq_etl.devchain.chain import car_template
     from iq_etl.devchain.servers.reader_backend import serve_reader_backend
+    from iq_etl.export.file_target import METADATA_NAME, session_dirname
+    from iq_etl.orchestration.flows import STATUS_ARTIFACT_KEY, pipeline_flow
 
     chain_dir, manifest = chain
     flow_env(monkeypatch, tmp_path)
@@ -56,9 +59,8 @@ def test_pipeline_exports_every_complete_upload_once(chain, tmp_path, monkeypatc
 
         # The run published the status table as a markdown artifact.
         arts = artifacts_of(state.state_details.flow_run_id)
-        from iq_etl.orchestration.flows import PROGRESS_ARTIFACT_KEY
-
         from iq_etl.orchestration.artifacts import INCOMPLETE_ARTIFACT_KEY, REPORT_ARTIFACT_KEY
+        from iq_etl.orchestration.flows import PROGRESS_ARTIFACT_KEY
 
         assert sorted(a.key for a in arts) == sorted([STATUS_ARTIFACT_KEY, PROGRESS_ARTIFACT_KEY,
                                                       INCOMPLETE_ARTIFACT_KEY, REPORT_ARTIFACT_KEY])

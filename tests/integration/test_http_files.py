@@ -51,7 +51,7 @@ def test_drop_fault_cuts_the_body_once(files):
     try:
         url = f"{srv.url}/7/epoch-7.car"
         with pytest.raises(requests.exceptions.RequestException):
-            requests.get(url, timeout=5).content
+            _ = requests.get(url, timeout=5).content
         assert requests.get(url, timeout=5).content == data  # only once
         assert srv.state.drops == 1
     finally:

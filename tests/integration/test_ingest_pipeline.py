@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
-from iq_etl.warehouse import client as wh
 from iq_etl.devchain.build import build_chain
 from iq_etl.devchain.chain import car_template, load_manifest
-from iq_etl.ingest.run import run_ingest
 from iq_etl.ingest.request import IngestRequest
+from iq_etl.ingest.run import run_ingest
 from iq_etl.settings import load_settings
+from iq_etl.warehouse import client as wh
 
 FAST_RPC = {"rps": 5000.0, "method_rps": 5000.0, "concurrency": 8, "backoff_base": 0.01}
 KEY_COLUMNS = ("slot, signature, tx_index, ix_index, inner_index, program_id, generation, kind, session_account, "

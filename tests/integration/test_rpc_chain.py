@@ -15,12 +15,17 @@ from solders.message import MessageV0
 from solders.rpc.responses import GetBlockResp, GetSignaturesForAddressResp, GetTransactionResp
 from solders.transaction_status import EncodedTransactionWithStatusMeta
 
-from iq_etl.solana.model import (TX_FAILED, TX_OK, TX_UNKNOWN, InnerInstruction,
-                                  TxMeta)
-from iq_etl.ingest.sources.rpc.convert import (b58decode, b58encode, memo_of, meta_from_rpc, meta_to_rpc,
-                                        transaction_from_rpc, transaction_to_rpc)
-from tests.support.rpc_chain import FIRST_SLOT, PDAS, PROGRAM, digest, build_blocks, transactions
-
+from iq_etl.ingest.sources.rpc.convert import (
+    b58decode,
+    b58encode,
+    memo_of,
+    meta_from_rpc,
+    meta_to_rpc,
+    transaction_from_rpc,
+    transaction_to_rpc,
+)
+from iq_etl.solana.model import TX_FAILED, TX_OK, TX_UNKNOWN, InnerInstruction, TxMeta
+from tests.support.rpc_chain import FIRST_SLOT, PDAS, PROGRAM, build_blocks, digest, transactions
 
 # --- conversion tests -----------------------------------------------------------------------------
 

@@ -10,13 +10,13 @@ from iq_etl.devchain.servers.rpc import serve_rpc
 from iq_etl.devchain.servers.rpc_faults import Faults
 from iq_etl.devchain.servers.rpc_index import RpcChain
 from iq_etl.errors import SourceError
-from iq_etl.settings import DEFAULT_RPC_URL, load_settings
+from iq_etl.ingest.sources.rpc.blocks import RpcBlockSource
 from iq_etl.ingest.sources.rpc.client import RpcClient, RpcError, SkippedSlot, resolve_rpc_url
+from iq_etl.ingest.sources.rpc.discovery import discover_windows
 from iq_etl.ingest.sources.rpc.limits import TokenBucket
 from iq_etl.ingest.sources.rpc.redact import redact_url
-from iq_etl.ingest.sources.rpc.blocks import RpcBlockSource
 from iq_etl.ingest.sources.rpc.signatures import RpcSignatureSource
-from iq_etl.ingest.sources.rpc.discovery import discover_windows
+from iq_etl.settings import DEFAULT_RPC_URL, load_settings
 from tests.support.rpc_chain import FIRST_SLOT, PDAS, build_blocks, transactions
 
 SKIPPED = FIRST_SLOT + 2

@@ -10,14 +10,14 @@ from iq_etl.devchain.build import build_chain
 from iq_etl.devchain.servers.rpc import serve_rpc
 from iq_etl.devchain.servers.rpc_faults import Faults
 from iq_etl.ingest.decode import Extracted, InstructionFilter, extract
-from iq_etl.warehouse.rows import RAW_COLUMNS, UNDECODED_COLUMNS
-from iq_etl.settings import DEFAULT_PROGRAM_IDS, G3_PROGRAM_ID
 from iq_etl.ingest.sources.car.source import CarSource
-from iq_etl.warehouse.cursors import CursorStore
-from iq_etl.ingest.sources.rpc.client import RpcClient
 from iq_etl.ingest.sources.rpc.blocks import RpcBlockSource
-from iq_etl.ingest.sources.rpc.signatures import RpcSignatureSource
+from iq_etl.ingest.sources.rpc.client import RpcClient
 from iq_etl.ingest.sources.rpc.discovery import discover_program, discover_windows
+from iq_etl.ingest.sources.rpc.signatures import RpcSignatureSource
+from iq_etl.settings import DEFAULT_PROGRAM_IDS, G3_PROGRAM_ID
+from iq_etl.warehouse.cursors import CursorStore
+from iq_etl.warehouse.rows import RAW_COLUMNS, UNDECODED_COLUMNS
 
 FAST = dict(rps=None, method_rps=None, backoff_base=0.01, backoff_max=0.05, max_retries=10)
 

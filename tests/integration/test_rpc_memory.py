@@ -17,7 +17,15 @@ from iq_etl.devchain.servers.rpc import serve_rpc
 from iq_etl.devchain.servers.rpc_index import RpcChain
 from iq_etl.ingest.sources.rpc.blocks import RpcBlockSource
 from iq_etl.ingest.sources.rpc.client import RpcClient, RpcError
-from iq_etl.ingest.sources.rpc.replies import CHECK_ABOVE, KIB, MemoryBudget, budget_for, parse_cost, reply_cap, shown_size
+from iq_etl.ingest.sources.rpc.replies import (
+    CHECK_ABOVE,
+    KIB,
+    MemoryBudget,
+    budget_for,
+    parse_cost,
+    reply_cap,
+    shown_size,
+)
 from tests.support.rpc_chain import FIRST_SLOT, build_blocks, transactions
 
 FAST = dict(rps=None, method_rps=None, backoff_base=0.01, backoff_max=0.05, max_retries=3)

@@ -7,11 +7,11 @@ from iq_etl.devchain.servers.rpc import serve_rpc
 from iq_etl.devchain.servers.rpc_index import RpcChain
 from iq_etl.errors import SourceError
 from iq_etl.ingest.sources.car.source import CarSource
-from iq_etl.warehouse.cursors import Cursor, CursorStore
-from iq_etl.ingest.sources.rpc.client import RpcClient
 from iq_etl.ingest.sources.rpc.blocks import RpcBlockSource
-from iq_etl.ingest.sources.rpc.signatures import RpcSignatureSource
+from iq_etl.ingest.sources.rpc.client import RpcClient
 from iq_etl.ingest.sources.rpc.discovery import cursor_name, discover_program, discover_windows
+from iq_etl.ingest.sources.rpc.signatures import RpcSignatureSource
+from iq_etl.warehouse.cursors import Cursor, CursorStore
 from tests.support.rpc_chain import FIRST_SLOT, PDAS, PROGRAM, build_blocks, pda, transactions, write_chain_dir
 
 FAST = dict(rps=None, method_rps=None, backoff_base=0.01, backoff_max=0.05, max_retries=6)

@@ -7,6 +7,8 @@ import json
 from iq_etl.cli import main as cli
 from iq_etl.status import print_status, render_status, status_markdown, status_report
 from iq_etl.warehouse import client as wh
+
+
 def test_report_before_the_first_transform(warehouse):
     report = status_report(warehouse)
     assert report["models_built"] is False and report["raw_instructions"] == 0

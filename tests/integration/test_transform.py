@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from iq_etl.cli import main as cli
+from iq_etl.settings import load_settings
 from iq_etl.transform.runner import DBT_PROJECT_DIR, TransformError, dbt_args, dbt_home, remote_target_env, run_dbt
 from iq_etl.warehouse import client as wh
-from iq_etl.settings import load_settings
 
 
 def test_remote_target_env_splits_the_dsn():

@@ -12,7 +12,6 @@ import pytest
 from iq_etl.settings import SettingsError, load_settings
 from iq_etl.warehouse import client as wh
 from iq_etl.warehouse.schema import migrate
-
 from tests.support.raw_rows import Chain, account, build_scenarios, insert_rows
 
 UNTOUCHED = account("g3session")   # no row of the second ingest belongs to this upload's group

@@ -11,10 +11,9 @@ from iq_etl.export import export_ready
 from iq_etl.settings import G1_PROGRAM_ID
 from iq_etl.status import print_status, status_report
 from iq_etl.warehouse.rows import RAW_COLUMNS
-
 from tests.support.export_rows import FAST, reader_settings
-from tests.support.raw_rows import Chain, account, insert_rows, query_dicts, raw_row, sig
 from tests.support.merkle import g1_root as root
+from tests.support.raw_rows import Chain, account, insert_rows, query_dicts, raw_row, sig
 
 
 def g1_list(c: Chain, name: str, pieces: list[bytes], *, offset: str | None = None,

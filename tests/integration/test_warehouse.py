@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from iq_etl.warehouse import client as wh
-from iq_etl.warehouse.writer import content_token
-from iq_etl.warehouse.schema import migrate, migration_files
 from iq_etl.errors import WarehouseBusy, WarehouseError
 from iq_etl.settings import load_settings
+from iq_etl.warehouse import client as wh
+from iq_etl.warehouse.schema import migrate, migration_files
+from iq_etl.warehouse.writer import content_token
 
 TABLES = ["cursors", "exports", "raw_instructions", "scan_ranges", "schema_migrations", "undecoded_instructions"]
 

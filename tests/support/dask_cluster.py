@@ -95,7 +95,8 @@ def start_cluster(folder: Path, workers: int = 2, limit_s: float = 120) -> Loopb
         except OSError:
             if time.monotonic() > deadline:
                 cluster.stop()
-                raise RuntimeError(f"dask scheduler not listening after {limit_s}s: {cluster.log('scheduler')}")
+                raise RuntimeError(
+                    f"dask scheduler not listening after {limit_s}s: {cluster.log('scheduler')}") from None
             time.sleep(0.2)
     try:
         for i in range(workers):

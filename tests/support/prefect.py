@@ -106,8 +106,8 @@ def artifacts_of(flow_run_id: Any) -> list[Any]:
 
 def query(tmp_path: Path, sql: str, parameters: dict | None = None) -> list[tuple]:
     """Run one query on the test warehouse (opened and closed around it)."""
-    from iq_etl.warehouse import client as wh
     from iq_etl.settings import load_settings
+    from iq_etl.warehouse import client as wh
 
     settings = load_settings({"IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'warehouse'}",
                               "IQ_ETL_HOME": str(tmp_path / "home")}, dotenv=tmp_path / "no.env")

@@ -7,9 +7,9 @@ import hashlib
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
+
 from iq_etl.settings import G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID
 from iq_etl.warehouse.rows import RAW_COLUMNS
-
 
 LEGACY_PROGRAM_ID = "Legacy1111111111111111111111111111111111111"
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 from typing import Iterable
+
 from solders.address_lookup_table_account import AddressLookupTableAccount
 from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
@@ -13,10 +14,17 @@ from solders.keypair import Keypair
 from solders.message import Message, MessageV0
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
-from iq_etl.settings import G3_PROGRAM_ID
-from iq_etl.solana.model import (TX_FAILED, TX_OK, ChainBlock, ChainTransaction, InnerInstruction,
-                                  InnerInstructions, TxMeta)
 
+from iq_etl.settings import G3_PROGRAM_ID
+from iq_etl.solana.model import (
+    TX_FAILED,
+    TX_OK,
+    ChainBlock,
+    ChainTransaction,
+    InnerInstruction,
+    InnerInstructions,
+    TxMeta,
+)
 
 FIRST_SLOT = 400_000_000                       # IQ era, inside epoch 925
 

@@ -5,14 +5,15 @@ Also runnable: `python -m tests.support.synthetic_car OUT_DIR [N_TX]` writes `OU
 from __future__ import annotations
 
 import random
-import sys
 import struct
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from solders.pubkey import Pubkey
+
 from iq_etl.devchain.car_writer import CarWriter
 from iq_etl.solana.model import TX_FAILED, TX_OK, TxMeta
-
 
 SYSTEM_PROGRAM = bytes(32)
 

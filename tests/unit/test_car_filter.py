@@ -8,11 +8,18 @@ import pytest
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
+from iq_etl.devchain.car_writer import CarWriter
 from iq_etl.errors import SourceError
 from iq_etl.ingest.sources.car.source import CarSource
-from iq_etl.devchain.car_writer import CarWriter
 from iq_etl.solana.model import TX_OK, TxMeta
-from tests.support.synthetic_car import PROGRAM_KEY, tx_wire, ix_wire, build_synthetic_car, legacy_transfer, v0_with_lookups
+from tests.support.synthetic_car import (
+    PROGRAM_KEY,
+    build_synthetic_car,
+    ix_wire,
+    legacy_transfer,
+    tx_wire,
+    v0_with_lookups,
+)
 
 EPOCH = 4
 PROGRAM_B58 = str(Pubkey.from_bytes(PROGRAM_KEY))

@@ -11,11 +11,11 @@ import libipld
 import pytest
 from solders.transaction import VersionedTransaction
 
+from iq_etl.devchain.car_writer import Link, encode_dag_cbor
+from iq_etl.ingest.sources.car.format import KIND_NAMES, cid_for
+from iq_etl.ingest.sources.car.inspect import summarize
 from iq_etl.ingest.sources.car.reader import CarFile, IncompleteRange, _frame_fields
 from iq_etl.ingest.sources.car.source import CarSource
-from iq_etl.ingest.sources.car.inspect import summarize
-from iq_etl.ingest.sources.car.format import KIND_NAMES, cid_for
-from iq_etl.devchain.car_writer import Link, encode_dag_cbor
 from iq_etl.ingest.sources.car.tx_meta import decode_meta
 from iq_etl.solana.model import TX_OK, TX_UNKNOWN
 

@@ -5,11 +5,19 @@ import struct
 
 import pytest
 import zstandard
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from solders.pubkey import Pubkey
 
-from iq_etl.ingest.sources.car.tx_meta import (MetaError, decode_bincode_meta, decode_meta, encode_meta, encode_transaction_error,
-                                 loaded_keys, transaction_error_text)
+from iq_etl.ingest.sources.car.tx_meta import (
+    MetaError,
+    decode_bincode_meta,
+    decode_meta,
+    encode_meta,
+    encode_transaction_error,
+    loaded_keys,
+    transaction_error_text,
+)
 from iq_etl.solana.model import TX_FAILED, TX_OK, TX_UNKNOWN, InnerInstruction, InnerInstructions, TxMeta
 
 

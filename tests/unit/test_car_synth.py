@@ -15,7 +15,6 @@ from solders.transaction import VersionedTransaction
 
 from tests.support.synthetic_car import PROGRAM_KEY, b58_signature, legacy_transfer, v0_with_lookups, vote
 
-
 # --- tests of the generator itself ------------------------------------------------------------------
 
 def test_synthetic_transactions_parse_with_solders():

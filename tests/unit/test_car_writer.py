@@ -8,16 +8,21 @@ import cbor2
 import libipld
 import pytest
 
+from iq_etl.devchain.car_writer import CarWriter, Link, encode_dag_cbor
 from iq_etl.errors import SourceError
+from iq_etl.ingest.sources.car.format import (
+    SLOT_RANGE_RECORD,
+    crc64_iso,
+    crc_to_cbor_int,
+    parse_slot_ranges,
+    slot_ranges_name,
+)
+from iq_etl.ingest.sources.car.inspect import build_slot_ranges, summarize
 from iq_etl.ingest.sources.car.reader import CarFile, IncompleteRange
 from iq_etl.ingest.sources.car.source import CarSource
-from iq_etl.ingest.sources.car.inspect import build_slot_ranges, summarize
-from iq_etl.ingest.sources.car.format import (SLOT_RANGE_RECORD, crc64_iso, crc_to_cbor_int, parse_slot_ranges,
-                                       slot_ranges_name)
-from iq_etl.devchain.car_writer import CarWriter, Link, encode_dag_cbor
 from iq_etl.solana.model import TX_OK, TX_UNKNOWN, TxMeta
-from tests.support.synthetic_car import PROGRAM_KEY, build_synthetic_car, legacy_transfer, v0_with_lookups
 from tests.support.car_sections import header_span, sections
+from tests.support.synthetic_car import PROGRAM_KEY, build_synthetic_car, legacy_transfer, v0_with_lookups
 
 EPOCH = 2
 SLOT0 = EPOCH * 432_000
@@ -53,7 +58,7 @@ def test_written_file_is_valid_dag_cbor_with_explicit_links(tmp_path):
     kinds = [node[0] for _, node in sections]
     assert kinds.count(0) == 7 and kinds.count(2) == 2 and kinds[-2:] == [3, 4]
     assert root.value[1:] == sections[-1][0]  # the root is the Epoch node
-    for cid, node in sections:
+    for _cid, node in sections:
         if node[0] == 0:
             assert type(node[1][4]) is bytes and node[1][4][0] == 1  # a byte string, never a tag
         if node[0] == 1:

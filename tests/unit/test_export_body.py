@@ -4,9 +4,8 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from iq_etl.export.body import SEED_FIELDS, ReadyUpload, build_body
 from iq_etl.devchain.servers.reader_backend import SEED_FIELDS as BACKEND_FIELDS
-
+from iq_etl.export.body import SEED_FIELDS, ReadyUpload, build_body
 from tests.support.export_rows import COLUMN_NAMES, SESSION_A, SIG_TAIL, upload_row
 
 

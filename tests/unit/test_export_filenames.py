@@ -5,10 +5,11 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from iq_etl.export.file_target import (MAX_NAME_BYTES, extension_for, resolve_file_url, safe_filename,
-                                      session_dirname)
+from iq_etl.export.file_target import MAX_NAME_BYTES, extension_for, resolve_file_url, safe_filename, session_dirname
 
 WINDOWS_FORBIDDEN = set('<>:"/\\|?*')
 

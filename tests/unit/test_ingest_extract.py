@@ -5,15 +5,15 @@ from __future__ import annotations
 from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
-from solders.message import Message, MessageV0, MessageAddressTableLookup
+from solders.message import Message, MessageAddressTableLookup, MessageV0
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from iq_etl.ingest.decode import Extracted, InstructionFilter, extract
-from iq_etl.warehouse.rows import RAW_COLUMNS, UNDECODED_COLUMNS
 from iq_etl.protocol import IQRecord, encode
 from iq_etl.settings import G3_PROGRAM_ID
 from iq_etl.solana.model import TX_FAILED, TX_OK, ChainTransaction, InnerInstruction, InnerInstructions, TxMeta
+from iq_etl.warehouse.rows import RAW_COLUMNS, UNDECODED_COLUMNS
 
 G3 = Pubkey.from_string(G3_PROGRAM_ID)
 MEMO = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")

@@ -9,8 +9,8 @@ import hashlib
 import pytest
 
 from iq_etl.devchain.uploads.files import g1_offset
-
-from tests.support.merkle import b58, g1_root as root
+from tests.support.merkle import b58
+from tests.support.merkle import g1_root as root
 
 
 def test_base58_helper_matches_known_encodings():

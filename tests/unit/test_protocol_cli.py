@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from iq_etl.cli.main import main
 from iq_etl.cli.commands.decode import b58decode, parse_data
+from iq_etl.cli.main import main
 from iq_etl.errors import IQEtlError
 
 G2 = "4jB7tZybufNfgs8HRj9DiSCMYfEqb8jWkxKcnZnA1vBt"

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from iq_etl.reconcile.plan import IncompleteUpload, Policy, UploadState, plan_reconcile, widen
-from iq_etl.solana.slots import merge_ranges as merge, subtract
+from iq_etl.solana.slots import merge_ranges as merge
+from iq_etl.solana.slots import subtract
 
 PDA = "4jB7tZybufNfgs8HRj9DiSCMYfEqb8jWkxKcnZnA1vBt"
 

@@ -19,10 +19,9 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from iq_etl.devchain.manifest import FORMAT, INSTRUCTIONS_NAME, MANIFEST_NAME, HardCase, Manifest, write_manifest
 from iq_etl.errors import IQEtlError
 from iq_etl.settings import DEFAULT_PROGRAM_IDS, G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID
-
-from iq_etl.devchain.manifest import FORMAT, INSTRUCTIONS_NAME, MANIFEST_NAME, HardCase, Manifest, write_manifest
 
 if TYPE_CHECKING:
     from iq_etl.devchain.txbuild import BuiltTx
@@ -105,7 +104,6 @@ def build_chain(out_dir, *, seed: int = 0, sessions: int = DEFAULT_SESSIONS,
     from solders.pubkey import Pubkey
 
     from iq_etl.devchain.car_writer import CarWriter
-
     from iq_etl.devchain.noise import NoiseGenerator
     from iq_etl.devchain.txbuild import KeyRing
     from iq_etl.devchain.uploads import catalogue as catalogue_mod

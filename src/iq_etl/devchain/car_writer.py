@@ -19,9 +19,21 @@ from typing import Iterable, Sequence
 
 from solders.transaction import VersionedTransaction
 
-from iq_etl.ingest.sources.car.format import (CID_LEN, IDENTITY_EMPTY_CID, KIND_BLOCK, KIND_DATAFRAME, KIND_ENTRY,
-                                       KIND_EPOCH, KIND_SUBSET, KIND_TRANSACTION, cid_for, crc64_iso,
-                                       crc_to_cbor_int, slot_ranges_name, write_slot_ranges)
+from iq_etl.ingest.sources.car.format import (
+    CID_LEN,
+    IDENTITY_EMPTY_CID,
+    KIND_BLOCK,
+    KIND_DATAFRAME,
+    KIND_ENTRY,
+    KIND_EPOCH,
+    KIND_SUBSET,
+    KIND_TRANSACTION,
+    cid_for,
+    crc64_iso,
+    crc_to_cbor_int,
+    slot_ranges_name,
+    write_slot_ranges,
+)
 from iq_etl.ingest.sources.car.tx_meta import encode_meta
 from iq_etl.solana.model import TxMeta
 from iq_etl.solana.slots import epoch_of

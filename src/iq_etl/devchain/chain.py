@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+from iq_etl.devchain.manifest import INSTRUCTIONS_NAME, Manifest, read_manifest
 from iq_etl.errors import SourceError
 from iq_etl.solana.model import ChainBlock
-
-from iq_etl.devchain.manifest import INSTRUCTIONS_NAME, Manifest, read_manifest
 
 
 def load_manifest(chain_dir) -> Manifest:

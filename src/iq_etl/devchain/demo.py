@@ -101,7 +101,6 @@ def run_demo(settings: Settings, seed: int = DEFAULT_SEED, sessions: int = DEFAU
              say: Callable[[str], None] = print) -> DemoResult:
     """Build or reuse the chain, run the pipeline flow over it, verify the exports."""
     from iq_etl.devchain.chain import car_template
-
     from iq_etl.orchestration.flows import pipeline_flow
 
     seconds: dict[str, float] = {}

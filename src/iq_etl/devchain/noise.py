@@ -17,8 +17,21 @@ from solders.instruction import AccountMeta, Instruction
 from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 
-from iq_etl.devchain.txbuild import (COMPUTE_BUDGET_PROGRAM, MEMO_PROGRAM, SYSTEM_PROGRAM, SYSVAR_CLOCK, TOKEN_PROGRAM,
-                      VOTE_PROGRAM, BuiltTx, Cpi, KeyRing, LookupTable, blockhash_for, build_tx, instruction_error)
+from iq_etl.devchain.txbuild import (
+    COMPUTE_BUDGET_PROGRAM,
+    MEMO_PROGRAM,
+    SYSTEM_PROGRAM,
+    SYSVAR_CLOCK,
+    TOKEN_PROGRAM,
+    VOTE_PROGRAM,
+    BuiltTx,
+    Cpi,
+    KeyRing,
+    LookupTable,
+    blockhash_for,
+    build_tx,
+    instruction_error,
+)
 
 # Shares of each kind (by weight); v0 transactions with lookup tables are about 30% of all traffic.
 MIX = (("vote", 0.38), ("transfer", 0.14), ("multi", 0.18), ("swap_v0", 0.30))

@@ -9,8 +9,8 @@ lookup tables), never hand-rolled, so the wire bytes are what a Solana client wo
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 from solders.address_lookup_table_account import AddressLookupTableAccount

@@ -22,7 +22,6 @@ from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 from iq_etl.errors import SettingsError
-
 from iq_etl.export.body import ReadyUpload, build_body
 from iq_etl.export.ledger import DELIVERED, FAILED, REFUSED, AttemptOutcome
 

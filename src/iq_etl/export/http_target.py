@@ -31,10 +31,9 @@ from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from iq_etl.errors import SettingsError
-from iq_etl.settings import ExportLimits
-
 from iq_etl.export.body import ReadyUpload, build_body
 from iq_etl.export.ledger import DELIVERED, EXCERPT_LIMIT, FAILED, RETRYING, AttemptOutcome
+from iq_etl.settings import ExportLimits
 
 log = logging.getLogger(__name__)
 

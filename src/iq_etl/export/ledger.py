@@ -14,7 +14,6 @@ from typing import Any, Iterable, Sequence
 from clickhouse_connect.driver import Client
 
 from iq_etl.errors import WarehouseError
-
 from iq_etl.export.body import TEXT_FROM_CHAIN, UPLOAD_COLUMNS, ReadyUpload
 from iq_etl.warehouse.catalog import table_exists
 

@@ -29,15 +29,23 @@ from urllib.parse import urlsplit
 from clickhouse_connect.driver import Client
 
 from iq_etl.errors import IQEtlError, SettingsError
-from iq_etl.settings import ExportLimits, Settings, load_settings
-
 from iq_etl.export import ledger
 from iq_etl.export.body import ReadyUpload, payload_problem, verification_problem
 from iq_etl.export.file_target import FileTarget
 from iq_etl.export.http_target import HttpTarget, RetryPolicy
-from iq_etl.export.ledger import (DELIVERED, DRY_RUN, FAILED, NOT_ATTEMPTED, REFUSED, RETRYING, AttemptOutcome,
-                                  AttemptRecord, Candidate)
-from iq_etl.export.ledger import EXCERPT_LIMIT
+from iq_etl.export.ledger import (
+    DELIVERED,
+    DRY_RUN,
+    EXCERPT_LIMIT,
+    FAILED,
+    NOT_ATTEMPTED,
+    REFUSED,
+    RETRYING,
+    AttemptOutcome,
+    AttemptRecord,
+    Candidate,
+)
+from iq_etl.settings import ExportLimits, Settings, load_settings
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,6 @@ from iq_etl.settings import Settings
 from iq_etl.solana.slots import SlotRange
 from iq_etl.warehouse.scan_ledger import RangeStats
 
-
 PROGRESS_INTERVAL_S = 2.0   # the longest a sub-range runs without handing its progress (and rows) on
 
 

@@ -27,25 +27,31 @@ import logging
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from clickhouse_connect.driver import Client
 
 from iq_etl.errors import IQEtlError, SourceError, SourceMissing
 from iq_etl.ingest.decode import Extracted, InstructionFilter
-from iq_etl.ingest.fanout import (  # noqa: F401 - scan_range, process_pool: this module's public names
-    Fanout, PoolFanout, SubrangeJob, process_pool, scan_range)
+from iq_etl.ingest.fanout import Fanout, PoolFanout, SubrangeJob, process_pool, scan_range  # noqa: F401 - scan_range, process_pool: this module's public names
 from iq_etl.ingest.progress import IngestProgress
 from iq_etl.ingest.request import IngestRequest
 from iq_etl.ingest.sources.base import SOURCES, SourceSpec, open_source
 from iq_etl.settings import MAX_THREADS, Settings
 from iq_etl.solana.slots import SlotRange, covered, epoch_of, merge_ranges, parse_slot_spec, split_range
-from iq_etl.warehouse.client import get_client
-from iq_etl.warehouse.schema import migrate
-from iq_etl.warehouse.scan_ledger import (RangeStats, ScanScope, done_with_archives, ledger_row, mark_stale,
-                                          record_range, record_rows)
-from iq_etl.warehouse.writer import RowWriter
 from iq_etl.warehouse.catalog import count_by_kind
+from iq_etl.warehouse.client import get_client
+from iq_etl.warehouse.scan_ledger import (
+    RangeStats,
+    ScanScope,
+    done_with_archives,
+    ledger_row,
+    mark_stale,
+    record_range,
+    record_rows,
+)
+from iq_etl.warehouse.schema import migrate
+from iq_etl.warehouse.writer import RowWriter
 
 log = logging.getLogger(__name__)
 
@@ -382,7 +388,7 @@ def preflight(spec: SourceSpec, first_slot: int) -> None:
         from iq_etl.ingest.sources.car.source import CarSource
 
         try:
-            CarSource(spec.car_url).preflight(first_slot)
+            CarSource(str(spec.car_url)).preflight(first_slot)
         except SourceMissing as exc:   # not fatal here: the scan reports the range incomplete
             log.warning("%s", exc)
             return
@@ -510,9 +516,9 @@ def _with_session_pdas(settings: Settings, pdas: Sequence[str]) -> Settings:
 
 
 def _discover(rpc_url: str, pdas: Sequence[str], max_pages: int, padding: int,
-              rpc_options: dict[str, Any] | None) -> Any:
-    from iq_etl.ingest.sources.rpc.discovery import discover_windows
+              rpc_options: Mapping[str, Any] | None) -> Any:
     from iq_etl.ingest.sources.rpc.client import RpcClient
+    from iq_etl.ingest.sources.rpc.discovery import discover_windows
 
     found = discover_windows(RpcClient(rpc_url, **(rpc_options or {})), list(pdas), max_pages=max_pages,
                              padding=padding)
@@ -524,9 +530,9 @@ def _discover(rpc_url: str, pdas: Sequence[str], max_pages: int, padding: int,
 
 
 def _discover_tail(rpc_url: str, program_ids: Iterable[str], warehouse: Client, max_pages: int,
-                   rpc_options: dict[str, Any] | None) -> list[Any]:
-    from iq_etl.ingest.sources.rpc.discovery import discover_program
+                   rpc_options: Mapping[str, Any] | None) -> list[Any]:
     from iq_etl.ingest.sources.rpc.client import RpcClient
+    from iq_etl.ingest.sources.rpc.discovery import discover_program
     from iq_etl.warehouse.cursors import CursorStore
 
     rpc = RpcClient(rpc_url, **(rpc_options or {}))

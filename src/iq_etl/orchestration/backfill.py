@@ -32,11 +32,10 @@ from prefect.states import Failed
 
 from iq_etl.errors import IQEtlError
 from iq_etl.ingest.request import DEFAULTS
-from iq_etl.solana.slots import SlotRange, parse_slot_spec
-
-from iq_etl.orchestration.run_context import spec_text
-from iq_etl.orchestration.locking import DEFAULT_TIMEOUT_S, GLOBAL_LIMIT_NAME, warehouse_session
 from iq_etl.orchestration.dask_fanout import DaskFanout, dask_fanout, quiet_distributed_shutdown  # noqa: F401
+from iq_etl.orchestration.locking import DEFAULT_TIMEOUT_S, GLOBAL_LIMIT_NAME, warehouse_session
+from iq_etl.orchestration.run_context import spec_text
+from iq_etl.solana.slots import SlotRange, parse_slot_spec
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,9 @@ from prefect.cache_policies import NO_CACHE
 
 from iq_etl.errors import IQEtlError
 from iq_etl.ingest.fanout import SubrangeJob, SubrangeOutcome
+from iq_etl.orchestration.shutdown import children_without_sigint
 from iq_etl.settings import Settings, check_dask_address
 from iq_etl.solana.slots import SlotRange
-
-from iq_etl.orchestration.shutdown import children_without_sigint
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,6 @@ from prefect.states import Failed
 
 from iq_etl.errors import DeliveryFailed
 from iq_etl.ingest.request import DEFAULTS
-from iq_etl.settings import Settings
-
 from iq_etl.orchestration.artifacts import publish_report
 from iq_etl.orchestration.locking import DEFAULT_TIMEOUT_S, GLOBAL_LIMIT_NAME, warehouse_session
 from iq_etl.orchestration.run_context import flow_settings as _settings
@@ -46,7 +44,7 @@ from iq_etl.orchestration.run_context import run_id as _run_id
 from iq_etl.orchestration.run_context import run_logger as _logger
 from iq_etl.orchestration.run_context import spec_text
 from iq_etl.orchestration.run_context import worth_retrying as _worth_retrying
-
+from iq_etl.settings import Settings
 
 STATUS_ARTIFACT_KEY = "iq-etl-status"
 
@@ -97,8 +95,8 @@ def ingest_task(settings: Settings, *, slot_spec: str | None = None, ranges: Seq
     cluster (iq_etl.orchestration.dask_fanout.DaskFanout) instead of `threads` local workers."""
     import contextlib
 
-    from iq_etl.ingest.run import run_ingest
     from iq_etl.ingest.request import IngestRequest
+    from iq_etl.ingest.run import run_ingest
     from iq_etl.orchestration.dask_fanout import dask_fanout
     from iq_etl.solana.slots import SlotRange
 
@@ -445,10 +443,9 @@ def _car_epoch_available(car_url: str):
 @task(name="plan-reconcile", retries=1, cache_policy=NO_CACHE)
 def plan_reconcile_task(settings: Settings, policy: Any, use_rpc: bool, window_source: str,
                         car_url: str | None = None, extra_program_ids: Sequence[str] = ()) -> Any:
-    from iq_etl.warehouse.client import get_client
-
     from iq_etl.reconcile import plan as rc
     from iq_etl.reconcile import store
+    from iq_etl.warehouse.client import get_client
     from iq_etl.warehouse.scan_ledger import ScanScope, covered_ranges
     client = get_client(settings)
     # Slots count as searched only where a scan of every program this search keeps covered them.
@@ -476,7 +473,6 @@ def reconcile_flow(discovery: str = "auto", window_source: str = "car", car_url:
     discovery: `auto` (RPC discovery on session accounts when an RPC URL is configured, widening
     slot windows otherwise), `rpc` or `window`. See reconcile/plan.py for the window rules."""
     from iq_etl.errors import IQEtlError
-
     from iq_etl.reconcile import plan as rc
     from iq_etl.reconcile import store
     from iq_etl.warehouse.catalog import table_exists

@@ -32,10 +32,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from iq_etl.warehouse import client as wh
-from iq_etl.warehouse.schema import migrate
 from iq_etl.errors import WarehouseBusy
 from iq_etl.settings import Settings
+from iq_etl.warehouse import client as wh
+from iq_etl.warehouse.schema import migrate
 
 log = logging.getLogger(__name__)
 

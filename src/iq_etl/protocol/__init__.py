@@ -11,7 +11,13 @@ See records.py for the record types and g1/g2_pinocchio/g2_legacy/g3 for the lay
 from iq_etl.protocol.anchor import anchor_tag  # noqa: F401
 from iq_etl.protocol.records import GENERATIONS, KINDS, IQRecord, NotDecodable  # noqa: F401
 from iq_etl.protocol.registry import (  # noqa: F401
-    G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID, MODES, PRERELEASE_PROGRAM_IDS, decode, encode,
+    G1_PROGRAM_ID,
+    G2_PROGRAM_ID,
+    G3_PROGRAM_ID,
+    MODES,
+    PRERELEASE_PROGRAM_IDS,
+    decode,
+    encode,
     session_account_position,
 )
 

@@ -21,7 +21,7 @@ def variant_of(*tokens: str | None) -> str | None:
 
 
 def has_token(variant: str | None, token: str) -> bool:
-    return bool(variant) and token in variant.split("+")
+    return variant is not None and variant != "" and token in variant.split("+")
 
 
 def pick_session(accounts: Sequence[str], position: int, session_pdas: Collection[str]) -> str | None:

@@ -3,10 +3,10 @@ reconcile runs tried (`iq.reconcile_state`), and what was delivered in given exp
 from __future__ import annotations
 
 from typing import Sequence
+
 from clickhouse_connect.driver import Client
 
 from iq_etl.reconcile.plan import COMPLETE, IncompleteUpload, ReconcilePlan, UploadState
-
 
 STATE_COLUMNS = ["upload_key", "attempts", "method", "padding", "window_first", "window_last", "status_before",
                  "run_id"]

@@ -24,8 +24,8 @@ from typing import Any, Iterable
 
 from clickhouse_connect.driver import Client
 
-from iq_etl.solana.slots import SLOTS_PER_EPOCH, epoch_bounds
 from iq_etl.settings import DEFAULT_PROGRAM_IDS
+from iq_etl.solana.slots import SLOTS_PER_EPOCH, epoch_bounds
 from iq_etl.warehouse.catalog import DATABASE, raw_counts, rows_as_dicts, table_exists
 from iq_etl.warehouse.runs import history, latest_lag
 from iq_etl.warehouse.scan_ledger import coverage

@@ -146,7 +146,7 @@ def subtract(wanted: Iterable[tuple[int, int]], covered: Iterable[tuple[int, int
     return out
 
 
-def available_parts(ranges: Iterable[tuple[int, int]], epoch_available: Callable[[int], bool]) -> list[tuple[int, int]]:
+def available_parts(ranges: Iterable[tuple[int, int]], epoch_available: Callable[[int], bool]) -> list[SlotRange]:
     """The parts of `ranges` in epochs whose archive exists (the current epoch's CAR file, or epochs
     before a development chain's first, do not)."""
     out: list[tuple[int, int]] = []

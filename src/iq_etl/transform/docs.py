@@ -26,7 +26,14 @@ from typing import Any, Iterator
 
 from iq_etl.settings import Settings
 from iq_etl.transform.runner import (
-    DbtResult, TransformError, _failure_message, _node_results, dbt_args, dbt_home, invoke_dbt, remote_target_env,
+    DbtResult,
+    TransformError,
+    _failure_message,
+    _node_results,
+    dbt_args,
+    dbt_home,
+    invoke_dbt,
+    remote_target_env,
 )
 
 SITE_FILES = ("index.html", "manifest.json", "catalog.json")

@@ -32,7 +32,6 @@ from iq_etl.errors import IQEtlError
 from iq_etl.settings import Settings
 
 
-
 def find_dbt_project() -> Path:
     """The dbt project: a checkout's `dbt_project/` first (what a developer edits), else the copy built
     into the package (`pip install` of a wheel carries it as package data; see setup.py)."""

@@ -8,10 +8,10 @@ branches on embedded vs remote.
 from __future__ import annotations
 
 import logging
-import threading
 import os
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any

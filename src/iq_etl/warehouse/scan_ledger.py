@@ -16,6 +16,7 @@ from typing import Any, Collection, Iterable
 from clickhouse_connect.driver import Client
 
 from iq_etl.solana.slots import SlotRange, merge_ranges
+from iq_etl.solana.slots import subtract as subtract_ranges
 
 SCAN_COLUMNS = ["source", "first_slot", "last_slot", "run_id", "status", "transactions_seen", "iq_matches",
                 "undecoded", "skipped_slots", "last_slot_seen", "error", "started_at", "program_ids", "session_pdas",
@@ -228,18 +229,5 @@ def newest_by_source(client: Client, program_ids: Iterable[str]) -> dict[str, in
 
 
 def subtract(wanted: SlotRange, covered: list[SlotRange]) -> list[SlotRange]:
-    """The parts of `wanted` outside the merged, sorted `covered` ranges."""
-    out, at = [], wanted.first_slot
-    for c in covered:
-        if c.last_slot < at:
-            continue
-        if c.first_slot > wanted.last_slot:
-            break
-        if c.first_slot > at:
-            out.append(SlotRange(at, c.first_slot - 1))
-        at = max(at, c.last_slot + 1)
-        if at > wanted.last_slot:
-            break
-    if at <= wanted.last_slot:
-        out.append(SlotRange(at, wanted.last_slot))
-    return out
+    """The parts of `wanted` outside the `covered` ranges, as SlotRanges."""
+    return [SlotRange(a, b) for a, b in subtract_ranges([wanted], covered)]

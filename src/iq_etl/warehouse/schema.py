@@ -6,11 +6,11 @@ import hashlib
 import re
 from pathlib import Path
 from typing import Iterable
+
 from clickhouse_connect.driver import Client
 
 from iq_etl.errors import WarehouseError
 from iq_etl.warehouse.client import log
-
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"  # package data
 

@@ -13,8 +13,8 @@ import json
 import sys
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from iq_etl.errors import IQEtlError
 
@@ -78,8 +78,8 @@ def _progress_for(size: int | None, label: str):
 
 
 def run_inspect(args) -> int:
-    from iq_etl.ingest.sources.car.reader import CarFile
     from iq_etl.ingest.sources.car.inspect import summarize
+    from iq_etl.ingest.sources.car.reader import CarFile
     from iq_etl.solana.slots import parse_slot_spec
 
     car = CarFile(args.location)
@@ -159,8 +159,8 @@ def run_index(args) -> int:
 def run_scan(args) -> int:
     from solders.pubkey import Pubkey
 
-    from iq_etl.ingest.sources.car.source import CarSource
     from iq_etl.ingest.sources.car.reader import IncompleteRange
+    from iq_etl.ingest.sources.car.source import CarSource
     from iq_etl.solana.slots import epoch_of, parse_slot_spec
 
     first, last = parse_slot_spec(args.slots)

@@ -18,8 +18,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from iq_etl.devchain.build import (DEFAULT_FIRST_SLOT, DEFAULT_NOISE_TX_PER_SLOT, DEFAULT_SESSIONS, DEFAULT_SLOTS,
-                                   build_chain)  # cheap: the generator itself loads on first build
+from iq_etl.devchain.build import (
+    DEFAULT_FIRST_SLOT,
+    DEFAULT_NOISE_TX_PER_SLOT,
+    DEFAULT_SESSIONS,
+    DEFAULT_SLOTS,
+    build_chain,  # cheap: the generator itself loads on first build
+)
 from iq_etl.errors import IQEtlError
 
 
@@ -145,8 +150,8 @@ def _check_dir(path: Path) -> None:
 
 def run_serve(args) -> int:
     from iq_etl.devchain.servers.rpc import serve_rpc
-    from iq_etl.devchain.servers.rpc_index import RpcChain
     from iq_etl.devchain.servers.rpc_faults import Faults
+    from iq_etl.devchain.servers.rpc_index import RpcChain
 
     _check_dir(args.dir)
     for name in ("error_rate", "drop_rate"):

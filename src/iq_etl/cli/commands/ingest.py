@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import sys
 
-from iq_etl.errors import IQEtlError
-from iq_etl.ingest.request import DEFAULTS
-from iq_etl.ingest.run import IngestSummary, run_ingest
-from iq_etl.ingest.request import IngestRequest
-from iq_etl.settings import load_settings
 from iq_etl.cli.commands.run import add_ingest_arguments
+from iq_etl.errors import IQEtlError
+from iq_etl.ingest.request import DEFAULTS, IngestRequest
+from iq_etl.ingest.run import IngestSummary, run_ingest
+from iq_etl.settings import load_settings
 from iq_etl.warehouse.client import close_client
 
 
@@ -51,7 +50,7 @@ def run(args) -> int:
     try:
         summary = run_ingest(
             settings, IngestRequest(slot_spec=args.slot_spec, source=args.source, car_url=args.car_url, rpc_url=args.rpc_url,
-            session_pdas=pdas or None, slot_padding=args.slot_padding, max_signature_pages=args.max_signature_pages,
+            session_pdas=tuple(pdas), slot_padding=args.slot_padding, max_signature_pages=args.max_signature_pages,
             threads=args.threads, resume=args.resume, progress=not args.json and sys.stderr.isatty(),
             subrange_slots=args.subrange_slots, batch_rows=args.batch_rows, flush_interval_s=args.flush_interval,
             extra_program_ids=args.program_id, rpc_options=rpc_options(args)),

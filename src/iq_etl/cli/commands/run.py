@@ -110,7 +110,6 @@ def run_flow(flow_fn: Any, **parameters: Any) -> tuple[Any, str | None]:
     """Run a flow in this process; (its result, the failure message when deliveries failed). Other
     failures raise as they would from a plain call."""
     from iq_etl.errors import DeliveryFailed
-
     from iq_etl.orchestration.shutdown import raise_if_interrupted
 
     state = flow_fn(**parameters, return_state=True)

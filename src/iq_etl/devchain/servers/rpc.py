@@ -37,23 +37,22 @@ from typing import Any, Callable
 
 from solders.hash import Hash
 from solders.pubkey import Pubkey
-from solders.signature import Signature
 from solders.rpc.responses import (
     GetBlockResp,
     GetSignaturesForAddressResp,
     GetTransactionResp,
     RpcConfirmedTransactionStatusWithSignature,
 )
+from solders.signature import Signature
 from solders.transaction_status import (
     EncodedConfirmedTransactionWithStatusMeta,
     EncodedTransactionWithStatusMeta,
     UiConfirmedBlock,
 )
 
-from iq_etl.ingest.sources.rpc.convert import err_value, memo_of, synthetic_blockhash, transaction_to_rpc
-
 from iq_etl.devchain.servers.rpc_faults import Faults, ServerCounters
 from iq_etl.devchain.servers.rpc_index import RpcChain, _Tx
+from iq_etl.ingest.sources.rpc.convert import err_value, memo_of, synthetic_blockhash, transaction_to_rpc
 
 log = logging.getLogger(__name__)
 

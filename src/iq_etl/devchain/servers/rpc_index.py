@@ -12,8 +12,8 @@ from typing import Iterable
 from solders.transaction import VersionedTransaction
 
 from iq_etl.errors import SourceError
-from iq_etl.solana.model import ChainBlock, ChainTransaction, TxMeta
 from iq_etl.ingest.sources.rpc.convert import is_v0
+from iq_etl.solana.model import ChainBlock, ChainTransaction, TxMeta
 
 
 @dataclass(slots=True)

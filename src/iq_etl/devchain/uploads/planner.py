@@ -12,13 +12,29 @@ from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from iq_etl.protocol import encode
-
-from iq_etl.devchain.manifest import (AWAITING_FINALIZE, COMPLETE, CONFLICTING_CHUNKS, MISSING_CHUNKS, TOTAL_MISMATCH, HardCase,
-                       Upload, gateway_file_bytes, sha256_hex)
-from iq_etl.devchain.txbuild import (COMPUTE_BUDGET_PROGRAM, BuiltTx, Cpi, KeyRing, LookupTable, blockhash_for, build_tx,
-                      instruction_error)
+from iq_etl.devchain.manifest import (
+    AWAITING_FINALIZE,
+    COMPLETE,
+    CONFLICTING_CHUNKS,
+    MISSING_CHUNKS,
+    TOTAL_MISMATCH,
+    HardCase,
+    Upload,
+    gateway_file_bytes,
+    sha256_hex,
+)
+from iq_etl.devchain.txbuild import (
+    COMPUTE_BUDGET_PROGRAM,
+    BuiltTx,
+    Cpi,
+    KeyRing,
+    LookupTable,
+    blockhash_for,
+    build_tx,
+    instruction_error,
+)
 from iq_etl.devchain.uploads.state import HARD_CASES, ChunkCopy, IxPart, Programs, Timeline, UploadState
+from iq_etl.protocol import encode
 
 PACKET_DATA_SIZE = 1232          # the largest transaction Solana accepts on the wire
 CUSTOM_ERROR_BASE = 6000         # Anchor's first custom error code

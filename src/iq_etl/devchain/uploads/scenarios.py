@@ -8,13 +8,12 @@ from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from iq_etl.protocol import IQRecord, encode
-
 from iq_etl.devchain.txbuild import SYSTEM_PROGRAM, BuiltTx
 from iq_etl.devchain.uploads.accounts import _accounts, check_position
 from iq_etl.devchain.uploads.files import b64, g1_offset, merkle_root, metadata_json, split_text
 from iq_etl.devchain.uploads.planner import UploadPlanner
 from iq_etl.devchain.uploads.state import IxPart, UploadState
+from iq_etl.protocol import IQRecord, encode
 
 G3_CHUNK_CHARS = 700             # text per post_chunk / send_code piece (fits one transaction)
 G2_CHUNK_BYTES = 480             # raw bytes per Pinocchio / legacy chunk (base64 on the wire)
@@ -31,7 +30,7 @@ class Scenarios:
 
     def slots_from(self, start: int, count: int, gap: tuple[int, int] = (1, 3)) -> list[int]:
         """`count` increasing live slots from `start`, each `gap` (1-3) slots after the previous."""
-        out = []
+        out: list[int] = []
         s = start
         for _ in range(count):
             s = self.t.at(s)

@@ -39,10 +39,14 @@ def open_source(spec: SourceSpec, wanted_keys: frozenset[bytes] | None) -> Sourc
 
         http_options = {k: v for k, v in (("patience", spec.car_patience_s),
                                           ("connections", spec.car_connections)) if v}
+        if not spec.car_url:
+            raise IQEtlError("a CAR source needs a location (IQ_CAR_URL / --car-url)")
         return CarSource(spec.car_url, wanted_keys=wanted_keys, http_options=http_options or None)
     from iq_etl.ingest.sources.rpc.blocks import RpcBlockSource
     from iq_etl.ingest.sources.rpc.client import RpcClient
     from iq_etl.ingest.sources.rpc.signatures import RpcSignatureSource
+    if not spec.rpc_url:
+        raise IQEtlError(f"the {spec.kind} source needs an RPC URL (IQ_RPC_URL / --rpc-url)")
     client = RpcClient(spec.rpc_url, **dict(spec.rpc_options))
     if spec.kind == "rpc-blocks":
         return RpcBlockSource(client, wanted_keys=wanted_keys)

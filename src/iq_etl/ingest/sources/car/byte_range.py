@@ -16,8 +16,8 @@ from __future__ import annotations
 import http.client
 import logging
 import os
-import re
 import random
+import re
 import socket
 import threading
 import time
