@@ -193,6 +193,10 @@ def plan_ingest(settings: Settings, request: IngestRequest, client: Client) -> I
                       car_patience_s=settings.car_patience_s, car_connections=settings.car_connections)
     # What this run looks for: only a done scan of a superset of it lets a sub-range be skipped.
     scope = ScanScope.of(source, filt.program_ids, filt.session_pdas)
+    if source == "car":
+        # The archive is asked for its identity below (a HEAD with retries): a host that cannot be
+        # reached must fail first, in seconds and with its cause named.
+        preflight(spec, min(r.first_slot for r in wanted_ranges))
     archives = _archive_identities(spec, wanted_ranges) if source == "car" else {}
     done = _current_done(client, scope, archives) if request.resume else []
     signature_slots = sorted(set(sig_slots.values()))
@@ -211,7 +215,7 @@ def plan_ingest(settings: Settings, request: IngestRequest, client: Client) -> I
                       skipped_ranges=skipped, discovery=discovery, tails=tails, archives=archives)
     log.info("ingest run %s: %d sub-range(s), %d slots from %s (%d already done)", plan.run_id, len(todo),
              plan.total_slots, source, skipped)
-    if todo and not (discovers and source != "car"):   # the RPC endpoint was checked before discovery
+    if todo and source != "car" and not discovers:   # CAR: checked above; RPC after discovery: checked before it
         preflight(spec, todo[0].first_slot)
     return plan
 
