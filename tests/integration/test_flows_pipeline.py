@@ -9,10 +9,11 @@ import json
 import pytest
 
 from tests.support.prefect import (
-    artifacts_of,  # noqa: F401 - fixtures
+    artifacts_of,
     build_devchain,
     delivered_rows,
     flow_env,
+    prefect_api,  # noqa: F401 - fixture
 )
 
 

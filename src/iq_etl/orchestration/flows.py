@@ -387,10 +387,11 @@ def pipeline_flow(slot_spec: str | int | None = None, source: str = DEFAULTS.sou
         exported = _export_all(settings, targets, dry_run, export_concurrency, None)
         report = status_artifact_task(settings, "pipeline_flow", extra_markdown=_export_markdown(exported))
         publish_report(settings, "pipeline_flow")
-    result = {"ingest": ingested, "follow": followed, "transform": transformed, "export": exported,
-              "status": report}
-    lag = _lag_verdict(settings, followed)
-    _record_run(settings, "pipeline_flow", started, result, _delivery_verdict(exported) or lag)
+        result = {"ingest": ingested, "follow": followed, "transform": transformed, "export": exported,
+                  "status": report}
+        lag = _lag_verdict(settings, followed)
+        # inside the session: the warehouse is still this run's (and its client is closed with it)
+        _record_run(settings, "pipeline_flow", started, result, _delivery_verdict(exported) or lag)
     if lag:
         _logger().error("%s", lag)
         return Failed(message=lag, data=DeliveryFailed(lag, result))
