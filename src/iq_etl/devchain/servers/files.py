@@ -58,6 +58,7 @@ class _State:
         self.lock = threading.Lock()
         self.gets = 0
         self.drops = 0
+        self.reserved_drops = 0       # drops planned for answers still being sent (parallel GETs)
         self.fails = 0
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         self.connections = 0          # TCP connections accepted
@@ -86,13 +87,21 @@ class _State:
                 return None, None
             if f.drop_every:
                 return (None, f.drop_after_bytes) if self.gets % f.drop_every == 0 else (None, None)
-            if f.drop_times == 0 or self.drops < f.drop_times:
-                return None, f.drop_after_bytes  # counted in dropped() once it really happens
+            if f.drop_times == 0 or self.drops + self.reserved_drops < f.drop_times:
+                # reserved now (answers sent at once must not all drop), counted in dropped() once it
+                # really happens, or given back by undropped() when the answer ended before the byte
+                self.reserved_drops += 1
+                return None, f.drop_after_bytes
             return None, None
 
     def dropped(self) -> None:
         with self.lock:
             self.drops += 1
+            self.reserved_drops -= 1
+
+    def undropped(self) -> None:
+        with self.lock:
+            self.reserved_drops -= 1
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -181,6 +190,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._trickle(path, start, end, overrun, faults.trickle_bytes, faults.trickle_interval)
             return
         if faults.stall_every and self.conn_number % faults.stall_every == 0:
+            if drop_after is not None and not faults.drop_every:
+                state.undropped()
             drop_after = None
             stall_at = faults.stall_after_bytes
         else:
@@ -188,11 +199,14 @@ class _Handler(BaseHTTPRequestHandler):
         with state.lock:
             state.open += 1
             state.max_open = max(state.max_open, state.open)
+        dropped = False
         try:
-            self._send_body(path, start, end, overrun, drop_after, stall_at)
+            dropped = self._send_body(path, start, end, overrun, drop_after, stall_at)
         finally:
             with state.lock:
                 state.open -= 1
+            if drop_after is not None and not faults.drop_every and not dropped:
+                state.undropped()
 
     def _rate_now(self) -> float | None:
         f = self.server.state.faults
@@ -202,7 +216,8 @@ class _Handler(BaseHTTPRequestHandler):
         return f.rate
 
     def _send_body(self, path: Path, start: int, end: int, overrun: int, drop_after: int | None,
-                   stall_at: int | None) -> None:
+                   stall_at: int | None) -> bool:
+        """Send the body (paced, stalled or dropped as the faults say); True when it was dropped."""
         state = self.server.state
         sent = 0
         began = time.monotonic()
@@ -220,17 +235,21 @@ class _Handler(BaseHTTPRequestHandler):
                         self.wfile.flush()
                         self.server.stopping.wait(3600)  # says nothing more, until the client leaves
                         self.close_connection = True
-                        return
+                        return False
                     n = min(n, stall_at - sent)
                 if drop_after is not None:
                     n = min(n, drop_after - sent)
                     if n <= 0:
-                        state.dropped()
+                        if not state.faults.drop_every:
+                            state.dropped()
+                        else:
+                            with state.lock:
+                                state.drops += 1
                         self.wfile.flush()
                         if state.faults.drop_reset:
                             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                         self.close_connection = True  # the client sees fewer bytes than Content-Length
-                        return
+                        return True
                 chunk = f.read(n)
                 if not chunk:
                     if start + sent >= end and overrun:
@@ -247,16 +266,17 @@ class _Handler(BaseHTTPRequestHandler):
                                 state.clamped += 1
                     ahead = began + paced / rate - time.monotonic()
                     if ahead > 0 and self.server.stopping.wait(ahead):
-                        return
+                        return False
                     paced += len(chunk)
                 try:
                     self.wfile.write(chunk)
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True
-                    return
+                    return False
                 sent += len(chunk)
                 with state.lock:
                     state.body_bytes += len(chunk)
+        return False
 
     def _trickle(self, path: Path, start: int, end: int, overrun: int, piece: int, interval: float) -> None:
         with open(path, "rb") as f:
