@@ -28,3 +28,20 @@ def backend():
 def mart(warehouse):
     create_standin_mart(warehouse)
     return warehouse
+
+
+# A development chain's manifest and JSON-RPC server, for the module's own `chain` fixture (its folder).
+@pytest.fixture(scope="module")
+def manifest(chain):
+    from iq_etl.devchain.chain import load_manifest
+
+    return load_manifest(chain)
+
+
+@pytest.fixture(scope="module")
+def rpc_url(chain):
+    from iq_etl.devchain.servers.rpc import serve_rpc
+
+    server = serve_rpc(chain)
+    yield server.url
+    server.shutdown()

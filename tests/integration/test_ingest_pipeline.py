@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from iq_etl.devchain.build import build_chain
-from iq_etl.devchain.chain import car_template, load_manifest
+from iq_etl.devchain.chain import car_template
 from iq_etl.ingest.request import IngestRequest
 from iq_etl.ingest.run import run_ingest
 from iq_etl.settings import load_settings
@@ -26,20 +26,6 @@ def chain(tmp_path_factory):
     out = tmp_path_factory.mktemp("chain")
     build_chain(out, seed=5, sessions=40, noise_tx_per_slot=2, slots=2400)
     return out
-
-
-@pytest.fixture(scope="module")
-def manifest(chain):
-    return load_manifest(chain)
-
-
-@pytest.fixture(scope="module")
-def rpc_url(chain):
-    from iq_etl.devchain.servers.rpc import serve_rpc
-
-    server = serve_rpc(chain)
-    yield server.url
-    server.shutdown()
 
 
 def env_for(tmp_path, manifest, **extra):
