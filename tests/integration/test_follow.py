@@ -148,3 +148,17 @@ def test_the_pipeline_flow_follows_by_default_and_records_its_run(tmp_path, chai
         wh.close_client()
     assert runs == [("pipeline_flow", "failed", manifest.last_slot, manifest.last_slot - 700, True),
                     ("pipeline_flow", "ok", manifest.last_slot, manifest.last_slot, True)]
+
+
+def test_iq_etl_run_source_follow(tmp_path, chain, manifest, rpc_url):
+    """The CLI's `run --source follow`: a round, transform, export, and the round's line printed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IQ_", "JETSTREAMER_", "PREFECT_API"))}
+    env.update({"IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'wh'}", "IQ_ETL_HOME": str(tmp_path / "home"),
+                "IQ_PROGRAM_ID": ",".join(manifest.all_program_ids()), "IQ_RPC_URL": rpc_url,
+                "IQ_CAR_URL": _archive(tmp_path, chain, [923]), "IQ_START_SLOT": str(manifest.first_slot),
+                "IQ_READER_BASE_URL": "http://127.0.0.1:9"})
+    out = subprocess.run([sys.executable, "-m", "iq_etl.cli.main", "run", "--source", "follow", "--max-rpc-slots",
+                          "5000", "--target", (tmp_path / "exports").as_uri()], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"follow: tip {manifest.last_slot}, covered to {manifest.last_slot}, lag 0 slots" in out.stdout

@@ -20,11 +20,13 @@ from iq_etl.ingest.request import DEFAULTS, SOURCES
 from iq_etl.settings import Settings, load_settings
 
 
-def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
+def add_ingest_arguments(p: argparse.ArgumentParser, sources: tuple[str, ...] = SOURCES) -> None:
     p.add_argument("slot_spec", nargs="?", metavar="SLOT_SPEC",
                    help="S:E (inclusive slots), N (an epoch) or A-B (inclusive epochs); "
                         "omit with --session-pda to discover the window")
-    p.add_argument("--source", choices=SOURCES, default=DEFAULTS.source)
+    p.add_argument("--source", choices=sources, default=DEFAULTS.source,
+                   help="where to read: " + ", ".join(sources) + (" (follow: one round of following the chain, "
+                   "see `iq-etl follow --help`)" if "follow" in sources else ""))
     p.add_argument("--car-url", metavar="TEMPLATE", help="CAR path/URL, may contain {epoch} (default IQ_CAR_URL or the Old Faithful bucket)")
     p.add_argument("--rpc-url", help="Solana JSON-RPC URL (default IQ_RPC_URL / SOLANA_RPC_URL / mainnet)")
     p.add_argument("--session-pda", metavar="A,B", help="only these session accounts; without SLOT_SPEC their "
@@ -58,9 +60,13 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 def register(sub) -> None:
     p = sub.add_parser("run", help="run the pipeline once (ingest → transform → export) as a Prefect flow",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_ingest_arguments(p)
+    add_ingest_arguments(p, SOURCES + ("follow",))
     add_dask_arguments(p)
     add_export_arguments(p)
+    p.add_argument("--max-epochs", type=int, default=None, metavar="N",
+                   help="--source follow: archived epochs read from CAR this run (default 1)")
+    p.add_argument("--max-rpc-slots", type=int, default=None, metavar="N",
+                   help="--source follow: slots read over RPC this run (default 20,000)")
     p.add_argument("--dry-run", action="store_true", help="export: record what would be sent, send nothing")
     p.add_argument("--full-refresh", action="store_true", help="transform: rebuild incremental models")
     p.set_defaults(handler=run)
@@ -74,7 +80,7 @@ def check_numbers(args: argparse.Namespace) -> None:
     """Reject bad numbers before a flow run starts (one clear line, no flow traceback)."""
     for name, minimum in (("slot_padding", 0), ("max_signature_pages", 1), ("threads", 1),
                           ("export_concurrency", 1), ("lock_timeout", 0), ("dask_workers", 1),
-                          ("subrange_slots", 1)):
+                          ("subrange_slots", 1), ("max_epochs", 0), ("max_rpc_slots", 0)):
         value = getattr(args, name, None)
         if value is not None and value < minimum:
             raise IQEtlError(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
@@ -129,12 +135,15 @@ def print_result(result: dict[str, Any], as_json: bool) -> None:
         json.dump(jsonable(result), sys.stdout, indent=2)
         print()
         return
+    followed = result.get("follow")
+    if followed:
+        print(followed.get("line", ""))
     ing = result.get("ingest")
     if ing:
         print(f"ingest: {ing.get('transactions_seen', 0):,} transactions, {ing.get('matches', 0):,} IQ matches, "
               f"{ing.get('rows_written', 0):,} rows written, {ing.get('undecoded', 0):,} undecoded "
               f"({ing.get('skipped_ranges', 0)} sub-ranges already done)")
-    elif "ingest" in result:
+    elif "ingest" in result and not followed:
         print("ingest: skipped (no slot spec and no session PDAs)")
     tr = result.get("transform")
     if tr:
@@ -163,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         export_concurrency=args.export_concurrency, dry_run=args.dry_run, full_refresh=args.full_refresh,
         lock_timeout_s=args.lock_timeout, progress=not args.json and sys.stderr.isatty(),
         dask_address=args.dask_address, dask_workers=args.dask_workers,
+        max_epochs=args.max_epochs, max_rpc_slots=args.max_rpc_slots,
     )
     print_result(result, args.json)
     if delivery_failure:
