@@ -276,12 +276,18 @@ def _car_url(env: Mapping[str, str]) -> str:
         raw = env.get(name, "").strip()
         if not raw:
             continue
-        scheme = raw.split("://", 1)[0].lower() if "://" in raw else ""
-        if scheme and scheme not in ("http", "https", "file"):
-            raise SettingsError(f"{name}: {scheme}:// locations are not supported ({redact_dsn(raw)!r}); "
-                                "use an http(s):// URL, a file:// URL or a local path"
-                                + ("" if name == "IQ_CAR_URL" else " in IQ_CAR_URL"))
+        # IQ_CAR_URL may name mirrors, separated by `|` (ingest/sources/car/source.py): check each
+        for part in (raw.split("|") if name == "IQ_CAR_URL" else [raw]):
+            part = part.strip()
+            scheme = part.split("://", 1)[0].lower() if "://" in part else ""
+            if scheme and scheme not in ("http", "https", "file"):
+                raise SettingsError(f"{name}: {scheme}:// locations are not supported ({redact_dsn(part)!r}); "
+                                    "use an http(s):// URL, a file:// URL or a local path"
+                                    + ("" if name == "IQ_CAR_URL" else " in IQ_CAR_URL"))
         if name == "IQ_CAR_URL":
+            parts = [p.strip() for p in raw.split("|") if p.strip()]
+            if len(parts) > 1 and not all("{epoch}" in p for p in parts):
+                raise SettingsError("IQ_CAR_URL: mirrors (separated by |) must all be templates with {epoch}")
             return raw
         if scheme not in ("http", "https"):
             raise SettingsError(f"{name}: {raw!r} is not an http(s):// base URL; for a local archive set "

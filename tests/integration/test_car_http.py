@@ -136,3 +136,63 @@ def test_an_http_ingest_reports_its_transfer(tmp_path, settings):
     assert not summary.incomplete and summary.car_http is not None
     assert summary.car_http["bytes_fetched"] > 0 and summary.car_http["connections_peak"] >= 1
     assert summary.car_http["mb_per_s"] > 0
+
+
+def test_mirrors_first_that_serves_an_epoch_and_a_dead_one_left(tmp_path, settings, caplog):
+    """Issue 24 item 5: IQ_CAR_URL lists mirrors; per epoch the first that serves it is used; a mirror
+    that cannot be reached is left after MIRROR_FAILURES tries; rows equal a local ingest."""
+    import logging
+    import socket
+
+    from iq_etl.devchain.build import build_chain
+    from iq_etl.devchain.chain import car_template, load_manifest
+    from iq_etl.ingest.request import IngestRequest
+    from iq_etl.ingest.run import run_ingest
+    from iq_etl.ingest.sources.car import source as car_source
+    from iq_etl.solana.slots import epoch_bounds
+    from iq_etl.warehouse import client as wh
+
+    chain = tmp_path / "chain"
+    build_chain(chain, seed=24, sessions=40, noise_tx_per_slot=1, slots=1200, first_slot=epoch_bounds(924).first_slot - 600)
+    manifest = load_manifest(chain)
+    partial = tmp_path / "partial"            # a private mirror that has epoch 923 only
+    shutil.copytree(chain / "923", partial / "923")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/{{epoch}}/epoch-{{epoch}}.car"
+    full = serve_files(chain)
+    car_source._MIRROR_FAILED.clear()
+    mirrors = " | ".join([dead, car_template(partial), full.url + "/{epoch}/epoch-{epoch}.car"])
+    spec = f"{manifest.first_slot}:{manifest.last_slot}"
+    extra = tuple(manifest.extra_program_ids)
+    wh.close_client()
+    try:
+        with caplog.at_level(logging.INFO, logger=car_source.__name__):
+            got = run_ingest(settings, IngestRequest(slot_spec=spec, car_url=mirrors, extra_program_ids=extra,
+                                                     subrange_slots=100))
+        rows = wh.get_client(settings).query(
+            "SELECT slot, signature, ix_index, inner_index FROM iq.raw_instructions FINAL ORDER BY 1, 2, 3, 4").result_rows
+    finally:
+        wh.close_client()
+        full.shutdown()
+    assert not got.incomplete and rows
+    said = [r.getMessage() for r in caplog.records]
+    assert any("epoch 924: read from mirror http://127.0.0.1" in m for m in said)
+    assert any("failed 3 times in a row" in m and "left for the next mirror" in m for m in said)
+    # the same rows as a local ingest of the whole chain
+    local = load_settings_for(tmp_path / "local")
+    wh.close_client()
+    try:
+        run_ingest(local, IngestRequest(slot_spec=spec, car_url=car_template(chain), extra_program_ids=extra))
+        expected = wh.get_client(local).query(
+            "SELECT slot, signature, ix_index, inner_index FROM iq.raw_instructions FINAL ORDER BY 1, 2, 3, 4").result_rows
+    finally:
+        wh.close_client()
+    assert rows == expected
+
+
+def load_settings_for(folder):
+    from iq_etl.settings import load_settings
+
+    return load_settings({"IQ_CLICKHOUSE_DSN": f"chdb://{folder / 'wh'}", "IQ_ETL_HOME": str(folder / "home")},
+                         dotenv=folder / "none")
