@@ -210,6 +210,8 @@ def plan_ingest(settings: Settings, request: IngestRequest, client: Client) -> I
                 skipped += 1
             else:
                 todo.append(sub)
+    if source == "car" and len(todo) > 1:
+        todo = _one_pass_where_unindexed(spec, todo, set(archives))
     plan = IngestPlan(settings=settings, request=request, run_id=request.run_id or uuid.uuid4().hex[:12],
                       spec=spec, filt=filt, scope=scope, threads=request.threads or settings.threads, todo=todo,
                       skipped_ranges=skipped, discovery=discovery, tails=tails, archives=archives)
@@ -242,6 +244,30 @@ def _archive_identities(spec: SourceSpec, wanted: list[SlotRange]) -> dict[int, 
             continue
         except SourceError as exc:   # an unreadable archive: the preflight / scan names it
             log.debug("archive identity of epoch %d: %s", epoch, exc)
+    return out
+
+
+def _one_pass_where_unindexed(spec: SourceSpec, todo: list[SlotRange], present: set[int]) -> list[SlotRange]:
+    """Sub-ranges of an epoch whose archive has no index (neither slot-ranges.raw nor the compact pair)
+    would each read it from its first byte (a 715 GB epoch in 216 sub-ranges: ~77 TB): such an epoch's
+    sub-ranges become one, read in one sequential pass (and, with --threads / Dask, by one worker)."""
+    from iq_etl.ingest.sources.car.source import CarSource
+
+    source = CarSource(spec.car_url or "", http_options={"patience": spec.car_patience_s} if spec.car_patience_s else None)
+    if not source.is_template:
+        return todo
+    by_epoch: dict[int, list[SlotRange]] = {}
+    for sub in todo:
+        by_epoch.setdefault(epoch_of(sub.first_slot), []).append(sub)
+    out: list[SlotRange] = []
+    for epoch, subs in sorted(by_epoch.items()):
+        one_epoch = all(epoch_of(s.last_slot) == epoch for s in subs)
+        if len(subs) > 1 and one_epoch and epoch in present and not source.seekable(epoch, subs[0].first_slot):
+            log.warning("epoch %d has no index to seek with: its %d sub-ranges are read in one pass (%d:%d)",
+                        epoch, len(subs), subs[0].first_slot, subs[-1].last_slot)
+            out.append(SlotRange(subs[0].first_slot, subs[-1].last_slot))
+        else:
+            out.extend(subs)
     return out
 
 

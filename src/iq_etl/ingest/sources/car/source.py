@@ -98,6 +98,12 @@ class CarSource:
         parts["root"] = ("b" + base64.b32encode(bytes(roots[0])).decode().lower().rstrip("=")) if roots else ""
         return ";".join(f"{k}={parts[k]}" for k in ("root", "size", "etag", "modified") if parts.get(k))
 
+    def seekable(self, epoch: int, first_slot: int) -> bool:
+        """Whether `epoch`'s archive has an index to seek with (slot-ranges.raw or the compact pair): one
+        small lookup. Without one every sub-range reads the archive from its start, so the ingest plan
+        reads such an epoch in one pass instead."""
+        return self.car_file(epoch).slot_span(first_slot, first_slot) is not None
+
     def preflight(self, first_slot: int | None = None, **options) -> None:
         """Fail fast, before any work: check (one HEAD, short timeouts, no retries; for a local path,
         that the file exists) the archive holding `first_slot` (its epoch's, for a template). Raises
