@@ -162,3 +162,22 @@ def test_iq_etl_run_source_follow(tmp_path, chain, manifest, rpc_url):
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"follow: tip {manifest.last_slot}, covered to {manifest.last_slot}, lag 0 slots" in out.stdout
+
+
+def test_source_freshness_of_the_raw_tables(tmp_path, chain, manifest):
+    """Issue 26 item 2: dbt source freshness on the raw tables: the last finished scan is fresh, the
+    development chain's block times (its slots' era) are days old: an error naming the source."""
+    from iq_etl.transform.runner import TransformError, run_dbt
+
+    settings = _settings(tmp_path, manifest)
+    wh.close_client()
+    try:
+        run_ingest(settings, IngestRequest(slot_spec=f"{manifest.first_slot}:{manifest.last_slot}",
+                                           car_url=car_template(chain)), client=wh.get_client(settings))
+        with pytest.raises(TransformError) as caught:
+            run_dbt(settings, command="source freshness", quiet=True)
+        ok = run_dbt(settings, command="source freshness", select="source:iq.scan_ranges", quiet=True)
+    finally:
+        wh.close_client()
+    assert "raw_instructions" in str(caught.value)
+    assert ok.success and [n.status for n in ok.nodes] == ["pass"]

@@ -45,7 +45,7 @@ def find_dbt_project() -> Path:
 
 
 DBT_PROJECT_DIR = find_dbt_project()
-COMMANDS = ("build", "run", "test", "compile", "parse", "ls", "debug")
+COMMANDS = ("build", "run", "test", "compile", "parse", "ls", "debug", "source freshness")
 
 _run_lock = threading.Lock()  # dbtRunner is not re-entrant: one invocation per process at a time
 
@@ -161,7 +161,7 @@ def dbt_args(settings: Settings, command: str, select: Sequence[str] | str | Non
              vars: Mapping[str, Any] | None, exclude: Sequence[str] | str | None) -> list[str]:
     home = dbt_home(settings)
     args = [
-        command,
+        *command.split(),   # "source freshness" is two words
         "--project-dir", str(DBT_PROJECT_DIR),
         "--profiles-dir", str(DBT_PROJECT_DIR),
         "--target-path", str(home / "target"),
@@ -224,7 +224,7 @@ def run_dbt(settings: Settings, select: Sequence[str] | str | None = None, full_
     if command in ("build", "test") and not unit_tests:
         args += ["--exclude-resource-type", "unit_test"]
     if quiet:
-        args.insert(1, "--quiet")
+        args.insert(0, "--quiet")
     env = {"DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DBT_PARTIAL_PARSE": "true"}
     if settings.embedded:
         env["IQ_DBT_TARGET"] = "embedded"

@@ -28,6 +28,8 @@ def register(sub) -> None:
                    help="run every data test over all uploads (default: only the groups this build recomputed)")
     p.add_argument("--dbt-command", dest="dbt_command", choices=["build", "run", "test", "compile"], default="build",
                    help="dbt command (default build: models and their tests)")
+    p.add_argument("--freshness", action="store_true",
+                   help="dbt source freshness of the raw tables (newest block time, last finished scan) instead of a build")
     p.add_argument("--unit-tests", action="store_true",
                    help="also run the dbt unit tests (fixed fixtures; left out of normal runs)")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
@@ -41,7 +43,8 @@ def run(args) -> int:
     settings = load_settings()
     with Warehouse(settings) as client:
         migrate(client, settings.clickhouse_cluster)  # the sources must exist before dbt reads them
-        result = run_dbt(settings, select=args.select, full_refresh=args.full_refresh, command=args.dbt_command,
+        result = run_dbt(settings, select=args.select, full_refresh=args.full_refresh,
+                         command="source freshness" if args.freshness else args.dbt_command,
                          exclude=args.exclude, unit_tests=args.unit_tests, quiet=args.quiet or args.json,
                          full_tests=args.full_tests)
     if args.json:
