@@ -16,7 +16,7 @@ from iq_etl.settings import load_settings
 
 
 def register(sub) -> None:
-    from iq_etl.devchain.demo import DEFAULT_SEED, DEFAULT_SESSIONS
+    from iq_etl.cli.demo import DEFAULT_SEED, DEFAULT_SESSIONS
 
     p = sub.add_parser("demo", help="build a development chain and run the whole pipeline on it, offline",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     prepare_prefect(settings, "demo")   # starts the temporary Prefect API (without PREFECT_API_URL)
     api_s = time.perf_counter() - started
-    from iq_etl.devchain.demo import run_demo
+    from iq_etl.cli.demo import run_demo
 
     result = run_demo(settings, seed=args.seed, sessions=args.sessions)
     print()

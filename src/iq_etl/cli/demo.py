@@ -82,7 +82,9 @@ def verify_exports(manifest: Any, exports_dir: Path) -> tuple[list[str], list[st
     keeps the text (a short base64 upload stays text; the manifest's `short_base64_not_decoded`)."""
     from iq_etl.export.file_target import METADATA_NAME, session_dirname
 
-    verified, mismatched, missing = [], [], []
+    verified: list[str] = []
+    mismatched: list[str] = []
+    missing: list[str] = []
     for upload in manifest.uploads:
         if upload.expected_status != "complete":
             continue
