@@ -18,7 +18,7 @@ import json
 import sys
 from typing import Any
 
-from iq_etl.cli.commands.run import add_dask_arguments, check_numbers, prepare_prefect
+from iq_etl.cli.flow_commands import add_dask_arguments, check_numbers, prepare_prefect
 from iq_etl.ingest.request import DEFAULTS
 from iq_etl.settings import load_settings
 

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sessions < 1:
         raise IQEtlError(f"--sessions must be at least 1, got {args.sessions}")
     settings = load_settings()
-    from iq_etl.cli.commands.run import prepare_prefect, print_result
+    from iq_etl.cli.flow_commands import prepare_prefect, print_result
 
     started = time.perf_counter()
     prepare_prefect(settings, "demo")   # starts the temporary Prefect API (without PREFECT_API_URL)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
-from iq_etl.cli.commands.run import add_ingest_arguments
+from iq_etl.cli.flow_commands import add_ingest_arguments
 from iq_etl.errors import IQEtlError
 from iq_etl.ingest.request import DEFAULTS, IngestRequest
 from iq_etl.ingest.run import IngestSummary, run_ingest

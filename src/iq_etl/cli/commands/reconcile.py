@@ -46,7 +46,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from iq_etl.cli.commands.run import prepare_prefect
+    from iq_etl.cli.flow_commands import prepare_prefect
 
     settings = load_settings()
     for name, minimum in (("initial_padding", 0), ("growth", 2), ("max_padding", 0), ("max_scan_slots", 1),
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_padding < args.initial_padding:
         raise IQEtlError("--max-padding must be at least --initial-padding")
     prepare_prefect(settings, "reconcile")
-    from iq_etl.cli.commands.run import run_flow
+    from iq_etl.cli.flow_commands import run_flow
     from iq_etl.orchestration.flows import reconcile_flow
 
     result, delivery_failure = run_flow(

@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.server_port < 65536:
         raise IQEtlError(f"--server-port {args.server_port} is not a TCP port")
     settings = load_settings()
-    from iq_etl.cli.commands.run import prepare_prefect
+    from iq_etl.cli.flow_commands import prepare_prefect
 
     prepare_prefect(settings)
     if args.reconcile_cron:
