@@ -380,6 +380,7 @@ class Settings:
     car_patience_s: float = 180.0          # IQ_CAR_PATIENCE (minutes in the environment): an HTTP CAR stream's patience
     car_connections: int = 16              # IQ_CAR_CONNECTIONS: parallel ranged GETs per HTTP CAR stream (1-64)
     scanner: str = "auto"                  # IQ_SCANNER: auto | python | native (the CAR section walker)
+    dbt_home: Path | None = None           # IQ_DBT_HOME: dbt's target/ and logs/ (None: <home>/dbt)
     start_slot: int | None = None          # IQ_START_SLOT: where `follow` starts (None: the oldest known era)
     max_lag: int | None = None             # IQ_MAX_LAG: slots; a follow run lagging more ends Failed
     export: ExportLimits = field(default_factory=ExportLimits)   # IQ_EXPORT_*
@@ -512,6 +513,7 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = No
         car_patience_s=_finite_number(merged, "IQ_CAR_PATIENCE", 3.0, 0.1) * 60.0,
         car_connections=_positive_int(merged, "IQ_CAR_CONNECTIONS", 16, 64),
         scanner=_scanner(merged),
+        dbt_home=Path(merged["IQ_DBT_HOME"].strip()).expanduser().resolve() if merged.get("IQ_DBT_HOME", "").strip() else None,
         start_slot=_slot_or_none(merged, "IQ_START_SLOT"),
         max_lag=_slot_or_none(merged, "IQ_MAX_LAG"),
         export=_export_limits(merged),
@@ -549,3 +551,21 @@ def _slot_or_none(env: Mapping[str, str], name: str) -> int | None:
     if not (raw.isascii() and raw.isdigit()):
         raise SettingsError(f"{name}: {raw!r} is not a slot number (ASCII digits)")
     return int(raw)
+
+
+def logging_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = None) -> tuple[str, str]:
+    """(level, format) of the log: IQ_LOG_LEVEL (else the seed's RUST_LOG, its first level word) and
+    IQ_LOG_FORMAT, from the environment over `.env`. Read before the rest of the settings: logging must
+    be up to report what they say."""
+    merged = dict(read_dotenv(dotenv if dotenv is not None else Path.cwd() / ".env"))
+    merged.update(os.environ if env is None else env)
+    level = (merged.get("IQ_LOG_LEVEL", "") or "").strip().lower()
+    if level and level not in LOG_LEVELS:
+        raise SettingsError(f"IQ_LOG_LEVEL: {level!r} is not one of {', '.join(LOG_LEVELS)}")
+    if not level:
+        rust = re.split(r"[,=\s]", (merged.get("RUST_LOG", "") or "").strip().lower())[0]
+        level = rust if rust in LOG_LEVELS else "info"
+    fmt = (merged.get("IQ_LOG_FORMAT", "") or "text").strip().lower()
+    if fmt not in LOG_FORMATS:
+        raise SettingsError(f"IQ_LOG_FORMAT: {fmt!r} is not one of {', '.join(LOG_FORMATS)}")
+    return level, fmt

@@ -206,3 +206,21 @@ def test_jetstreamer_archive_base_is_honoured(tmp_path):
 def test_non_finite_and_out_of_range_numbers_are_refused(tmp_path, name, value):
     with pytest.raises(SettingsError, match=name):
         load({name: value}, tmp_path)
+
+
+def test_logging_and_dbt_home_are_read_with_the_settings(tmp_path):
+    """Issue 23 item 1: IQ_LOG_* / RUST_LOG and IQ_DBT_HOME are read by iq_etl.settings (also from .env)."""
+    from iq_etl.settings import logging_settings
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("IQ_LOG_FORMAT=json\nRUST_LOG=debug,hyper=info\n")
+    assert logging_settings({}, dotenv) == ("debug", "json")
+    assert logging_settings({"IQ_LOG_LEVEL": "warn"}, dotenv) == ("warn", "json")
+    assert logging_settings({}, tmp_path / "none") == ("info", "text")
+    with pytest.raises(SettingsError, match="IQ_LOG_LEVEL"):
+        logging_settings({"IQ_LOG_LEVEL": "loud"}, tmp_path / "none")
+    s = load({"IQ_DBT_HOME": str(tmp_path / "dbt-here")}, tmp_path)
+    assert s.dbt_home == (tmp_path / "dbt-here").resolve()
+    from iq_etl.transform.runner import dbt_home
+
+    assert dbt_home(s) == s.dbt_home and dbt_home(load({}, tmp_path)) == load({}, tmp_path).home / "dbt"

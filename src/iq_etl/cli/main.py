@@ -69,9 +69,11 @@ def apply_log_format(choice: str | None = None) -> None:
 
 
 def setup_logging(level_name: str | None, format_name: str | None = None) -> None:
-    name = (level_name or os.environ.get("IQ_LOG_LEVEL") or os.environ.get("RUST_LOG") or "info").lower()
-    level = LEVELS.get(name, logging.INFO)
-    fmt = log_format(format_name)
+    from iq_etl.settings import logging_settings
+
+    configured_level, configured_format = logging_settings()   # IQ_LOG_LEVEL / RUST_LOG / IQ_LOG_FORMAT (+ .env)
+    level = LEVELS.get((level_name or configured_level).lower(), logging.INFO)
+    fmt = (format_name or configured_format).strip().lower()
     if fmt not in ("text", "json"):
         raise IQEtlError(f"IQ_LOG_FORMAT: {fmt!r} is not one of text, json")
     os.environ["IQ_LOG_FORMAT"] = fmt  # flows started from this process log the same way

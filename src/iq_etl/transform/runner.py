@@ -123,9 +123,8 @@ class DbtResult:
 
 
 def dbt_home(settings: Settings) -> Path:
-    """Where dbt's target/ and logs/ go: `<iq-etl home>/dbt` (IQ_DBT_HOME overrides)."""
-    override = os.environ.get("IQ_DBT_HOME", "").strip()
-    return Path(override).expanduser().resolve() if override else (Path(settings.home) / "dbt").resolve()
+    """Where dbt's target/ and logs/ go: `<iq-etl home>/dbt` (the IQ_DBT_HOME setting overrides)."""
+    return settings.dbt_home if settings.dbt_home is not None else (Path(settings.home) / "dbt").resolve()
 
 
 def remote_target_env(dsn: str, cluster: str | None = None) -> dict[str, str]:
