@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import os
 import sys
 import threading
 import time
@@ -184,9 +183,11 @@ def run_serve_reader(args) -> int:
             args.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise IQEtlError(f"--out {args.out}: {exc.strerror or exc}") from None
+    from iq_etl.settings import load_settings  # the token: IQ_READER_TOKEN (environment or .env)
+
     path = args.path or DEFAULT_PATH
     server = _listen(lambda: serve_reader_backend(args.host, args.port, path,
-                                                  token=os.environ.get("IQ_READER_TOKEN") or None,
+                                                  token=load_settings().reader_token,
                                                   store_dir=args.out), args.host, args.port)
     print(f"export target: {server.url}  (iq-etl export --target {server.url}; or "
           f"IQ_READER_BASE_URL={server.base_url} IQ_READER_ENDPOINT_PATH={server.path})", flush=True)

@@ -390,7 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", default=DEFAULT_PATH)
     parser.add_argument("--store", type=Path, help="also write stored bodies to this folder")
     args = parser.parse_args(argv)
-    server = serve_reader_backend(args.host, args.port, args.path, token=os.environ.get("IQ_READER_TOKEN") or None,
+    from iq_etl.settings import load_settings  # the token: IQ_READER_TOKEN (environment or .env)
+
+    server = serve_reader_backend(args.host, args.port, args.path, token=load_settings().reader_token,
                                   store_dir=args.store)
     print(f"reader backend listening on {server.url}", flush=True)
     try:
