@@ -173,8 +173,10 @@ def test_sigkill_leaves_no_process_and_ends_the_pipe(chain, rpc, tmp_path, comma
         proc.wait(timeout=30)
         killed = time.monotonic()
         eof = False
+        poller = select.poll()   # not select(): a long suite may hold over 1024 descriptors
+        poller.register(proc.stdout, select.POLLIN | select.POLLHUP)
         while time.monotonic() - killed < 20 and not eof:
-            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+            ready = poller.poll(500)
             eof = bool(ready) and proc.stdout.read1(4096) == b""
         print(f"{command}: stdout EOF {time.monotonic() - killed:.1f}s after SIGKILL")
         assert eof, "stdout still held open after SIGKILL"
