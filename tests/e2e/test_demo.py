@@ -13,9 +13,10 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
-def _demo_env(reader_base_url: str) -> dict[str, str]:
+def _demo_env(reader_base_url: str, home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IQ_", "JETSTREAMER_", "PREFECT_", "SOLANA_"))}
     env["IQ_READER_BASE_URL"] = reader_base_url
+    env["HOME"] = str(home)   # a fresh machine's user: the default iq-etl home is ~/.iq-etl
     return env
 
 
@@ -26,15 +27,17 @@ def test_demo_from_a_fresh_folder_twice(tmp_path):
 
     backend = serve_reader_backend()
     try:
-        env = _demo_env(backend.base_url)
+        env = _demo_env(backend.base_url, tmp_path / "user")
+        iq_home = tmp_path / "user" / ".iq-etl"   # the default home, whatever the current folder
         first = subprocess.run([str(BIN / "iq-etl"), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True,
                                timeout=900)
         assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
-        manifest = load_manifest(tmp_path / ".iq-etl" / "devchain")
+        manifest = load_manifest(iq_home / "devchain")
         complete = [u for u in manifest.uploads if u.expected_status == "complete"]
         assert f"all {len(complete)} complete uploads" in first.stdout
-        assert "iq-etl status" in first.stdout and str(tmp_path / ".iq-etl" / "warehouse") in first.stdout
-        assert (tmp_path / ".iq-etl" / "prefect").is_dir()   # Prefect's state stays under the iq-etl home
+        assert "iq-etl status" in first.stdout and str(iq_home / "warehouse") in first.stdout
+        assert (iq_home / "prefect").is_dir()   # Prefect's state stays under the iq-etl home
+        assert not (tmp_path / ".iq-etl").exists()   # nothing in the current folder but ./exports
 
         # Every complete upload is a file under ./exports with the bytes the gateway serves: the
         # uploader's original file (all but the short-base64 case, which the gateway keeps as text).

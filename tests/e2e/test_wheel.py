@@ -45,6 +45,7 @@ def test_wheel_in_a_new_venv_runs_the_demo_from_an_empty_folder(tmp_path):
     empty.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IQ_", "PREFECT_", "PYTHON"))}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    env["HOME"] = str(tmp_path / "user")   # a fresh machine's user: the demo's warehouse is ~/.iq-etl
     demo = _run([str(env_dir / "bin" / "iq-etl"), "demo"], cwd=empty, env=env, timeout=1800)
     assert "40 delivered, 0 failed, 0 refused (of 40 waiting)" in demo.stdout
     assert "all 40 complete uploads of the development chain match its manifest" in demo.stdout
