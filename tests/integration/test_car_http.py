@@ -88,31 +88,6 @@ def test_fixture_over_http_without_index(fixtures_dir, tmp_path):
     assert summary.kinds["entry"] == 668
 
 
-def test_a_missing_slot_ranges_index_is_said_once_per_archive(bucket, tmp_path, caplog):
-    """Issue 24: a 404 on epoch-N-slot-ranges.raw was logged nowhere while every sub-range read the
-    archive from byte 0; now one WARNING per archive names the file looked for."""
-    import logging
-
-    from iq_etl.ingest.sources.car import reader
-
-    root, chain = bucket
-    copy = tmp_path / "mirror"
-    shutil.copytree(root, copy)
-    for index in copy.rglob("*slot-ranges.raw"):
-        index.unlink()
-    srv = serve_files(copy)
-    reader._UNINDEXED_SAID.clear()
-    try:
-        src = CarSource(srv.url + "/{epoch}/epoch-{epoch}.car", wanted_keys=[PROGRAM_KEY], http_options=FAST)
-        with caplog.at_level(logging.WARNING, logger=reader.__name__):
-            for lo, hi in ((chain.slots[5], chain.slots[10]), (chain.slots[11], chain.slots[20])):
-                list(src.iter_blocks(lo, hi))
-    finally:
-        srv.shutdown()
-    said = [r.getMessage() for r in caplog.records if "no slot-ranges index" in r.getMessage()]
-    assert len(said) == 1 and f"epoch-{EPOCH}-slot-ranges.raw" in said[0]
-
-
 def test_an_http_ingest_reports_its_transfer(tmp_path, settings):
     """Issue 24 item 1: the ingest summary says how fast the archive was read, over how many connections."""
     from iq_etl.devchain.build import build_chain
