@@ -46,6 +46,7 @@ from iq_etl.export.ledger import (
     Candidate,
 )
 from iq_etl.settings import ExportLimits, Settings, load_settings
+from iq_etl.warehouse.serial import export_section, serial
 
 log = logging.getLogger(__name__)
 
@@ -171,12 +172,14 @@ def export_ready(settings: Settings, client: Client, target: str | None = None, 
     tgt = open_target(target or settings.reader_url, settings, options, stop)
     summary = ExportSummary(target=tgt.target_id, run_id=uuid.uuid4().hex, dry_run=dry_run,
                             warehouse=settings.warehouse_name)
-    candidates = ledger.pending_uploads(client, tgt.target_id, limit)
-    summary.selected = len(candidates)
-    log.info("export run %s: %d upload(s) to %s%s", summary.run_id, len(candidates), tgt.target_id,
-             " (dry run)" if dry_run else "")
     try:
-        _Run(client, tgt, summary, options, concurrency, stop).run(candidates)
+        # remote: one run per target reads and writes its ledger rows at a time (exactly once)
+        with serial(settings, export_section(tgt.target_id)):
+            candidates = ledger.pending_uploads(client, tgt.target_id, limit)
+            summary.selected = len(candidates)
+            log.info("export run %s: %d upload(s) to %s%s", summary.run_id, len(candidates), tgt.target_id,
+                     " (dry run)" if dry_run else "")
+            _Run(client, tgt, summary, options, concurrency, stop).run(candidates)
     finally:
         tgt.close()
     log.info("export run %s: %d delivered, %d failed, %d refused, %d attempt(s)", summary.run_id,

@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 
 from iq_etl.errors import IQEtlError
 from iq_etl.settings import Settings
+from iq_etl.warehouse.serial import DBT_BUILD, serial
 
 
 def find_dbt_project() -> Path:
@@ -284,7 +285,8 @@ def invoke_dbt(settings: Settings, env: dict[str, str], args: list[str]) -> Any:
     if not _run_lock.acquire(blocking=False):
         raise TransformError("a dbt run is already in progress in this process")
     try:
-        with _environment(env):
+        # remote: one dbt invocation per warehouse at a time (embedded chDB is one process already)
+        with serial(settings, DBT_BUILD), _environment(env):
             if settings.embedded:
                 from iq_etl.transform.chdb_seam import embedded_engine
 
