@@ -194,3 +194,30 @@ def test_live_tail_ingests_only_new_signatures_across_runs(tmp_path, chain, mani
     # Together the runs hold exactly the rows of a dense CAR ingest of the whole chain.
     _, car_rows, _ = ingest_rows(tmp_path, manifest, "car", slot_spec=spec_of(manifest), car_url=car_template(chain))
     assert tail_rows == car_rows
+
+
+def test_heartbeat_says_http_rate_and_connections(tmp_path, chain, manifest, caplog):
+    """Issue 24: an ingest reading its CAR over HTTP says, in its progress line, the MB/s it fetches and
+    the connections in use (here from a loopback host capping every connection at 1 MB/s)."""
+    import logging
+    import re
+
+    from iq_etl.devchain.servers.files import Faults, serve_files
+
+    srv = serve_files(chain, faults=Faults(rate=1e6))
+    wh.close_client()
+    settings = load_settings(env_for(tmp_path, manifest, IQ_CAR_CONNECTIONS="4"), dotenv=tmp_path / "none")
+    try:
+        with caplog.at_level(logging.INFO, logger="iq_etl.ingest.progress"):
+            summary = run_ingest(settings, IngestRequest(slot_spec=spec_of(manifest), heartbeat_s=0,
+                                                         car_url=srv.url + "/{epoch}/epoch-{epoch}.car"))
+    finally:
+        wh.close_client()
+        srv.shutdown()
+    assert not summary.incomplete
+    figures = [re.search(r", HTTP ([\d.,]+) MB/s over ([\d.]+) connection\(s\)", r.getMessage())
+               for r in caplog.records if r.getMessage().startswith("ingest: ")]
+    assert figures and all(figures), [r.getMessage() for r in caplog.records]
+    assert max(float(m.group(1).replace(",", "")) for m in figures) > 0
+    assert 1 < max(float(m.group(2)) for m in figures) <= 4, [r.getMessage() for r in caplog.records]
+    assert summary.car_http and summary.car_http["connections_peak"] >= 2

@@ -53,3 +53,36 @@ def test_the_last_heartbeat_is_said_once(caplog):
             now[0] = 2
             p.advance(0, _stats(0, 9, 5, 1, 1))  # the run's closing advance of a finished sub-range
     assert len(caplog.records) == 1
+
+
+def test_heartbeat_says_the_http_rate_and_connections_in_use(caplog):
+    """Issue 24: with HTTP CAR reads in this process, every heartbeat says their MB/s since the previous
+    line and the mean number of connections in use since then (their seconds of requests over the
+    interval). Real transfer counters, a fake clock."""
+    from iq_etl.ingest.sources.car.byte_range import STATS
+
+    counters = type(STATS)()            # this process's kind of counters, a fresh set
+    counters.add("fetched", 7_000_000)  # bytes of an earlier run: not this run's
+    lane_s = [3.0]
+    now = [0.0]
+
+    def transfers():
+        return {**counters.snapshot(), "lane_seconds": lane_s[0]}
+
+    with caplog.at_level(logging.INFO, logger="iq_etl.ingest.progress"):
+        with IngestProgress(False, 3000, heartbeat_s=10, clock=lambda: now[0], transfers=transfers) as p:
+            now[0] = 10
+            p.advance(1000, _stats(0, 2999, 10, 0, 0))      # no HTTP byte yet: no HTTP figures
+            counters.add("fetched", 50_000_000)
+            lane_s[0] += 16 * 10
+            now[0] = 20
+            p.advance(1000, _stats(0, 2999, 20, 0, 0))      # 50 MB in 10 s over 16 connections
+            counters.add("fetched", 20_000_000)
+            lane_s[0] += 4 * 10
+            now[0] = 30
+            p.advance(1000, _stats(0, 2999, 30, 0, 0))      # 20 MB in the last 10 s over 4
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3
+    assert "HTTP" not in lines[0]
+    assert ", HTTP 5.0 MB/s over 16.0 connection(s)" in lines[1]
+    assert ", HTTP 2.0 MB/s over 4.0 connection(s)" in lines[2]

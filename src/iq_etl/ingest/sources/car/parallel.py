@@ -209,6 +209,18 @@ def pool() -> _Pool:
         return _POOL
 
 
+def lane_seconds() -> float:
+    """Seconds this process's connections (lanes) have spent on requests so far, summed: its growth over
+    an interval divided by the interval is the mean number of connections in use then (the ingest
+    heartbeat's figure; a count taken at one instant often falls between two pieces)."""
+    p = _POOL
+    if p is None or p.pid != os.getpid():
+        return 0.0
+    with p.lock:
+        lanes = list(p.lanes)
+    return sum(lane.busy_now() for lane in lanes)
+
+
 # --- the stream ----------------------------------------------------------------------------------------
 
 class _Piece:
