@@ -3,6 +3,7 @@ on loopback, for the remote warehouse tests: started on a free port, ready once 
 stopped with Ctrl-C (SIGINT) so chDB closes its folder."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-import requests
+from tests.support.net import http_ready, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,13 +67,11 @@ def start_clickhouse_server(data: Path, user: str = "u", password: str = "p@ss",
             url = m.group(1)
             break
     server = ClickHouseServer(proc, url or "", data, user, password)
-    while url and time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/ping", timeout=2).text == "Ok.\n":
-                return server
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
+    if url:
+        with contextlib.suppress(AssertionError):
+            wait_until(http_ready(f"{url}/ping", "Ok.\n"), "the development ClickHouse server's /ping",
+                       limit_s=max(1.0, deadline - time.monotonic()), every_s=0.1)
+            return server
     proc.kill()
     server.stop()
     err = (Path(data).parent / f"{Path(data).name}.server.log").read_text(errors="replace")
