@@ -159,3 +159,65 @@ def test_each_epoch_index_is_read_once_per_process(bucket):
 def test_the_shared_pool_is_one_per_process():
     assert byte_range.shared_session() is byte_range.shared_session()
     assert HttpSource("http://127.0.0.1:9/x.car").session is byte_range.shared_session()
+
+
+def test_threads_hand_an_unindexed_epoch_to_one_worker(tmp_path, settings_env):
+    """Issue 24 item 3, last sentence: with --threads, an epoch without any index goes to one worker as
+    one job (one pass, <= 1.05x its file), while an indexed epoch's sub-ranges are still shared out;
+    the rows equal a single-process ingest of the same archives."""
+    from iq_etl.devchain.build import build_chain
+    from iq_etl.devchain.chain import load_manifest
+    from iq_etl.ingest.request import IngestRequest
+    from iq_etl.ingest.run import run_ingest
+    from iq_etl.settings import load_settings
+    from iq_etl.solana.slots import SLOTS_PER_EPOCH
+    from iq_etl.warehouse import client as wh
+
+    chain = tmp_path / "chain"
+    build_chain(chain, seed=7, sessions=40, noise_tx_per_slot=2, slots=1000, first_slot=923 * SLOTS_PER_EPOCH - 500)
+    manifest = load_manifest(chain)
+    (chain / "922" / "epoch-922-slot-ranges.raw").unlink()   # epoch 922: no index at all
+    sizes = {e: (chain / str(e) / f"epoch-{e}.car").stat().st_size for e in (922, 923)}
+    spec = f"{manifest.first_slot}:{manifest.last_slot}"
+    programs = tuple(manifest.extra_program_ids)
+
+    def ingest(folder, threads, url):
+        wh.close_client()
+        mine = load_settings({**settings_env, "IQ_CLICKHOUSE_DSN": f"chdb://{folder}"}, dotenv=tmp_path / "none")
+        try:
+            summary = run_ingest(mine, IngestRequest(slot_spec=spec, car_url=url, extra_program_ids=programs,
+                                                     subrange_slots=100, threads=threads))
+            rows = wh.get_client(mine).query("SELECT slot, signature, ix_index, inner_index FROM "
+                                             "iq.raw_instructions FINAL ORDER BY 1, 2, 3, 4").result_rows
+            return summary, rows
+        finally:
+            wh.close_client()
+
+    srv = serve_files(chain)
+    try:
+        summary, rows = ingest(tmp_path / "wh-threads", 2, srv.url + "/{epoch}/epoch-{epoch}.car")
+        asked = _bytes_asked(srv.state.requests, "/922/epoch-922.car", sizes[922])
+    finally:
+        srv.shutdown()
+    _, local_rows = ingest(tmp_path / "wh-local", 1, str(chain / "{epoch}" / "epoch-{epoch}.car"))
+    assert not summary.incomplete and rows == local_rows and rows
+    first_923 = 923 * SLOTS_PER_EPOCH
+    old = [r for r in summary.ranges if r["last_slot"] < first_923]
+    new = [r for r in summary.ranges if r["first_slot"] >= first_923]
+    assert [(r["first_slot"], r["last_slot"]) for r in old] == [(manifest.first_slot, first_923 - 1)]
+    assert len(new) == 5 and len(old) + len(new) == len(summary.ranges)
+    assert asked <= 1.05 * sizes[922], (asked, sizes[922])   # what was asked of its file: an upper bound
+
+
+def _bytes_asked(requests, path, size):
+    """Bytes the GETs of `path` asked for (a Range's span; the whole file without one)."""
+    import re
+
+    total = 0
+    for method, got, rng in requests:
+        if method != "GET" or got != path:
+            continue
+        m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng or "")
+        total += (int(m.group(2)) + 1 if m.group(2) else size) - int(m.group(1)) if m else size
+    return total
+
