@@ -14,8 +14,8 @@ from iq_etl.ingest.sources.rpc.blocks import RpcBlockSource
 from iq_etl.ingest.sources.rpc.client import RpcClient, RpcError, SkippedSlot, resolve_rpc_url
 from iq_etl.ingest.sources.rpc.discovery import discover_windows
 from iq_etl.ingest.sources.rpc.limits import TokenBucket
-from iq_etl.ingest.sources.rpc.redact import redact_url
 from iq_etl.ingest.sources.rpc.signatures import RpcSignatureSource
+from iq_etl.net.redact import redact_url
 from iq_etl.settings import DEFAULT_RPC_URL, load_settings
 from tests.support.rpc_chain import FIRST_SLOT, PDAS, build_blocks, transactions
 

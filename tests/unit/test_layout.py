@@ -16,23 +16,26 @@ TESTS = REPO / "tests"
 # What each top-level part of iq_etl may import from the others. The data path is
 # solana/protocol → ingest → warehouse → transform → export; reconcile and status sit beside it,
 # orchestration (Prefect) and cli on top, devchain (synthetic chain, loopback servers) only for cli.
+# net (the HTTP clients' deadline, error wording, retry timing, URL redaction) is a bottom floor like
+# errors: it imports nothing of iq_etl, and the parts with an HTTP client (ingest, export) use it.
 PATH = {"errors", "settings", "solana", "protocol", "ingest", "warehouse", "transform", "export"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
+    "net": set(),
     "settings": {"errors"},
     "output": set(),
     "solana": {"errors"},
     "protocol": {"errors"},
     "warehouse": {"errors", "settings", "solana"},
-    "ingest": {"errors", "settings", "solana", "protocol", "warehouse"},
+    "ingest": {"errors", "net", "settings", "solana", "protocol", "warehouse"},
     "transform": {"errors", "settings", "warehouse"},
-    "export": {"errors", "settings", "warehouse"},
+    "export": {"errors", "net", "settings", "warehouse"},
     "reconcile": {"errors", "settings", "solana", "warehouse"},
     "status": {"errors", "settings", "warehouse", "output"},
     "report": {"errors", "settings", "solana", "warehouse", "output"},
-    "orchestration": PATH | {"reconcile", "status", "report", "output"},
-    "devchain": PATH | {"reconcile", "status", "output", "orchestration"},
-    "cli": PATH | {"reconcile", "status", "report", "output", "orchestration", "devchain"},
+    "orchestration": PATH | {"net", "reconcile", "status", "report", "output"},
+    "devchain": PATH | {"net", "reconcile", "status", "output", "orchestration"},
+    "cli": PATH | {"net", "reconcile", "status", "report", "output", "orchestration", "devchain"},
 }
 
 

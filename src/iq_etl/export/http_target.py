@@ -16,23 +16,21 @@ is kept); the connection is then closed, however much more the server wants to s
 from __future__ import annotations
 
 import datetime as _dt
-import email.utils
-import functools
-import heapq
-import itertools
 import json
 import logging
 import random
-import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
-from urllib.parse import urlsplit, urlunsplit
+from typing import Callable
+from urllib.parse import urlsplit
 
 from iq_etl.errors import SettingsError
 from iq_etl.export.body import ReadyUpload, build_body
 from iq_etl.export.ledger import DELIVERED, EXCERPT_LIMIT, FAILED, RETRYING, AttemptOutcome
+from iq_etl.net.deadline import Exchange, Watchdog, set_current
+from iq_etl.net.redact import redact_target, scrub, target_secrets
+from iq_etl.net.retry import Backoff, parse_retry_after
 from iq_etl.settings import ExportLimits
 
 log = logging.getLogger(__name__)
@@ -58,22 +56,6 @@ RESPONSE_READ_LIMIT = EXCERPT_LIMIT * 4
 # The attempt deadline grows by one second per this many bytes of request body, so that a large
 # upload over a slow link is not cut by a deadline sized for the answer.
 UPLOAD_ALLOWANCE_BYTES_PER_S = 1024 * 1024
-_SECRET_QUERY_KEYS = ("token", "key", "secret", "password", "passwd", "auth", "signature", "sig")
-
-
-def redact_target(url: str) -> str:
-    """The target as recorded in iq.exports: no user/password, secret-looking query values masked."""
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    query = "&".join(
-        f"{k}=***" if any(s in k.lower() for s in _SECRET_QUERY_KEYS) else (f"{k}={v}" if sep else k)
-        for k, sep, v in (item.partition("=") for item in parts.query.split("&") if item)
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
 _LIMITS = ExportLimits()   # the defaults' one home: iq_etl.settings
 
 
@@ -103,216 +85,18 @@ class RetryPolicy:
         return self.timeout_s + body_bytes / UPLOAD_ALLOWANCE_BYTES_PER_S
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
-        """Delay after failed attempt number `attempt` (1-based)."""
-        base = min(self.backoff_max_s, self.backoff_base_s * (2 ** (attempt - 1)))
-        return base * (1.0 + self.jitter * (rng or random).random())
+        """Delay after failed attempt number `attempt` (1-based): doubling from `backoff_base_s` up to
+        `backoff_max_s`, stretched by up to `jitter` of itself at random."""
+        return Backoff(self.backoff_base_s, self.backoff_max_s, (1.0, 1.0 + self.jitter)).delay(attempt, rng)
 
     def retry_after(self, header: str | None, now: _dt.datetime | None = None) -> float | None:
         """Seconds from a Retry-After header (delta-seconds or HTTP date), capped; None if absent/bad."""
-        if not header:
-            return None
-        header = header.strip()
-        try:
-            seconds = float(header)
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(header)
-            except (TypeError, ValueError):
-                return None
-            if when is None:
-                return None
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=_dt.timezone.utc)
-            seconds = (when - (now or _dt.datetime.now(_dt.timezone.utc))).total_seconds()
-        return max(0.0, min(self.retry_after_cap_s, seconds))
+        return parse_retry_after(header, cap=self.retry_after_cap_s, now=now)
 
 
 # -- the attempt deadline ---------------------------------------------------------------------
 def _seconds(value: float) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".") + "s"
-
-
-class _AttemptClock:
-    """The deadline of one attempt and the socket it uses. `expire()` (the watchdog's thread)
-    shuts that socket down; the attempt's thread then sees its read or write end and asks
-    `finish()` whether the deadline was the cause."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.expires_at = time.monotonic() + seconds
-        self.done = False
-        self._lock = threading.Lock()
-        self._conn: Any = None
-        # The socket itself is kept too: http.client drops it from the connection when the answer
-        # says "Connection: close", while the response body is still read from it.
-        self._sock: Any = None
-        self._phase = "connecting"
-        self._expired_in: str | None = None
-
-    def attach(self, conn: Any, phase: str) -> None:
-        """Called by the attempt's thread as the connection moves on to `phase`."""
-        sock = getattr(conn, "sock", None)
-        with self._lock:
-            if self.done:
-                return
-            self._conn, self._phase = conn, phase
-            if sock is not None:
-                self._sock = sock
-            expired = self._expired_in is not None
-        if expired:  # the deadline passed while no socket was known (e.g. during connect)
-            _shutdown(sock)
-
-    def set_phase(self, phase: str) -> None:
-        with self._lock:
-            self._phase = phase
-
-    def expire(self) -> None:
-        with self._lock:
-            if self.done or self._expired_in is not None:
-                return
-            self._expired_in = self._phase
-            sock = self._sock if self._sock is not None else getattr(self._conn, "sock", None)
-        _shutdown(sock)
-
-    def finish(self) -> str | None:
-        """End the attempt's watch; the phase the deadline passed in, or None if it did not."""
-        with self._lock:
-            self.done = True
-            self._conn = self._sock = None
-            return self._expired_in
-
-
-def _shutdown(sock: Any) -> None:
-    if sock is None:
-        return
-    try:
-        # The plain socket's shutdown, also for an SSLSocket (whose own shutdown() would drop its
-        # TLS state under the thread reading from it): the kernel ends blocked reads and writes.
-        # A socket already closed has no descriptor any more (never another socket's).
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except (OSError, ValueError, TypeError):
-        pass
-
-
-class _Watchdog:
-    """One thread per target that expires attempts past their deadline (a timer thread per
-    attempt would cost more than a fast backend's whole answer). Started on first use."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, _AttemptClock]] = []
-        self._seq = itertools.count()
-        self._compact_at = 256
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def watch(self, clock: _AttemptClock) -> None:
-        with self._cond:
-            heap = self._heap
-            if len(heap) >= self._compact_at:  # finished attempts are dropped lazily; bound the heap
-                heap[:] = [entry for entry in heap if not entry[2].done]
-                heapq.heapify(heap)
-                self._compact_at = max(256, 2 * len(heap))
-            heapq.heappush(heap, (clock.expires_at, next(self._seq), clock))
-            if self._thread is None or not self._thread.is_alive():
-                self._closed = False
-                self._thread = threading.Thread(target=self._run, name="iq-export-deadline", daemon=True)
-                self._thread.start()
-            elif heap[0][2] is clock:
-                self._cond.notify()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._heap.clear()
-            self._cond.notify()
-            thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    if self._closed:
-                        return
-                    heap = self._heap
-                    while heap and heap[0][2].done:
-                        heapq.heappop(heap)
-                    if not heap:
-                        self._cond.wait()
-                        continue
-                    delay = heap[0][0] - time.monotonic()
-                    if delay <= 0:
-                        clock = heapq.heappop(heap)[2]
-                        break
-                    self._cond.wait(delay)
-            clock.expire()
-
-
-# The attempt running on this thread, if any (each sending thread has its own session).
-_active = threading.local()
-
-
-def _attach(conn: Any, phase: str) -> None:
-    clock = getattr(_active, "clock", None)
-    if clock is not None:
-        clock.attach(conn, phase)
-
-
-class _ClockedConnection:
-    """Mixed into urllib3's connection classes: tells the running attempt's clock which
-    connection (socket) to shut down when the deadline passes, and what it is doing."""
-
-    def connect(self) -> None:
-        _attach(self, "connecting")
-        super().connect()  # type: ignore[misc]
-        _attach(self, "sending the request")
-
-    def send(self, data: Any) -> None:
-        _attach(self, "sending the request")
-        super().send(data)  # type: ignore[misc]
-
-    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
-        _attach(self, "waiting for the response headers")
-        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
-
-
-@functools.lru_cache(maxsize=None)
-def _clocked_adapter_class() -> type:
-    """A requests adapter whose connections report to the attempt clock (built on first use:
-    requests is imported lazily). Through a SOCKS proxy the plain connections are used, and only
-    the per-operation timeouts apply."""
-    from requests.adapters import HTTPAdapter
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    class _HTTPConnection(_ClockedConnection, HTTPConnection):
-        pass
-
-    class _HTTPSConnection(_ClockedConnection, HTTPSConnection):
-        pass
-
-    class _HTTPPool(HTTPConnectionPool):
-        ConnectionCls = _HTTPConnection
-
-    class _HTTPSPool(HTTPSConnectionPool):
-        ConnectionCls = _HTTPSConnection
-
-    pools = {"http": _HTTPPool, "https": _HTTPSPool}
-
-    class _ClockedAdapter(HTTPAdapter):
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = dict(pools)
-
-        def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-            manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-            if not proxy.lower().startswith("socks"):
-                manager.pool_classes_by_scheme = dict(pools)
-            return manager
-
-    return _ClockedAdapter
 
 
 def _auth_hint(token_sent: bool, token_withheld: bool) -> str:
@@ -340,16 +124,14 @@ class HttpTarget:
         self.retry = retry or RetryPolicy()
         self._token = token or None
         self._token_withheld = token_withheld and not self._token
-        query_secrets = [v for k, _, v in (item.partition("=") for item in parts.query.split("&"))
-                         if v and any(s in k.lower() for s in _SECRET_QUERY_KEYS)]
         # Longest first, so a secret containing another is masked whole.
-        self._secrets = sorted({s for s in (self._token, parts.password, *query_secrets) if s}, key=len, reverse=True)
+        self._secrets = sorted({s for s in (self._token, *target_secrets(url)) if s}, key=len, reverse=True)
         self._stop = stop or threading.Event()
         self._local = threading.local()
         self._sessions: list = []
         self._sessions_lock = threading.Lock()
         self._rng = random.Random()
-        self._watchdog = _Watchdog()
+        self._watchdog = Watchdog("iq-export-deadline")  # one thread per target, started on first use
 
     # -- plumbing -----------------------------------------------------------------------------
     def _session(self):
@@ -359,7 +141,9 @@ class HttpTarget:
         if session is None:
             session = requests.Session()
             session.headers["User-Agent"] = USER_AGENT
-            adapter = _clocked_adapter_class()()
+            from iq_etl.net.hooks import HookedAdapter  # imports requests: only once a target sends
+
+            adapter = HookedAdapter()
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             self._local.session = session
@@ -376,9 +160,7 @@ class HttpTarget:
 
     def scrub(self, text: str) -> str:
         """`text` without any secret of this target, cut to the ledger's excerpt length."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text[:EXCERPT_LIMIT]
+        return scrub(text, self._secrets)[:EXCERPT_LIMIT]
 
     # -- delivering ---------------------------------------------------------------------------
     def deliver(self, upload: ReadyUpload, report: Callable[[int, AttemptOutcome], None]) -> AttemptOutcome:
@@ -416,20 +198,20 @@ class HttpTarget:
 
     def _post_once(self, body: bytes, headers: dict[str, str], attempt: int) -> tuple[AttemptOutcome, bool, float]:
         """One POST within its deadline: (outcome, transient?, seconds to wait before the next attempt)."""
-        clock = _AttemptClock(self.retry.deadline_s(len(body)))
+        clock = Exchange(self.retry.deadline_s(len(body)))
         self._watchdog.watch(clock)
-        _active.clock = clock
+        set_current(clock)
         try:
             return self._post_clocked(clock, body, headers, attempt)
         finally:
-            _active.clock = None
+            set_current(None)
             clock.finish()
 
-    def _deadline_error(self, clock: _AttemptClock, phase: str) -> str:
+    def _deadline_error(self, clock: Exchange, phase: str) -> str:
         return (f"attempt deadline of {_seconds(clock.seconds)} exceeded while {phase} "
                 f"(IQ_EXPORT_TIMEOUT={_seconds(self.retry.timeout_s)}, plus 1s per MiB of request body)")
 
-    def _post_clocked(self, clock: _AttemptClock, body: bytes, headers: dict[str, str],
+    def _post_clocked(self, clock: Exchange, body: bytes, headers: dict[str, str],
                       attempt: int) -> tuple[AttemptOutcome, bool, float]:
         import requests
 
@@ -442,7 +224,7 @@ class HttpTarget:
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
             phase = clock.finish()
-            error = self._deadline_error(clock, phase) if phase else f"{type(exc).__name__}: {exc}"
+            error = self._deadline_error(clock, phase) if phase else _network_error(exc)
             return AttemptOutcome(FAILED, None, "", self.scrub(error)), True, self.retry.backoff(attempt, self._rng)
         except requests.RequestException as exc:
             phase = clock.finish()
@@ -474,6 +256,13 @@ class HttpTarget:
         if status in (401, 403):
             reason = f"{reason}: {_auth_hint(bool(self._token), self._token_withheld)}"
         return AttemptOutcome(FAILED, status, excerpt, self.scrub(reason)), False, 0.0
+
+
+def _network_error(exc: BaseException) -> str:
+    """The one wording of a network failure (net.errors), then the library's own text."""
+    from iq_etl.net.errors import classify  # imports requests, which is loaded by now
+
+    return f"{classify(exc)[1]} ({type(exc).__name__}: {exc})"
 
 
 def _excerpt(response) -> str:

@@ -35,13 +35,13 @@ from collections import deque
 import requests
 
 from iq_etl.errors import SourceError
-from iq_etl.ingest.sources.car.byte_range import (
+from iq_etl.ingest.sources.car.http_stream import (
     MAX_CONNECTIONS,
     READ_SIZE,
     STATS,
-    HttpSource,
     _HttpStream,
 )
+from iq_etl.ingest.sources.car.http_stream import HttpObject as HttpSource  # byte_range.HttpSource, seen as a Protocol
 
 log = logging.getLogger(__name__)
 

@@ -34,32 +34,26 @@ logs, the HTTP library's included.
 """
 from __future__ import annotations
 
-import heapq
 import http.client
 import itertools
 import json
 import logging
 import random
-import socket
-import ssl
 import threading
 import time
 import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Generator, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 
 from iq_etl.errors import SourceError
 from iq_etl.ingest.sources.rpc.convert import shown
 from iq_etl.ingest.sources.rpc.limits import Cancelled, RpcStats, _limits_for
-from iq_etl.ingest.sources.rpc.redact import _SCRUB, _secrets_of, redact_url
 from iq_etl.ingest.sources.rpc.replies import (
     CHECK_ABOVE,
     DEFAULT_MAX_REPLY_MEMORY,
@@ -72,6 +66,11 @@ from iq_etl.ingest.sources.rpc.replies import (
     reply_cap,
     shown_size,
 )
+from iq_etl.net.deadline import Exchange, Watchdog, set_current
+from iq_etl.net.errors import classify
+from iq_etl.net.hooks import HookedAdapter
+from iq_etl.net.redact import SCRUB, redact_url, scrub, secrets_of
+from iq_etl.net.retry import EQUAL_JITTER, Backoff, Retries, parse_retry_after
 from iq_etl.settings import DEFAULT_RPC_URL, Settings
 
 log = logging.getLogger(__name__)
@@ -88,10 +87,14 @@ DEFAULT_TIMEOUT = 60.0          # a full mainnet getBlock can take tens of secon
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_DEADLINE = 120.0        # wall clock for one HTTP exchange: connect, headers and the whole body
 DEFAULT_MAX_REPLY_BYTES = 256 * 1024 * 1024  # decoded; a full mainnet getBlock (base64) is tens of MB
-DEFAULT_MAX_RETRIES = 8
-DEFAULT_BACKOFF_BASE = 0.5
-DEFAULT_BACKOFF_MAX = 30.0
-DEFAULT_MAX_RETRY_AFTER = 120.0
+# The RPC client's retry policy (constructor arguments override each value): 8 retries (9 attempts),
+# 0.5 s apart and doubling up to 30 s with "equal jitter" (half of each delay at random: spread out,
+# never near zero); a Retry-After honoured up to 120 s.
+RPC_RETRIES = Retries(retries=8, backoff=Backoff(0.5, 30.0, EQUAL_JITTER), retry_after_cap=120.0)
+DEFAULT_MAX_RETRIES = RPC_RETRIES.retries
+DEFAULT_BACKOFF_BASE = RPC_RETRIES.backoff.first
+DEFAULT_BACKOFF_MAX = RPC_RETRIES.backoff.cap
+DEFAULT_MAX_RETRY_AFTER = RPC_RETRIES.retry_after_cap
 
 SKIPPED_SLOT_CODES = frozenset({-32007, -32009})
 RETRYABLE_CODES = frozenset({-32004, -32005, -32014})
@@ -126,13 +129,6 @@ def _short(params: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# --- credentials --------------------------------------------------------------------------------
-
-
-for _name in ("urllib3.connectionpool", "urllib3.connection", "requests"):
-    logging.getLogger(_name).addFilter(_SCRUB)
-
-
 def resolve_rpc_url(flag: str | None, settings: Settings | None = None) -> str:
     """`--rpc-url` flag, else IQ_RPC_URL, else SOLANA_RPC_URL (both via settings), else mainnet."""
     if flag:
@@ -142,129 +138,9 @@ def resolve_rpc_url(flag: str | None, settings: Settings | None = None) -> str:
     return DEFAULT_RPC_URL
 
 
-# --- one HTTP exchange: deadline, size cap, cancellation ------------------------------------------
+# --- one HTTP exchange: deadline (net.deadline), size cap, cancellation ----------------------------
 
-class _Exchange:
-    """One HTTP exchange in flight: its wall-clock deadline, the cancel token of the work it serves,
-    the pooled connection it runs on (handed over by the pool hook) and its fate. Another thread (the
-    watchdog at the deadline, or a cancellation) ends it by shutting the socket down, which at once
-    wakes a read blocked on the headers or on a trickling body."""
-
-    __slots__ = ("deadline", "cancel", "conn", "fate", "done", "shut", "lock")
-
-    def __init__(self, deadline: float, cancel: "_Cancel"):
-        self.deadline = deadline
-        self.cancel = cancel
-        self.conn: Any = None
-        self.fate: str | None = None   # "expired" or "cancelled" once stopped from outside
-        self.done = False
-        self.shut = False
-        self.lock = threading.Lock()
-
-    def attach(self, conn: Any) -> bool:
-        with self.lock:
-            self.conn = conn
-            return self.fate is None
-
-    def stop(self, fate: str) -> bool:
-        """Fail the exchange from another thread. True when its socket is shut (or it is over); False
-        while it has no socket yet (connecting: the caller tries again shortly)."""
-        with self.lock:
-            if self.done:
-                return True
-            if self.fate is None:
-                self.fate = fate
-            conn = self.conn
-            if self.shut:
-                return True
-        sock = getattr(conn, "sock", None)
-        if sock is None:
-            return False
-        try:
-            # the plain socket's shutdown, also for TLS sockets (ssl's own drops its state first)
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed
-        self.shut = True
-        return True
-
-    def finish(self) -> None:
-        with self.lock:
-            self.done = True
-            self.conn = None
-
-
-class _Watchdog:
-    """One daemon thread for the process: stops exchanges whose deadline has passed."""
-
-    RETRY = 0.2  # seconds between attempts to stop an exchange still connecting
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, _Exchange]] = []
-        self._cond = threading.Condition()
-        self._seq = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, exchange: _Exchange, when: float) -> None:
-        with self._cond:
-            heapq.heappush(self._heap, (when, next(self._seq), exchange))
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="iq-rpc-deadlines", daemon=True)
-                self._thread.start()
-            if self._heap[0][2] is exchange:
-                self._cond.notify()
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    now = time.monotonic()
-                    if self._heap and self._heap[0][0] <= now:
-                        _, _, exchange = heapq.heappop(self._heap)
-                        break
-                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
-            if not exchange.done and not exchange.stop("expired"):
-                self.watch(exchange, time.monotonic() + self.RETRY)
-
-
-_WATCHDOG = _Watchdog()
-_CURRENT = threading.local()  # .exchange: what this thread is sending (read by the pool hook)
-
-
-class _HookedPoolMixin:
-    """Hands each request's connection to the running `_Exchange`, so it can be stopped from outside."""
-
-    def _make_request(self, conn: Any, *args: Any, **kwargs: Any) -> Any:
-        exchange = getattr(_CURRENT, "exchange", None)
-        if exchange is not None and not exchange.attach(conn):
-            raise urllib3.exceptions.ProtocolError("request stopped before it was sent")
-        return super()._make_request(conn, *args, **kwargs)  # type: ignore[misc]
-
-
-class _HookedHTTPPool(_HookedPoolMixin, urllib3.HTTPConnectionPool):
-    pass
-
-
-class _HookedHTTPSPool(_HookedPoolMixin, urllib3.HTTPSConnectionPool):
-    pass
-
-
-def _hook(manager: Any) -> None:
-    # Plain and HTTP-proxied pools only; a SOCKS proxy manager keeps its own pool classes (the
-    # deadline is then checked between body chunks only).
-    if getattr(manager, "pool_classes_by_scheme", None) is urllib3.poolmanager.pool_classes_by_scheme:
-        manager.pool_classes_by_scheme = {"http": _HookedHTTPPool, "https": _HookedHTTPSPool}
-
-
-class _Adapter(HTTPAdapter):
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        _hook(self.poolmanager)
-
-    def proxy_manager_for(self, proxy: Any, **kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **kwargs)
-        _hook(manager)
-        return manager
+_WATCHDOG = Watchdog("iq-rpc-deadlines")  # one thread for the process: stops exchanges past their deadline
 
 
 class _TooLarge(Exception):
@@ -325,7 +201,7 @@ _CHUNK = 64 * 1024
 _ERROR_BODY_BYTES = 64 * 1024  # what is read of a non-200 answer (only its start is shown)
 
 
-def _read_body(resp: requests.Response, exchange: _Exchange, cap: int, *, truncate: bool = False,
+def _read_body(resp: requests.Response, exchange: Exchange, cap: int, *, truncate: bool = False,
                budget: MemoryBudget | None = None, ticket: int = 0) -> tuple[bytearray, bool]:
     """(decoded body, read to its end). At most `cap` bytes: more raises _TooLarge, or is cut off
     when `truncate`. Encoded bytes count too: a reply is never read further than `cap`. The decoded
@@ -340,9 +216,6 @@ def _read_body(resp: requests.Response, exchange: _Exchange, cap: int, *, trunca
     received = 0
     taken = 0
 
-    def over() -> bool:
-        return exchange.fate is not None or time.monotonic() > exchange.deadline
-
     try:
         for chunk in resp.raw.stream(_CHUNK, decode_content=False):
             received += len(chunk)
@@ -350,11 +223,11 @@ def _read_body(resp: requests.Response, exchange: _Exchange, cap: int, *, trunca
                 raise _TooLarge()
             decoder.feed(chunk, out, cap)
             if budget is not None and len(out) > taken:
-                if not budget.take(ticket, len(out) - taken, over):
+                if not budget.take(ticket, len(out) - taken, exchange.over):
                     exchange.stop("expired")
                     return out, False
                 taken = len(out)
-            if over():
+            if exchange.over():
                 exchange.stop("expired")
                 return out, False
         decoder.finish(out, cap)
@@ -415,50 +288,6 @@ class Preflight:
 class Call:
     method: str
     params: list
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """`exc` and everything it wraps (cause, context, urllib3's `reason`, exceptions among the args)."""
-    out: list[BaseException] = []
-    stack = [exc]
-    while stack:
-        e = stack.pop()
-        if any(e is seen for seen in out):
-            continue
-        out.append(e)
-        for nxt in (e.__cause__, e.__context__, getattr(e, "reason", None), *getattr(e, "args", ())):
-            if isinstance(nxt, BaseException):
-                stack.append(nxt)
-    return out
-
-
-def _classify(exc: BaseException) -> tuple[str, str]:
-    """(kind, text) for a network failure: refused, dns, timeout (connecting / waiting for the reply),
-    connect (no connection for another reason), tls or dropped."""
-    chain = _causes(exc)
-
-    def has(*types: type) -> bool:
-        return any(isinstance(e, types) for e in chain)
-
-    if has(ConnectionRefusedError):
-        return "refused", "connection refused"
-    if has(socket.gaierror, urllib3.exceptions.NameResolutionError):
-        return "dns", "name not resolved (DNS)"
-    # urllib3's NewConnectionError subclasses ConnectTimeoutError: requests tells them apart for us
-    if has(requests.ConnectTimeout) or any(isinstance(e, urllib3.exceptions.ConnectTimeoutError)
-                                           and not isinstance(e, urllib3.exceptions.NewConnectionError)
-                                           for e in chain):
-        return "timeout", "timed out connecting"
-    if has(urllib3.exceptions.NewConnectionError):
-        why = next((e.strerror for e in chain if isinstance(e, OSError) and e.strerror), None)
-        return "connect", f"could not connect ({why})" if why else "could not connect"
-    if has(urllib3.exceptions.TimeoutError, requests.Timeout, TimeoutError):
-        return "timeout", "timed out waiting for the reply"
-    if has(ssl.SSLError, urllib3.exceptions.SSLError):
-        return "tls", "TLS error"
-    if has(ConnectionResetError):
-        return "dropped", "connection reset by the server"
-    return "dropped", "connection dropped"
 
 
 def is_private_host(url: str) -> bool:
@@ -574,14 +403,15 @@ class RpcClient:
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
+        self._backoff_policy = Backoff(backoff_base, backoff_max, RPC_RETRIES.backoff.spread)
         self.max_retry_after = max_retry_after
         self.batch_size = max(1, batch_size)
         self.batching = True  # turned off when the server rejects batches
         self.progress = progress
         self._sleep = sleep  # between retries (tests pass a recorder)
         self.stats = RpcStats()
-        self._secrets = _secrets_of(url)
-        _SCRUB.add(self._secrets)
+        self._secrets = secrets_of(url)
+        SCRUB.add(self._secrets)
         self._limits = _limits_for(url, rps, method_rps, concurrency)
         self._ids = itertools.count(1)
         self._rng = random.Random(seed)
@@ -594,7 +424,7 @@ class RpcClient:
         self._closed = False
         self._work_lock = threading.Lock()
         self._live: set[_Cancel] = set()           # tokens of the calls / imaps under way
-        self._in_flight: set[_Exchange] = set()    # HTTP exchanges under way
+        self._in_flight: set[Exchange] = set()    # HTTP exchanges under way
 
     # -- lifecycle --
 
@@ -625,7 +455,7 @@ class RpcClient:
         s = getattr(self._local, "session", None)
         if s is None:
             s = requests.Session()
-            adapter = _Adapter(pool_connections=1, pool_maxsize=self.concurrency, max_retries=0)
+            adapter = HookedAdapter(pool_connections=1, pool_maxsize=self.concurrency, max_retries=0)
             s.mount("http://", adapter)
             s.mount("https://", adapter)
             # Bodies are decoded here (gzip/deflate, with the size cap), so only those are accepted.
@@ -664,8 +494,7 @@ class RpcClient:
         with self._work_lock:
             exchanges = [e for e in self._in_flight if e.cancel is token]
         for exchange in exchanges:
-            if not exchange.stop("cancelled"):
-                _WATCHDOG.watch(exchange, time.monotonic() + _Watchdog.RETRY)
+            exchange.stop("cancelled")  # its socket is shut now, or as soon as it has one
 
     def _cancel_all(self, reason: str) -> None:
         with self._work_lock:
@@ -866,9 +695,8 @@ class RpcClient:
     def _backoff(self, attempt: int, server_wait: float | None) -> float:
         if server_wait is not None:
             return min(max(server_wait, 0.0), self.max_retry_after)
-        cap = min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
         with self._rng_lock:
-            return cap / 2 + self._rng.uniform(0, cap / 2)  # "equal jitter": spread, never zero
+            return self._backoff_policy.delay(attempt, self._rng)
 
     def _post(self, calls: list[Call], token: _Cancel, **limits: float) -> list[dict]:
         """One HTTP exchange. Returns one reply object per call (matched by id), or raises."""
@@ -906,9 +734,9 @@ class RpcClient:
         self.stats.add(bytes_received=len(content))
         if status == 429:
             self.stats.add(http_429=1)
-            wait = _retry_after(headers.get("Retry-After"))
+            wait = parse_retry_after(headers.get("Retry-After"), cap=self.max_retry_after)
             if wait is not None:
-                self._limits.pause_all(min(wait, self.max_retry_after))
+                self._limits.pause_all(wait)
             raise _Transient("HTTP 429 Too Many Requests", wait, rate_limited=True)
         if status >= 500:
             self.stats.add(http_5xx=1)
@@ -968,13 +796,13 @@ class RpcClient:
         """POST `body`; (status, headers, decoded body). The body is streamed: at most `cap` bytes,
         all of it within `deadline` seconds of the start (the watchdog cuts the socket then), taken
         from the memory budget as it arrives."""
-        exchange = _Exchange(time.monotonic() + deadline, token)
+        exchange = Exchange(deadline, token)
         with self._work_lock:
             self._in_flight.add(exchange)
         if token.is_set():
             exchange.stop("cancelled")
-        _WATCHDOG.watch(exchange, exchange.deadline)
-        _CURRENT.exchange = exchange
+        _WATCHDOG.watch(exchange)
+        set_current(exchange)
         resp: requests.Response | None = None
         reusable = False
         try:
@@ -1002,7 +830,7 @@ class RpcClient:
                 raise self._broken(None, exchange, connect_timeout, timeout, deadline, first)
             return status, resp.headers, content
         finally:
-            _CURRENT.exchange = None
+            set_current(None)
             exchange.finish()
             with self._work_lock:
                 self._in_flight.discard(exchange)
@@ -1012,7 +840,7 @@ class RpcClient:
                 else:
                     resp.close()
 
-    def _broken(self, exc: BaseException | None, exchange: _Exchange, connect_timeout: float, timeout: float,
+    def _broken(self, exc: BaseException | None, exchange: Exchange, connect_timeout: float, timeout: float,
                 deadline: float, first: Call) -> Exception:
         """The exception to raise for an exchange that did not complete."""
         if exchange.fate == "cancelled":
@@ -1024,7 +852,7 @@ class RpcClient:
         if isinstance(exc, zlib.error):
             self.stats.add(dropped=1)
             return _Transient(f"corrupt compressed body ({self._scrub(str(exc))[:100]})", kind="dropped")
-        kind, text = _classify(exc)
+        kind, text = classify(exc)
         if kind == "timeout":
             self.stats.add(timeouts=1)
             limit = connect_timeout if text == "timed out connecting" else timeout
@@ -1044,9 +872,7 @@ class RpcClient:
                 log.exception("progress callback failed")
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return scrub(text, self._secrets)
 
 
 def _first_settled(pending: deque[Future], settled: threading.Event) -> Future:
@@ -1073,22 +899,6 @@ def _error_fields(error: Any) -> tuple[int | None, str]:
             message += f" (data: {_short(error['data'])})"
         return (code if isinstance(code, int) else None), message
     return None, str(error)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: delta-seconds (fractions accepted) or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def history_commitment(client: RpcClient) -> str:
