@@ -12,49 +12,22 @@ import requests
 
 from iq_etl.net.deadline import Exchange, Watchdog, current, set_current
 from iq_etl.net.hooks import HookedAdapter
+from tests.support.raw_http import RawServer
 
 READ_TIMEOUT = 60.0  # far longer than any deadline below: only the deadline can end these exchanges
 
 
-class _Server:
-    """Loopback HTTP that answers every request with `head` and then `trickle` bytes, one every
-    `every` seconds (never, when every is None), until the client goes away."""
+def _server(head: bytes, every: float | None) -> RawServer:
+    """Answers every request with `head`, then one byte every `every` seconds (never, when None),
+    until the client goes away."""
 
-    def __init__(self, head: bytes, every: float | None):
-        self.head, self.every = head, every
-        self.requests = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/x"
-        self.stop = threading.Event()
-        threading.Thread(target=self._loop, daemon=True).start()
+    def answer(conn: socket.socket, stopping: threading.Event) -> None:
+        conn.sendall(head)
+        while not stopping.wait(1.0 if every is None else every):
+            if every is not None:
+                conn.sendall(b"x")
 
-    def _loop(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            if not conn.recv(65536):
-                return
-            self.requests += 1
-            try:
-                conn.sendall(self.head)
-                while not self.stop.is_set():
-                    if self.every is None:
-                        self.stop.wait(1.0)
-                        continue
-                    conn.sendall(b"x")
-                    self.stop.wait(self.every)
-            except OSError:
-                return
-
-    def close(self) -> None:
-        self.stop.set()
-        self.sock.close()
+    return RawServer(answer)
 
 
 @pytest.fixture
@@ -90,7 +63,7 @@ def _run(session: requests.Session, dog: Watchdog | None, exchange: Exchange, ur
 
 
 def test_a_trickled_body_is_cut_at_the_deadline(session, watchdog):
-    srv = _Server(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n", every=0.05)
+    srv = _server(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n", every=0.05)
     try:
         exchange = Exchange(0.5)
         failure = _run(session, watchdog, exchange, srv.url)
@@ -102,7 +75,7 @@ def test_a_trickled_body_is_cut_at_the_deadline(session, watchdog):
 
 
 def test_missing_headers_are_cut_at_the_deadline(session, watchdog):
-    srv = _Server(b"", every=None)
+    srv = _server(b"", every=None)
     try:
         exchange = Exchange(0.3)
         failure = _run(session, watchdog, exchange, srv.url)
@@ -113,7 +86,7 @@ def test_missing_headers_are_cut_at_the_deadline(session, watchdog):
 
 
 def test_the_owner_can_stop_an_exchange_from_another_thread(session):
-    srv = _Server(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n", every=0.05)
+    srv = _server(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n", every=0.05)
     exchange = Exchange(3600.0, cancel="token")
     done = threading.Event()
 
@@ -132,7 +105,7 @@ def test_the_owner_can_stop_an_exchange_from_another_thread(session):
 
 
 def test_an_exchange_stopped_before_it_starts_sends_nothing(session):
-    srv = _Server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", every=None)
+    srv = _server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", every=None)
     exchange = Exchange(3600.0)
     exchange.stop("cancelled")
     try:

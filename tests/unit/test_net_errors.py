@@ -11,42 +11,15 @@ import pytest
 import requests
 
 from iq_etl.net.errors import causes, classify
-
-
-class _Server:
-    """A loopback TCP server: each connection is handed to `handle` on its own thread."""
-
-    def __init__(self, handle: Callable[[socket.socket], None]):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/x"
-        self.handle = handle
-        self.stopped = threading.Event()
-        threading.Thread(target=self._loop, daemon=True).start()
-
-    def _loop(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            conn.recv(65536)  # the request
-            self.handle(conn)
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.sock.close()
+from tests.support.raw_http import RawServer
 
 
 @pytest.fixture
 def serve():
-    servers: list[_Server] = []
+    servers: list[RawServer] = []
 
-    def start(handle: Callable[[socket.socket], None]) -> str:
-        servers.append(_Server(handle))
+    def start(handle: Callable[[socket.socket, threading.Event], None]) -> str:
+        servers.append(RawServer(handle))
         return servers[-1].url
 
     yield start
@@ -69,17 +42,13 @@ def test_refused():
 
 
 def test_no_answer_in_time(serve):
-    release = threading.Event()
-    url = serve(lambda conn: release.wait(30))
-    try:
-        exc = _failure(lambda: requests.get(url, timeout=(5, 0.2)))
-    finally:
-        release.set()
+    url = serve(lambda conn, stopping: stopping.wait(30))  # the request is read, never answered
+    exc = _failure(lambda: requests.get(url, timeout=(5, 0.2)))
     assert classify(exc) == ("timeout", "timed out waiting for the reply")
 
 
 def test_reset_by_the_server(serve):
-    def reset(conn: socket.socket) -> None:
+    def reset(conn: socket.socket, stopping: threading.Event) -> None:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close sends RST
 
     exc = _failure(lambda: requests.get(serve(reset), timeout=5))
@@ -87,7 +56,7 @@ def test_reset_by_the_server(serve):
 
 
 def test_closed_mid_response(serve):
-    def short(conn: socket.socket) -> None:
+    def short(conn: socket.socket, stopping: threading.Event) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
 
     exc = _failure(lambda: requests.get(serve(short), timeout=5).content)
