@@ -28,19 +28,19 @@ def chain(tmp_path_factory):
     return out
 
 
-def env_for(tmp_path, manifest, **extra):
-    return {"IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'wh'}",
-            "IQ_PROGRAM_ID": ",".join(manifest.all_program_ids()), **extra}
+def env_for(warehouses, manifest, name="warehouse", **extra):
+    """Warehouse `name` of the test (tests/support/warehouse.py), the chain's programs configured."""
+    return warehouses.env(name, IQ_PROGRAM_ID=",".join(manifest.all_program_ids()), **extra)
 
 
 def spec_of(manifest):
     return f"{manifest.first_slot}:{manifest.last_slot}"
 
 
-def ingest_rows(tmp_path, manifest, name, **kwargs):
+def ingest_rows(warehouses, manifest, name, **kwargs):
     """Run one ingest into its own warehouse and return the logical rows (FINAL), sorted."""
     wh.close_client()
-    settings = load_settings(env_for(tmp_path / name, manifest), dotenv=tmp_path / "none")
+    settings = load_settings(env_for(warehouses, manifest, name), dotenv=warehouses.folder / "none")
     try:
         summary = run_ingest(settings, IngestRequest(rpc_options=FAST_RPC, **kwargs))
         client = wh.get_client(settings)
@@ -53,8 +53,8 @@ def ingest_rows(tmp_path, manifest, name, **kwargs):
         wh.close_client()
 
 
-def test_car_ingest_represents_every_upload(tmp_path, chain, manifest):
-    summary, rows, undecoded = ingest_rows(tmp_path, manifest, "car", slot_spec=spec_of(manifest),
+def test_car_ingest_represents_every_upload(warehouses, tmp_path, chain, manifest):
+    summary, rows, undecoded = ingest_rows(warehouses, manifest, "car", slot_spec=spec_of(manifest),
                                            car_url=car_template(chain))
     assert not summary.incomplete and summary.transactions_seen == manifest.tx_counts["transactions"]
     assert summary.skipped_slots == len(manifest.skipped_slots)
@@ -72,25 +72,25 @@ def test_car_ingest_represents_every_upload(tmp_path, chain, manifest):
         assert sig not in signatures
 
 
-def test_three_sources_give_identical_rows(tmp_path, chain, manifest, rpc_url):
+def test_three_sources_give_identical_rows(warehouses, tmp_path, chain, manifest, rpc_url):
     spec = spec_of(manifest)
-    _, car_rows, car_undecoded = ingest_rows(tmp_path, manifest, "car", slot_spec=spec, car_url=car_template(chain))
-    _, block_rows, block_undecoded = ingest_rows(tmp_path, manifest, "blocks", slot_spec=spec, source="rpc-blocks",
+    _, car_rows, car_undecoded = ingest_rows(warehouses, manifest, "car", slot_spec=spec, car_url=car_template(chain))
+    _, block_rows, block_undecoded = ingest_rows(warehouses, manifest, "blocks", slot_spec=spec, source="rpc-blocks",
                                                  rpc_url=rpc_url)
     assert block_rows == car_rows and block_undecoded == car_undecoded
     # Sparse: the sessions' signatures (seed discovery), compared with the CAR restricted the same way.
     pdas = sorted({u.session_account for u in manifest.uploads if u.shape == "session"})[:6]
-    _, sig_rows, _ = ingest_rows(tmp_path, manifest, "sigs", source="rpc-signatures", rpc_url=rpc_url,
+    _, sig_rows, _ = ingest_rows(warehouses, manifest, "sigs", source="rpc-signatures", rpc_url=rpc_url,
                                  session_pdas=pdas)
-    _, car_pda_rows, _ = ingest_rows(tmp_path, manifest, "car-pda", slot_spec=spec, car_url=car_template(chain),
+    _, car_pda_rows, _ = ingest_rows(warehouses, manifest, "car-pda", slot_spec=spec, car_url=car_template(chain),
                                      session_pdas=pdas)
     assert sig_rows and sig_rows == car_pda_rows
     assert {r[8] for r in sig_rows} <= set(pdas)  # the seed's rule: only instructions touching the PDAs
 
 
-def test_rerun_changes_nothing(tmp_path, chain, manifest):
+def test_rerun_changes_nothing(warehouses, tmp_path, chain, manifest):
     wh.close_client()
-    settings = load_settings(env_for(tmp_path, manifest), dotenv=tmp_path / "none")
+    settings = load_settings(env_for(warehouses, manifest), dotenv=tmp_path / "none")
     try:
         first = run_ingest(settings, IngestRequest(slot_spec=spec_of(manifest), car_url=car_template(chain), subrange_slots=500))
         client = wh.get_client(settings)
@@ -106,10 +106,10 @@ def test_rerun_changes_nothing(tmp_path, chain, manifest):
         wh.close_client()
 
 
-def test_killed_run_resumes_to_the_same_rows(tmp_path, chain, manifest):
+def test_killed_run_resumes_to_the_same_rows(warehouses, tmp_path, chain, manifest):
     spec = spec_of(manifest)
-    _, expected, _ = ingest_rows(tmp_path, manifest, "whole", slot_spec=spec, car_url=car_template(chain))
-    env = {**os.environ, **env_for(tmp_path / "killed", manifest)}
+    _, expected, _ = ingest_rows(warehouses, manifest, "whole", slot_spec=spec, car_url=car_template(chain))
+    env = {**os.environ, **env_for(warehouses, manifest, "killed")}
     args = [sys.executable, "-m", "iq_etl.cli.main", "--log-level", "debug", "ingest", spec, "--car-url", car_template(chain),
             "--subrange-slots", "20", "--batch-rows", "3", "--json"]
     proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
@@ -125,7 +125,7 @@ def test_killed_run_resumes_to_the_same_rows(tmp_path, chain, manifest):
     resumed = subprocess.run(args[:4] + args[4:], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     wh.close_client()
-    settings = load_settings(env_for(tmp_path / "killed", manifest), dotenv=tmp_path / "none")
+    settings = load_settings(env_for(warehouses, manifest, "killed"), dotenv=tmp_path / "none")
     try:
         client = wh.get_client(settings)
         got = client.query(f"SELECT {KEY_COLUMNS} FROM iq.raw_instructions FINAL ORDER BY slot, signature, "
@@ -138,19 +138,19 @@ def test_killed_run_resumes_to_the_same_rows(tmp_path, chain, manifest):
     assert ledger[0][1] == 2  # the killed run's finished sub-ranges were kept, the rest redone
 
 
-def test_threads_give_the_same_rows(tmp_path, chain, manifest):
+def test_threads_give_the_same_rows(warehouses, tmp_path, chain, manifest):
     spec = spec_of(manifest)
-    _, one, _ = ingest_rows(tmp_path, manifest, "one", slot_spec=spec, car_url=car_template(chain))
-    summary, two, _ = ingest_rows(tmp_path, manifest, "two", slot_spec=spec, car_url=car_template(chain), threads=2,
+    _, one, _ = ingest_rows(warehouses, manifest, "one", slot_spec=spec, car_url=car_template(chain))
+    summary, two, _ = ingest_rows(warehouses, manifest, "two", slot_spec=spec, car_url=car_template(chain), threads=2,
                                   subrange_slots=600)
     assert len(summary.ranges) == 4 and two == one
 
 
-def test_bad_slot_spec_and_missing_car_are_clear_errors(tmp_path, chain, manifest):
+def test_bad_slot_spec_and_missing_car_are_clear_errors(warehouses, tmp_path, chain, manifest):
     from iq_etl.errors import IQEtlError, SourceError
 
     wh.close_client()
-    settings = load_settings(env_for(tmp_path, manifest), dotenv=tmp_path / "none")
+    settings = load_settings(env_for(warehouses, manifest), dotenv=tmp_path / "none")
     try:
         with pytest.raises(IQEtlError, match="slot spec"):
             run_ingest(settings, IngestRequest(slot_spec="12:x", car_url=car_template(chain)))
@@ -163,7 +163,7 @@ def test_bad_slot_spec_and_missing_car_are_clear_errors(tmp_path, chain, manifes
         wh.close_client()
 
 
-def test_live_tail_ingests_only_new_signatures_across_runs(tmp_path, chain, manifest):
+def test_live_tail_ingests_only_new_signatures_across_runs(warehouses, tmp_path, chain, manifest):
     """rpc-signatures without a slot spec or PDAs tails every IQ program from cursors in iq.cursors."""
     from iq_etl.devchain.chain import iter_chain
     from iq_etl.devchain.servers.rpc import serve_rpc
@@ -173,7 +173,7 @@ def test_live_tail_ingests_only_new_signatures_across_runs(tmp_path, chain, mani
     rpc_chain = RpcChain.from_blocks(iter_chain(chain, manifest.first_slot, middle))
     server = serve_rpc(rpc_chain)
     wh.close_client()
-    settings = load_settings(env_for(tmp_path, manifest), dotenv=tmp_path / "none")
+    settings = load_settings(env_for(warehouses, manifest), dotenv=tmp_path / "none")
     try:
         first = run_ingest(settings, IngestRequest(source="rpc-signatures", rpc_url=server.url, rpc_options=FAST_RPC))
         client = wh.get_client(settings)
@@ -192,11 +192,11 @@ def test_live_tail_ingests_only_new_signatures_across_runs(tmp_path, chain, mani
     assert first.rows_written > 0 and second.rows_written > 0 and third.rows_written == 0
     assert {r[0] for r in tail_rows if r[0] > middle}  # the second run reached past the first cursor
     # Together the runs hold exactly the rows of a dense CAR ingest of the whole chain.
-    _, car_rows, _ = ingest_rows(tmp_path, manifest, "car", slot_spec=spec_of(manifest), car_url=car_template(chain))
+    _, car_rows, _ = ingest_rows(warehouses, manifest, "car", slot_spec=spec_of(manifest), car_url=car_template(chain))
     assert tail_rows == car_rows
 
 
-def test_heartbeat_says_http_rate_and_connections(tmp_path, chain, manifest, caplog):
+def test_heartbeat_says_http_rate_and_connections(warehouses, tmp_path, chain, manifest, caplog):
     """Issue 24: an ingest reading its CAR over HTTP says, in its progress line, the MB/s it fetches and
     the connections in use (here from a loopback host capping every connection at 1 MB/s)."""
     import logging
@@ -206,7 +206,7 @@ def test_heartbeat_says_http_rate_and_connections(tmp_path, chain, manifest, cap
 
     srv = serve_files(chain, faults=Faults(rate=1e6))
     wh.close_client()
-    settings = load_settings(env_for(tmp_path, manifest, IQ_CAR_CONNECTIONS="4"), dotenv=tmp_path / "none")
+    settings = load_settings(env_for(warehouses, manifest, IQ_CAR_CONNECTIONS="4"), dotenv=tmp_path / "none")
     try:
         with caplog.at_level(logging.INFO, logger="iq_etl.ingest.progress"):
             summary = run_ingest(settings, IngestRequest(slot_spec=spec_of(manifest), heartbeat_s=0,
