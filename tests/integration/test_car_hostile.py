@@ -159,19 +159,31 @@ def test_stalled_server_ends_at_the_deadline_not_the_socket_timeout(files):
 
 
 def test_reconnect_loop_of_tiny_responses_ends_at_the_deadline(files):
-    """Ten bytes per connection, then a drop, forever: each reconnect is progress, so only the
-    wall-clock deadline of the read ends it."""
+    """Ten bytes per connection, then a drop, forever: each reconnect is progress, so the drops never use
+    up the retries; only the wall-clock deadline of the read ends it.
+
+    Which wait the deadline cuts is not the test's to choose: the read of a body, or (on a loaded machine)
+    the wait for a reconnect's answer, whose timeout is narrowed to what is left of the same deadline
+    (the message then says "timed out"). What is deterministic is asserted: the server answered every
+    GET with its ten bytes and a drop, the read went through several of them, and it did not end on the
+    drops ("response ended early" / "connection dropped")."""
     root, _ = files
     srv = _serve(root, drop_after_bytes=10, drop_every=1)
     try:
         src = HttpSource(f"{srv.url}/7/epoch-7.car", retries=1, backoff=0.01, deadline=0.3)
         exc, took = _finishes(lambda: src.read_range(0, 60_000), within=20)
+        gets, drops = srv.state.gets, srv.state.drops
     finally:
         srv.shutdown()
     assert isinstance(exc, SourceError), exc
-    assert re.search(r"read deadline of 0\.3 s passed at byte \d+ \(\d+ of \d+ bytes arrived\) "
-                     r"\(gave up after 1 retries\)$", str(exc)), str(exc)
-    assert took < 5
+    msg = str(exc)
+    assert msg.endswith("(gave up after 1 retries)"), msg
+    assert re.search(r"read deadline of 0\.3 s passed at byte \d+ \(\d+ of \d+ bytes arrived\)", msg) or \
+        re.search(r"connecting at byte \d+: timed out", msg), msg
+    assert "ended early" not in msg and "connection dropped" not in msg, msg
+    assert gets >= 2 and drops >= gets - 1  # a loop of reconnects, each cut after its ten bytes
+    at = int(re.search(r"at byte (\d+)", msg).group(1))
+    assert 10 <= at <= 10 * gets, (msg, gets)  # ten bytes an answer, each reconnect resumed where it was
 
 
 def test_slow_but_steady_server_is_read_in_full(files):
