@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from iq_etl.ingest.request import IngestParams
 from iq_etl.solana.slots import SLOTS_PER_EPOCH
 from tests.support.dask_cluster import start_cluster
 from tests.support.prefect import artifacts_of, build_devchain, flow_env, prefect_api  # noqa: F401 - fixtures
@@ -73,8 +74,9 @@ def test_backfill_reports_a_missing_epoch_then_resumes_to_the_single_process_row
     car_924 = chain_dir / "924" / "epoch-924.car"
     hidden = car_924.with_name("hidden.car")
     car_924.rename(hidden)
-    params = dict(slot_spec=spec, car_url=car_template(chain_dir), extra_program_ids=list(manifest.extra_program_ids),
-                  dask_address=cluster.address, subrange_slots=400)
+    params = dict(slot_spec=spec, ingest=IngestParams(car_url=car_template(chain_dir), dask_address=cluster.address,
+                                                      extra_program_ids=list(manifest.extra_program_ids),
+                                                      subrange_slots=400))
     try:
         state = backfill_flow(**params, return_state=True)
     finally:
@@ -83,16 +85,16 @@ def test_backfill_reports_a_missing_epoch_then_resumes_to_the_single_process_row
     assert "epoch 924 failed" in state.message and "epoch 923" not in state.message, state.message
     failure = state.result(raise_on_failure=False)
     assert isinstance(failure, BackfillIncomplete)
-    assert [(e["epoch"], e["status"]) for e in failure.report["epochs"]] == [(923, "done"), (924, "failed")]
+    assert [(e.epoch, e.status) for e in failure.report.epochs] == [(923, "done"), (924, "failed")]
     markdown = _latest_backfill_markdown(state.state_details.flow_run_id)
     assert "| 923 |" in markdown and "| 924 |" in markdown and "failed" in markdown
 
     state = backfill_flow(**params, return_state=True)
     assert state.is_completed(), state
     report = state.result()
-    by_epoch = {e["epoch"]: e for e in report["epochs"]}
-    assert by_epoch[923]["status"] == by_epoch[924]["status"] == "done"
-    assert by_epoch[923]["already done"] == 3 and by_epoch[923]["sub-ranges"] == 0   # resumed: nothing redone
-    assert by_epoch[924]["sub-ranges"] == 3
+    by_epoch = {e.epoch: e for e in report.epochs}
+    assert by_epoch[923].status == by_epoch[924].status == "done"
+    assert by_epoch[923].skipped == 3 and by_epoch[923].subranges == 0   # resumed: nothing redone
+    assert by_epoch[924].subranges == 3
     assert "1 of 2" not in _latest_backfill_markdown(state.state_details.flow_run_id)
     assert _rows(tmp_path) == expected

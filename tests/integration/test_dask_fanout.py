@@ -12,6 +12,7 @@ import signal
 
 import pytest
 
+from iq_etl.ingest.request import IngestParams
 from tests.support.dask_cluster import start_cluster
 from tests.support.prefect import build_devchain, flow_env, prefect_api, query  # noqa: F401 - fixtures
 
@@ -79,13 +80,14 @@ def test_ingest_flow_on_two_dask_workers_writes_the_rows_of_a_single_process_ing
 
     chain_dir, manifest = chain
     flow_env(monkeypatch, tmp_path)
-    state = ingest_flow(slot_spec=f"{manifest.first_slot}:{manifest.last_slot}", car_url=car_template(chain_dir),
-                        extra_program_ids=list(manifest.extra_program_ids), dask_address=cluster.address,
+    state = ingest_flow(slot_spec=f"{manifest.first_slot}:{manifest.last_slot}",
+                        ingest=IngestParams(car_url=car_template(chain_dir), dask_address=cluster.address,
+                                            extra_program_ids=list(manifest.extra_program_ids)),
                         publish_status=False, return_state=True)
     assert state.is_completed(), state
     result = state.result()
-    assert not result["incomplete"] and result["rows_written"] == len(reference_rows["raw"])
-    assert result["remote_rows_written"] == 0   # embedded warehouse: the flow process wrote every row
+    assert not result.incomplete and result.rows_written == len(reference_rows["raw"])
+    assert result.remote_rows_written == 0   # embedded warehouse: the flow process wrote every row
     assert _warehouse_rows(tmp_path) == reference_rows
     # Both workers scanned (the scheduler spread the sub-ranges), neither opened the warehouse: no chDB
     # was loaded in them (a worker holding the folder would have made the flow's open fail anyway).
@@ -194,17 +196,18 @@ def test_remote_warehouse_tasks_insert_their_own_rows(chain, reference_rows, clu
     chain_dir, manifest = chain
     flow_env(monkeypatch, tmp_path, IQ_CLICKHOUSE_DSN=os.environ["IQ_TEST_CLICKHOUSE_DSN"])
     wh.close_client()
-    state = ingest_flow(slot_spec=f"{manifest.first_slot}:{manifest.last_slot}", car_url=car_template(chain_dir),
-                        extra_program_ids=list(manifest.extra_program_ids), dask_address=cluster.address,
-                        resume=False, publish_status=False, return_state=True)
+    state = ingest_flow(slot_spec=f"{manifest.first_slot}:{manifest.last_slot}",
+                        ingest=IngestParams(car_url=car_template(chain_dir), dask_address=cluster.address,
+                                            extra_program_ids=list(manifest.extra_program_ids), resume=False),
+                        publish_status=False, return_state=True)
     assert state.is_completed(), state
     result = state.result()
-    assert result["remote_rows_written"] == result["rows_written"] == len(reference_rows["raw"])
+    assert result.remote_rows_written == result.rows_written == len(reference_rows["raw"])
     settings = load_settings({"IQ_CLICKHOUSE_DSN": os.environ["IQ_TEST_CLICKHOUSE_DSN"]}, dotenv=tmp_path / "none")
     try:
         client = wh.get_client(settings)
         raw = client.query(f"SELECT {ROW_COLUMNS} FROM iq.raw_instructions FINAL WHERE run_id = %(r)s ORDER BY ALL",
-                           parameters={"r": result["run_id"]}).result_rows
+                           parameters={"r": result.run_id}).result_rows
     finally:
         wh.close_client()
     assert raw == reference_rows["raw"]

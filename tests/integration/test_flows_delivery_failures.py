@@ -20,6 +20,7 @@ def _run(chain, tmp_path, monkeypatch, caplog, **env):
     from iq_etl.devchain.chain import car_template
     from iq_etl.devchain.servers.reader_backend import serve_reader_backend
     from iq_etl.orchestration.flows import pipeline_flow
+    from iq_etl.orchestration.params import ExportParams, IngestParams
 
     chain_dir, manifest = chain
     flow_env(monkeypatch, tmp_path, IQ_EXPORT_MAX_ATTEMPTS="1", **env)
@@ -30,8 +31,10 @@ def _run(chain, tmp_path, monkeypatch, caplog, **env):
     try:
         with caplog.at_level(logging.WARNING):
             state = pipeline_flow(slot_spec=f"{manifest.first_slot}:{manifest.last_slot}",
-                                  car_url=car_template(chain_dir), extra_program_ids=list(manifest.extra_program_ids),
-                                  targets=[(tmp_path / "exports").as_uri(), backend.url], return_state=True)
+                                  ingest=IngestParams(source="car", car_url=car_template(chain_dir),
+                                                      extra_program_ids=list(manifest.extra_program_ids)),
+                                  export=ExportParams(targets=[(tmp_path / "exports").as_uri(), backend.url]),
+                                  return_state=True)
     finally:
         run_logger.removeHandler(caplog.handler)
         backend.shutdown()
@@ -49,8 +52,8 @@ def test_failed_deliveries_fail_the_flow_run_with_a_message(chain, tmp_path, mon
     assert "file://" not in state.message  # the folder target delivered everything: not named as failing
     data = state.result(raise_on_failure=False)
     assert isinstance(data, DeliveryFailed)
-    by_target = {e["target"]: e for e in data.result["export"]}
-    assert by_target[backend.url]["failed"] == complete
+    by_target = {e.target: e for e in data.result.export}
+    assert by_target[backend.url].failed == complete
     assert any(r.levelno == logging.WARNING and "0 of" in r.getMessage() for r in caplog.records)
 
     from iq_etl.orchestration.flows import STATUS_ARTIFACT_KEY

@@ -27,6 +27,7 @@ def test_pipeline_exports_every_complete_upload_once(chain, tmp_path, monkeypatc
     from iq_etl.devchain.servers.reader_backend import serve_reader_backend
     from iq_etl.export.file_target import METADATA_NAME, session_dirname
     from iq_etl.orchestration.flows import STATUS_ARTIFACT_KEY, pipeline_flow
+    from iq_etl.orchestration.params import ExportParams, IngestParams
 
     chain_dir, manifest = chain
     flow_env(monkeypatch, tmp_path)
@@ -34,16 +35,18 @@ def test_pipeline_exports_every_complete_upload_once(chain, tmp_path, monkeypatc
     try:
         exports = tmp_path / "exports"
         targets = [exports.as_uri(), backend.url]
-        params = dict(slot_spec=f"{manifest.first_slot}:{manifest.last_slot}", car_url=car_template(chain_dir),
-                      extra_program_ids=list(manifest.extra_program_ids), targets=targets)
+        params = dict(slot_spec=f"{manifest.first_slot}:{manifest.last_slot}",
+                      ingest=IngestParams(source="car", car_url=car_template(chain_dir),
+                                          extra_program_ids=list(manifest.extra_program_ids)),
+                      export=ExportParams(targets=targets))
         state = pipeline_flow(**params, return_state=True)
         assert state.is_completed(), state
         result = state.result()
         complete = [u for u in manifest.uploads if u.expected_status == "complete"]
-        assert result["ingest"]["rows_written"] > 0
-        by_target = {e["target"]: e for e in result["export"]}
-        assert {e["delivered"] for e in by_target.values()} == {len(complete)}
-        assert all(e["failed"] == 0 and e["refused"] == 0 for e in by_target.values())
+        assert result.ingest.rows_written > 0 and result.follow is None
+        by_target = {e.target: e for e in result.export}
+        assert {e.delivered for e in by_target.values()} == {len(complete)}
+        assert all(e.failed == 0 and e.refused == 0 for e in by_target.values())
 
         # The file:// copies are the files the gateway would serve for the chain's uploads: the
         # uploaders' original files, except where the gateway's rule keeps the text (short base64).
@@ -60,15 +63,28 @@ def test_pipeline_exports_every_complete_upload_once(chain, tmp_path, monkeypatc
 
         # The run published the status table as a markdown artifact.
         arts = artifacts_of(state.state_details.flow_run_id)
-        from iq_etl.orchestration.artifacts import INCOMPLETE_ARTIFACT_KEY, REPORT_ARTIFACT_KEY
+        from iq_etl.orchestration.artifacts import (
+            COVERAGE_ARTIFACT_KEY,
+            DELIVERIES_ARTIFACT_KEY,
+            INCOMPLETE_ARTIFACT_KEY,
+            REPORT_ARTIFACT_KEY,
+        )
         from iq_etl.orchestration.flows import PROGRESS_ARTIFACT_KEY
 
-        assert sorted(a.key for a in arts) == sorted([STATUS_ARTIFACT_KEY, PROGRESS_ARTIFACT_KEY,
-                                                      INCOMPLETE_ARTIFACT_KEY, REPORT_ARTIFACT_KEY])
-        # ... and the coverage report: a link to the page it wrote, a table of the incomplete uploads
-        link = next(a for a in arts if a.key == REPORT_ARTIFACT_KEY)   # the page: beside the warehouse (tmp_path/wh)
-        assert link.type == "markdown" and (tmp_path / "report" / "index.html").as_uri() in link.data
+        assert sorted(a.key for a in arts) == sorted([STATUS_ARTIFACT_KEY, PROGRESS_ARTIFACT_KEY, INCOMPLETE_ARTIFACT_KEY,
+                                                      REPORT_ARTIFACT_KEY, COVERAGE_ARTIFACT_KEY,
+                                                      DELIVERIES_ARTIFACT_KEY])
+        # ... and the coverage report's key tables, readable in the UI (the page itself beside the warehouse)
+        report = next(a for a in arts if a.key == REPORT_ARTIFACT_KEY).data
+        assert str(tmp_path / "report" / "index.html") in report and "](file://" not in report   # no dead link
         assert (tmp_path / "report" / "index.html").is_file()
+        assert f"deliveries: {2 * len(complete)} delivered, 0 failed, 0 refused" in report
+        deliveries = {row["target"]: row for row in json.loads(next(a for a in arts
+                                                                    if a.key == DELIVERIES_ARTIFACT_KEY).data)}
+        assert {row["delivered"] for row in deliveries.values()} == {len(complete)} and len(deliveries) == 2
+        coverage = json.loads(next(a for a in arts if a.key == COVERAGE_ARTIFACT_KEY).data)
+        assert [(row["source"], row["slots"]) for row in coverage] == [
+            ("car", manifest.last_slot - manifest.first_slot + 1)]
         table = next(a for a in arts if a.key == INCOMPLETE_ARTIFACT_KEY)
         incomplete = {u.upload_key for u in manifest.uploads if u.expected_status != "complete"}
         assert table.type == "table" and incomplete <= {row["upload_key"] for row in json.loads(table.data)}
@@ -81,8 +97,8 @@ def test_pipeline_exports_every_complete_upload_once(chain, tmp_path, monkeypatc
         again = pipeline_flow(**params, return_state=True)
         assert again.is_completed(), again
         second = again.result()
-        assert second["ingest"]["rows_written"] == 0
-        assert [e["delivered"] for e in second["export"]] == [0, 0]
+        assert second.ingest.rows_written == 0
+        assert [e.delivered for e in second.export] == [0, 0]
         assert len(backend.received) == len(complete)
         assert delivered_rows(tmp_path) == 2 * len(complete)
     finally:

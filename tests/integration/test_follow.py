@@ -14,7 +14,7 @@ import pytest
 from iq_etl.devchain.build import build_chain
 from iq_etl.devchain.chain import car_template
 from iq_etl.ingest.follow import follow_chain
-from iq_etl.ingest.request import IngestRequest
+from iq_etl.ingest.request import IngestParams, IngestRequest
 from iq_etl.ingest.run import run_ingest
 from iq_etl.settings import load_settings
 from iq_etl.solana.slots import SlotRange, epoch_bounds
@@ -127,6 +127,7 @@ def test_the_pipeline_flow_follows_by_default_and_records_its_run(tmp_path, chai
     """The pipeline deployment's default (source follow): a round, transform, export; one iq.runs row
     with the tip and the frontier; the run ends Failed past IQ_MAX_LAG."""
     from iq_etl.orchestration.flows import pipeline_flow
+    from iq_etl.orchestration.params import ExportParams
 
     for key, value in {"IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'wh'}", "IQ_ETL_HOME": str(tmp_path / "home"),
                        "IQ_PROGRAM_ID": ",".join(manifest.all_program_ids()), "IQ_RPC_URL": rpc_url,
@@ -134,11 +135,10 @@ def test_the_pipeline_flow_follows_by_default_and_records_its_run(tmp_path, chai
                        "IQ_MAX_LAG": "100"}.items():
         monkeypatch.setenv(key, value)
     wh.close_client()
-    state = pipeline_flow(source="follow", max_rpc_slots=500, targets=[(tmp_path / "exports").as_uri()],
-                          return_state=True)
+    export = ExportParams(targets=[(tmp_path / "exports").as_uri()])
+    state = pipeline_flow(ingest=IngestParams(source="follow", max_rpc_slots=500), export=export, return_state=True)
     assert state.is_failed() and "more than IQ_MAX_LAG=100" in state.message
-    state = pipeline_flow(source="follow", max_rpc_slots=5000, targets=[(tmp_path / "exports").as_uri()],
-                          return_state=True)
+    state = pipeline_flow(ingest=IngestParams(max_rpc_slots=5000), export=export, return_state=True)  # follow: default
     assert state.is_completed(), state.message
     client = wh.get_client(_settings(tmp_path, manifest))
     try:

@@ -148,7 +148,7 @@ def test_cli_report_writes_the_page(chain, tmp_path, monkeypatch, capsys):
     assert not (tmp_path / ".iq-etl").exists()
 
 
-def test_flow_publishes_the_table_and_link_artifacts(chain, tmp_path, prefect_api):  # noqa: F811
+def test_flow_publishes_the_report_tables_as_artifacts(chain, tmp_path, prefect_api):  # noqa: F811
     import dataclasses
     import json
 
@@ -169,8 +169,18 @@ def test_flow_publishes_the_table_and_link_artifacts(chain, tmp_path, prefect_ap
     page = settings.warehouse_path.parent / "report" / "index.html"   # beside its warehouse
     assert published["path"] == str(page) and page.is_file()
     arts = {a.key: a for a in artifacts_of(state.state_details.flow_run_id)}
-    assert set(arts) == {INCOMPLETE_ARTIFACT_KEY, REPORT_ARTIFACT_KEY}
-    assert arts[REPORT_ARTIFACT_KEY].data == f"[iq-etl coverage report]({page.as_uri()})"
+    from iq_etl.orchestration.artifacts import COVERAGE_ARTIFACT_KEY, DELIVERIES_ARTIFACT_KEY
+
+    assert set(arts) == {INCOMPLETE_ARTIFACT_KEY, REPORT_ARTIFACT_KEY, COVERAGE_ARTIFACT_KEY, DELIVERIES_ARTIFACT_KEY}
+    # The key figures are in the UI itself (no file:// link): lag, coverage by source, incomplete uploads.
+    data = report_data(chain.client)
+    markdown = arts[REPORT_ARTIFACT_KEY].data
+    assert "](file://" not in markdown and str(page) in markdown
+    assert "## Lag" in markdown and "## Coverage by source" in markdown and "## Deliveries by target" in markdown
+    assert f"Incomplete uploads: **{data['incomplete']['total']}**" in markdown and data["incomplete"]["total"] > 0
+    coverage = json.loads(arts[COVERAGE_ARTIFACT_KEY].data)
+    assert coverage and sum(row["slots"] for row in coverage) == sum(s["slots"] for s in data["scan"]["scopes"]) > 0
+    assert {row["source"] for row in coverage} == {s["source"] for s in data["scan"]["scopes"]}
     table = json.loads(arts[INCOMPLETE_ARTIFACT_KEY].data)
     assert [row["upload_key"] for row in table] == [r["upload_key"] for r in report_data(chain.client)["incomplete"]["rows"]]
     assert {"status", "missing_ranges", "rescan_slots", "reason"} <= set(table[0])

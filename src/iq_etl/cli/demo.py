@@ -37,7 +37,7 @@ class DemoResult:
     built: bool                         # False when an existing chain was reused
     manifest: Any
     targets: list[str]
-    flow_result: dict[str, Any]
+    flow_result: Any                    # the pipeline's PipelineResult (iq_etl.orchestration.results)
     exports_dir: Path
     verified: list[str] = field(default_factory=list)      # upload keys whose exported file matches
     mismatched: list[str] = field(default_factory=list)    # exported, but different bytes
@@ -104,6 +104,7 @@ def run_demo(settings: Settings, seed: int = DEFAULT_SEED, sessions: int = DEFAU
     """Build or reuse the chain, run the pipeline flow over it, verify the exports."""
     from iq_etl.devchain.chain import car_template
     from iq_etl.orchestration.flows import pipeline_flow
+    from iq_etl.orchestration.params import ExportParams, IngestParams
 
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -124,9 +125,10 @@ def run_demo(settings: Settings, seed: int = DEFAULT_SEED, sessions: int = DEFAU
     say(f"running pipeline_flow: ingest (CAR) → transform (dbt build) → export to {', '.join(targets)}")
     t0 = time.perf_counter()
     result = pipeline_flow(
-        slot_spec=f"{manifest.first_slot}:{manifest.last_slot}", source="car", car_url=car_template(chain_dir),
-        extra_program_ids=list(manifest.extra_program_ids) or None, targets=targets,
-        progress=sys.stderr.isatty(),
+        slot_spec=f"{manifest.first_slot}:{manifest.last_slot}",
+        ingest=IngestParams(source="car", car_url=car_template(chain_dir),
+                            extra_program_ids=list(manifest.extra_program_ids) or None),
+        export=ExportParams(targets=targets), progress=sys.stderr.isatty(),
     )
     seconds["pipeline"] = time.perf_counter() - t0
 

@@ -6,11 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iq_etl.errors import IQEtlError
-from iq_etl.ingest.request import DEFAULTS, SOURCES
+from iq_etl.ingest.request import DEFAULTS, SOURCES, IngestParams
 from iq_etl.settings import Settings
+
+if TYPE_CHECKING:
+    from iq_etl.orchestration.params import ExportParams
+    from iq_etl.orchestration.results import PipelineResult
 
 
 def add_ingest_arguments(p: argparse.ArgumentParser, sources: tuple[str, ...] = SOURCES) -> None:
@@ -52,6 +56,22 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 def split_pdas(text: str | None) -> list[str]:
     return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
+def ingest_params(args: argparse.Namespace) -> IngestParams:
+    """The flows' `ingest` parameter from the options a command declared (the others keep their defaults)."""
+    values: dict[str, Any] = {name: getattr(args, name) for name in IngestParams.model_fields
+                              if getattr(args, name, None) is not None}
+    values["session_pdas"] = split_pdas(getattr(args, "session_pda", None)) or None
+    values["extra_program_ids"] = list(getattr(args, "program_id", None) or []) or None
+    return IngestParams(**values)
+
+
+def export_params(args: argparse.Namespace) -> ExportParams:
+    from iq_etl.orchestration.params import ExportParams
+
+    return ExportParams(targets=list(args.target) or None, concurrency=args.export_concurrency,
+                        dry_run=bool(getattr(args, "dry_run", False)))
 
 
 def check_numbers(args: argparse.Namespace) -> None:
@@ -106,31 +126,27 @@ def run_flow(flow_fn: Any, **parameters: Any) -> tuple[Any, str | None]:
     return data, None
 
 
-def print_result(result: dict[str, Any], as_json: bool) -> None:
+def print_result(result: PipelineResult, as_json: bool) -> None:
     from iq_etl.output import jsonable
 
     if as_json:
-        json.dump(jsonable(result), sys.stdout, indent=2)
+        json.dump(jsonable(result.to_json()), sys.stdout, indent=2)
         print()
         return
-    followed = result.get("follow")
-    if followed:
-        print(followed.get("line", ""))
-    ing = result.get("ingest")
-    if ing:
-        print(f"ingest: {ing.get('transactions_seen', 0):,} transactions, {ing.get('matches', 0):,} IQ matches, "
-              f"{ing.get('rows_written', 0):,} rows written, {ing.get('undecoded', 0):,} undecoded "
-              f"({ing.get('skipped_ranges', 0)} sub-ranges already done)")
-    elif "ingest" in result and not followed:
+    if result.follow is not None:
+        print(result.follow.line())
+    ing = result.ingest
+    if ing is not None:
+        print(f"ingest: {ing.transactions_seen:,} transactions, {ing.matches:,} IQ matches, "
+              f"{ing.rows_written:,} rows written, {ing.undecoded:,} undecoded "
+              f"({ing.skipped_ranges} sub-ranges already done)")
+    elif result.follow is None:
         print("ingest: skipped (no slot spec and no session PDAs)")
-    tr = result.get("transform")
-    if tr:
-        print(f"transform: {'ok' if tr.get('success', tr.get('ok', True)) else 'FAILED'}")
-    for ex in result.get("export") or []:
-        print(f"export → {ex.get('target')}: {ex.get('delivered', 0)} delivered, {ex.get('failed', 0)} failed, "
-              f"{ex.get('refused', 0)} refused (of {ex.get('selected', 0)} waiting)")
-    status = result.get("status")
-    if status:
+    print(f"transform: {'ok' if result.transform.success else 'FAILED'}")
+    for ex in result.export:
+        print(f"export → {ex.target}: {ex.delivered} delivered, {ex.failed} failed, {ex.refused} refused "
+              f"(of {ex.selected} waiting)")
+    if result.status:
         from iq_etl.status import print_status
 
-        print_status(status)
+        print_status(result.status)

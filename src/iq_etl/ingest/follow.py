@@ -29,7 +29,7 @@ from clickhouse_connect.driver import Client
 
 from iq_etl.errors import IQEtlError, SourceError, SourceMissing
 from iq_etl.ingest.decode import InstructionFilter
-from iq_etl.ingest.request import IngestRequest
+from iq_etl.ingest.request import DEFAULT_MAX_EPOCHS, DEFAULT_MAX_RPC_SLOTS, IngestRequest  # noqa: F401 - re-exported
 from iq_etl.ingest.run import IngestSummary, run_ingest
 from iq_etl.settings import Settings
 from iq_etl.solana.slots import SlotRange, epoch_bounds, epoch_of
@@ -37,9 +37,6 @@ from iq_etl.warehouse.scan_ledger import covered_by_any_source, subtract
 from iq_etl.warehouse.schema import migrate
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MAX_EPOCHS = 1          # CAR epochs read per round (an epoch is ~0.5-0.8 TB on mainnet)
-DEFAULT_MAX_RPC_SLOTS = 20_000  # slots read over RPC per round (~2.2 h of chain)
 
 
 @dataclass

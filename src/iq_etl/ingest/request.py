@@ -1,10 +1,13 @@
 """One ingest, as a frozen request: what to read and how. The defaults live here and only here: the
-`ingest` and `run` commands, the Prefect flows and reconcile all build an `IngestRequest` (or read
-their defaults from `DEFAULTS`)."""
+`ingest` command builds an `IngestRequest`; the Prefect flows and the commands running them carry an
+`IngestParams` (the same options as a pydantic model: Prefect validates it and shows it as a form) and
+turn it into an `IngestRequest` at the stage."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Final, Literal, Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from iq_etl.ingest.progress import ProgressReport
 from iq_etl.ingest.sources.base import SOURCES
@@ -45,4 +48,60 @@ class IngestRequest:
 
 
 DEFAULTS = IngestRequest()
-__all__ = ["DEFAULTS", "IngestRequest", "SOURCES"]
+
+
+# --- the same request as typed flow parameters ----------------------------------------------------
+
+FOLLOW: Final = "follow"                # not a source: one round of following the chain (iq_etl.ingest.follow)
+DEFAULT_MAX_EPOCHS = 1                  # follow: CAR epochs read per round (an epoch is ~0.5-0.8 TB on mainnet)
+DEFAULT_MAX_RPC_SLOTS = 20_000          # follow: slots read over RPC per round (~2.2 h of chain)
+SourceName = Literal["car", "rpc-blocks", "rpc-signatures", "follow"]
+
+
+class IngestParams(BaseModel):
+    """How to ingest, as one validated value: the `ingest` parameter of the Prefect flows (a form in
+    the UI, checked before a run starts) and what the `run`, `backfill` and `reconcile` commands build
+    from their options. What to read (the slot spec, reconcile's ranges) and how this process shows it
+    (progress bar, run id) are not here: `request()` adds them and gives the stage its IngestRequest.
+    Defaults are IngestRequest's (DEFAULTS)."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # None: the flow's default, so that a partial `ingest` given to a deployment keeps it (the pipeline
+    # follows the chain; the others, and the pipeline given a slot spec, read CAR).
+    source: SourceName | None = Field(default=None, description="car | rpc-blocks | rpc-signatures | follow (one "
+                                      "round of following the chain); null: the flow's default (pipeline: follow, "
+                                      "others: car)")
+    car_url: str | None = Field(default=None, description="CAR path/URL, may contain {epoch}; null: IQ_CAR_URL / Old Faithful")
+    rpc_url: str | None = Field(default=None, description="JSON-RPC URL; null: IQ_RPC_URL / SOLANA_RPC_URL")
+    session_pdas: list[str] | None = Field(default=None, description="only these session accounts; without a slot spec their "
+                                           "window is discovered; null: IQ_SESSION_PDA_LIST")
+    slot_padding: int = Field(default=DEFAULTS.slot_padding, ge=0, description="slots around a discovered window")
+    max_signature_pages: int = Field(default=DEFAULTS.max_signature_pages, ge=1,
+                                     description="getSignaturesForAddress pages (1000 signatures each) per account")
+    threads: int | None = Field(default=None, ge=1, description="ingest workers; null: JETSTREAMER_THREADS")
+    resume: bool = Field(default=DEFAULTS.resume, description="skip sub-ranges earlier runs completed")
+    extra_program_ids: list[str] | None = Field(default=None, description="programs ingested besides IQ_PROGRAM_ID")
+    subrange_slots: int = Field(default=DEFAULTS.subrange_slots, ge=1, description="slots per resumable sub-range (and task)")
+    dask_address: str | None = Field(default=None, description="tcp://HOST:PORT of a Dask scheduler: sub-ranges as tasks "
+                                     "there; null: IQ_DASK_ADDRESS")
+    dask_workers: int | None = Field(default=None, ge=1, description="without an address: a local Dask cluster of N processes")
+    max_epochs: int = Field(default=DEFAULT_MAX_EPOCHS, ge=0, description="follow: archived epochs read from CAR per run")
+    max_rpc_slots: int = Field(default=DEFAULT_MAX_RPC_SLOTS, ge=0, description="follow: slots read over RPC per run")
+
+    def request(self, slot_spec: str | None = None, *, ranges: Sequence[SlotRange | tuple[int, int]] = (),
+                source: str | None = None, run_id: str | None = None, progress: bool = False,
+                on_progress: Callable[[ProgressReport], None] | None = None) -> IngestRequest:
+        """The stage's request for `slot_spec` (or explicit `ranges`); `source` overrides this one's (a
+        following pipeline given a slot spec reads it from car)."""
+        source = source or self.source
+        if source in (None, FOLLOW):
+            source = DEFAULTS.source
+        return IngestRequest(
+            slot_spec=slot_spec, ranges=tuple(SlotRange(*r) for r in ranges), source=source, car_url=self.car_url,
+            rpc_url=self.rpc_url, session_pdas=tuple(self.session_pdas or ()), slot_padding=self.slot_padding,
+            max_signature_pages=self.max_signature_pages, threads=self.threads, resume=self.resume, run_id=run_id,
+            progress=progress, subrange_slots=self.subrange_slots, extra_program_ids=tuple(self.extra_program_ids or ()),
+            on_progress=on_progress)
+
+
+__all__ = ["DEFAULTS", "DEFAULT_MAX_EPOCHS", "DEFAULT_MAX_RPC_SLOTS", "FOLLOW", "IngestParams", "IngestRequest", "SOURCES"]

@@ -31,9 +31,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
 
 from iq_etl.errors import IQEtlError
-from iq_etl.ingest.request import DEFAULTS
+from iq_etl.ingest.request import IngestParams
 from iq_etl.orchestration.dask_fanout import DaskFanout, dask_fanout, quiet_distributed_shutdown  # noqa: F401
 from iq_etl.orchestration.locking import DEFAULT_TIMEOUT_S, GLOBAL_LIMIT_NAME, warehouse_session
+from iq_etl.orchestration.params import INGEST, PARAMS_VERSION, SlotSpec, check_params_version
 from iq_etl.orchestration.run_context import spec_text
 from iq_etl.solana.slots import SlotRange, parse_slot_spec
 
@@ -45,7 +46,7 @@ BACKFILL_ARTIFACT_KEY = "iq-etl-backfill"
 class BackfillIncomplete(IQEtlError):
     """The data of a failed backfill run: what failed (the message) and the per-epoch report."""
 
-    def __init__(self, message: str, report: dict[str, Any]):
+    def __init__(self, message: str, report: BackfillReport):
         super().__init__(message)
         self.report = report
 
@@ -104,18 +105,16 @@ def _publish(report: BackfillReport) -> None:
 
 
 @flow(name="backfill_flow", log_prints=True)
-def backfill_flow(slot_spec: str | int, source: str = DEFAULTS.source, car_url: str | None = None,
-                  rpc_url: str | None = None, dask_address: str | None = None, dask_workers: int | None = None,
-                  resume: bool = DEFAULTS.resume, extra_program_ids: list[str] | None = None,
-                  subrange_slots: int = DEFAULTS.subrange_slots,
-                  lock_timeout_s: float = DEFAULT_TIMEOUT_S) -> Any:
+def backfill_flow(slot_spec: SlotSpec, ingest: IngestParams = INGEST, lock_timeout_s: float = DEFAULT_TIMEOUT_S,
+                  params_version: int = PARAMS_VERSION) -> Any:
     """Ingest an epoch range (`A-B`, `N`, or `S:E` cut at epoch boundaries) epoch by epoch, each epoch's
-    sub-ranges fanned out as Prefect tasks on a Dask cluster (`dask_address` / IQ_DASK_ADDRESS; or a local
-    cluster of `dask_workers` processes; with neither, in the flow process). After every epoch the
-    artifact `iq-etl-backfill` shows per-epoch progress. Epochs that fail (e.g. an archive not found)
-    are reported and the next epoch goes on; the run then fails naming them. Rerunning resumes."""
+    sub-ranges fanned out as Prefect tasks on a Dask cluster (`ingest.dask_address` / IQ_DASK_ADDRESS; or
+    a local cluster of `ingest.dask_workers` processes; with neither, in the flow process). After every
+    epoch the artifact `iq-etl-backfill` shows per-epoch progress. Epochs that fail (e.g. an archive not
+    found) are reported and the next epoch goes on; the run then fails naming them. Rerunning resumes.
+    Returns the BackfillReport (the Failed state's data: BackfillIncomplete, carrying it)."""
+    check_params_version("backfill_flow", params_version)
     slot_spec = str(spec_text(slot_spec))   # `-p slot_spec=923` arrives as a number
-    from iq_etl.ingest.request import IngestRequest
     from iq_etl.ingest.run import run_ingest
     from iq_etl.orchestration.run_context import flow_settings as _settings
     from iq_etl.orchestration.run_context import run_id as _run_id
@@ -123,12 +122,10 @@ def backfill_flow(slot_spec: str | int, source: str = DEFAULTS.source, car_url: 
 
     settings = _settings()
     logger = _logger()
-    if source not in ("car", "rpc-blocks"):
-        raise IQEtlError(f"backfill reads slot ranges: source car or rpc-blocks, not {source!r}")
-    if dask_workers is not None and dask_workers < 1:
-        raise IQEtlError(f"dask_workers must be at least 1, got {dask_workers}")
+    if ingest.source not in (None, "car", "rpc-blocks"):
+        raise IQEtlError(f"backfill reads slot ranges: source car or rpc-blocks, not {ingest.source!r}")
     parts = epoch_parts(slot_spec)
-    fanout = dask_fanout(settings, dask_address, dask_workers)
+    fanout = dask_fanout(settings, ingest.dask_address, ingest.dask_workers)
     report = BackfillReport(slot_spec, fanout.describe() if fanout else "the flow process (no Dask cluster given)",
                             [EpochProgress(epoch, rng.first_slot, rng.last_slot) for epoch, rng in parts])
     _publish(report)
@@ -142,10 +139,8 @@ def backfill_flow(slot_spec: str | int, source: str = DEFAULTS.source, car_url: 
                 _publish(report)
                 started = time.perf_counter()
                 try:
-                    summary = run_ingest(settings, IngestRequest(
-                        ranges=(rng,), source=source, car_url=car_url, rpc_url=rpc_url, resume=resume,
-                        run_id=run_id, extra_program_ids=tuple(extra_program_ids or ()),
-                        subrange_slots=subrange_slots), client=client, fanout=fanout)
+                    summary = run_ingest(settings, ingest.request(ranges=(rng,), run_id=run_id), client=client,
+                                         fanout=fanout)
                 except Exception as exc:  # noqa: BLE001 - one epoch's failure is reported; the next goes on
                     progress.status, progress.error = "failed", str(exc).splitlines()[0] if str(exc) else repr(exc)
                     logger.error("backfill: epoch %d failed: %s", epoch, progress.error)
@@ -170,5 +165,5 @@ def backfill_flow(slot_spec: str | int, source: str = DEFAULTS.source, car_url: 
         message = "backfill " + slot_spec + ": " + "; ".join(
             f"epoch {e.epoch} {e.status}" + (f" ({e.error})" if e.error else "") for e in bad)
         logger.error("%s", message)
-        return Failed(message=message[:2000], data=BackfillIncomplete(message, report.to_json()))
-    return report.to_json()
+        return Failed(message=message[:2000], data=BackfillIncomplete(message, report))
+    return report

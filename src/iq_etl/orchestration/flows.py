@@ -2,7 +2,7 @@
 
 Flows (each one is also a Prefect deployment in `prefect.yaml` and served by `iq-etl serve`):
 
-- `ingest_flow`     the `iq-etl ingest` parameters (slot spec, source, CAR/RPC URLs, session PDAs...)
+- `ingest_flow`     a slot spec and the ingest options (`IngestParams`: source, CAR/RPC URLs, session PDAs...)
 - `transform_flow`  `dbt build` of the models in `dbt_project/`
 - `export_flow`     uploads in `iq.sessions_ready_to_export` → each target, bounded concurrency,
                     every attempt recorded in `iq.exports`
@@ -19,6 +19,11 @@ the chDB folder is free between runs. The stages are tasks so that each gets its
 and retries in the Prefect UI; only the idempotent ones retry (ingest: dedup tokens + resume; dbt
 build; export: delivered uploads are never re-sent and attempts carry an Idempotency-Key).
 
+Parameters are typed (iq_etl.orchestration.params): the ingest options are one pydantic model
+(`ingest: IngestParams`), the export options another (`export: ExportParams`); Prefect validates them
+before a run and shows them as forms; `params_version` refuses a deployment of another shape. Results
+are typed too (iq_etl.orchestration.results; the stages' own dataclasses).
+
 Settings (DSN, tokens, program ids) come from the environment / `.env` of the process running the
 flow, never from flow parameters: Prefect stores parameters in its database and shows them in the UI.
 Each run ends by publishing a markdown artifact (key `iq-etl-status`) with the `iq-etl status` table;
@@ -27,8 +32,7 @@ incomplete uploads and a link artifact to the report (orchestration/artifacts.py
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
@@ -36,9 +40,19 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
 from iq_etl.errors import DeliveryFailed
-from iq_etl.ingest.request import DEFAULTS
+from iq_etl.ingest.request import FOLLOW
 from iq_etl.orchestration.artifacts import publish_report
 from iq_etl.orchestration.locking import DEFAULT_TIMEOUT_S, GLOBAL_LIMIT_NAME, warehouse_session
+from iq_etl.orchestration.params import (
+    EXPORT,
+    INGEST,
+    PARAMS_VERSION,
+    ExportParams,
+    IngestParams,
+    SlotSpec,
+    check_params_version,
+)
+from iq_etl.orchestration.results import PipelineResult, ReconcileResult, deliveries_failed
 from iq_etl.orchestration.run_context import flow_settings as _settings
 from iq_etl.orchestration.run_context import run_id as _run_id
 from iq_etl.orchestration.run_context import run_logger as _logger
@@ -46,18 +60,13 @@ from iq_etl.orchestration.run_context import spec_text
 from iq_etl.orchestration.run_context import worth_retrying as _worth_retrying
 from iq_etl.settings import Settings
 
+if TYPE_CHECKING:  # the stages are imported by the tasks that run them
+    from iq_etl.export.runner import ExportSummary
+    from iq_etl.ingest.follow import FollowResult
+    from iq_etl.ingest.run import IngestSummary
+    from iq_etl.transform.runner import DbtResult
+
 STATUS_ARTIFACT_KEY = "iq-etl-status"
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    for method in ("to_json", "to_dict"):
-        if hasattr(value, method):
-            return getattr(value, method)()
-    if dataclasses.is_dataclass(value):
-        return dataclasses.asdict(value)
-    return dict(value)
 
 
 # --- tasks ------------------------------------------------------------------------------------
@@ -83,88 +92,74 @@ def _progress_artifact():
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=10, retry_condition_fn=_worth_retrying, cache_policy=NO_CACHE)
-def ingest_task(settings: Settings, *, slot_spec: str | None = None, ranges: Sequence[tuple[int, int]] | None = None,
-                source: str = DEFAULTS.source, car_url: str | None = None, rpc_url: str | None = None,
-                session_pdas: Sequence[str] | None = None, slot_padding: int = DEFAULTS.slot_padding,
-                max_signature_pages: int = DEFAULTS.max_signature_pages, threads: int | None = None,
-                resume: bool = DEFAULTS.resume, extra_program_ids: Sequence[str] = (),
-                progress: bool = False, dask_address: str | None = None,
-                dask_workers: int | None = None) -> dict[str, Any]:
+def ingest_task(settings: Settings, params: IngestParams, slot_spec: str | None = None,
+                ranges: Sequence[tuple[int, int]] = (), source: str | None = None,
+                progress: bool = False) -> IngestSummary:
     """Idempotent: batches carry content dedup tokens and `resume` skips sub-ranges already done.
-    With `dask_address` (or IQ_DASK_ADDRESS) or `dask_workers`, sub-ranges are Prefect tasks on a Dask
-    cluster (iq_etl.orchestration.dask_fanout.DaskFanout) instead of `threads` local workers."""
+    With `params.dask_address` (or IQ_DASK_ADDRESS) or `params.dask_workers`, sub-ranges are Prefect tasks
+    on a Dask cluster (iq_etl.orchestration.dask_fanout.DaskFanout) instead of `threads` local workers.
+    `source` overrides the params' (reconcile's searches, a following pipeline given a slot spec)."""
     import contextlib
 
-    from iq_etl.ingest.request import IngestRequest
     from iq_etl.ingest.run import run_ingest
     from iq_etl.orchestration.dask_fanout import dask_fanout
-    from iq_etl.solana.slots import SlotRange
 
-    fanout = dask_fanout(settings, dask_address, dask_workers)
+    fanout = dask_fanout(settings, params.dask_address, params.dask_workers)
     if fanout is not None:
         _logger().info("ingest: sub-ranges as tasks on %s", fanout.describe())
+    request = params.request(slot_spec, ranges=ranges, source=source, run_id=_run_id().replace("-", "")[:12] or None,
+                             progress=progress, on_progress=_progress_artifact())
     with fanout if fanout is not None else contextlib.nullcontext():
-        summary = run_ingest(
-            settings, IngestRequest(slot_spec=slot_spec, ranges=[SlotRange(a, b) for a, b in ranges] if ranges else None,
-            source=source, car_url=car_url, rpc_url=rpc_url, session_pdas=list(session_pdas) if session_pdas else None,
-            slot_padding=slot_padding, max_signature_pages=max_signature_pages, threads=threads, resume=resume,
-            run_id=_run_id().replace("-", "")[:12] or None, progress=progress, extra_program_ids=tuple(extra_program_ids),
-            on_progress=_progress_artifact()), fanout=fanout,
-        )
-    result = _as_dict(summary)
+        summary = run_ingest(settings, request, fanout=fanout)
     _logger().info("ingest into %s: %s transactions seen, %s IQ matches, %s rows written, %s undecoded in %.1fs",
-                   settings.warehouse_name, result.get("transactions_seen"), result.get("matches"),
-                   result.get("rows_written"), result.get("undecoded"), result.get("seconds") or 0.0)
-    if result.get("incomplete"):
+                   settings.warehouse_name, summary.transactions_seen, summary.matches, summary.rows_written,
+                   summary.undecoded, summary.seconds)
+    if summary.incomplete:
         _logger().warning("ingest: some sub-ranges did not finish; the next run resumes them")
-    return result
+    return summary
 
 
-def transform_line(out: dict[str, Any]) -> str:
+def transform_line(out: DbtResult) -> str:
     """`transform: dbt build ok in 7.4s (17 success, 60 pass)`: a line for people, not a dict repr."""
-    counts = out.get("counts") or {}
-    nodes = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no nodes"
-    verdict = "ok" if out.get("success") else "FAILED"
-    return f"transform: dbt {out.get('command', 'build')} {verdict} in {out.get('elapsed_s', 0):.1f}s ({nodes})"
+    nodes = ", ".join(f"{n} {status}" for status, n in sorted(out.counts().items())) or "no nodes"
+    verdict = "ok" if out.success else "FAILED"
+    return f"transform: dbt {out.command} {verdict} in {out.elapsed_s:.1f}s ({nodes})"
 
 
-def export_line(out: dict[str, Any]) -> str:
+def export_line(out: ExportSummary) -> str:
     """`export to URL: 40 of 40 delivered, 0 failed, 0 refused; 40 attempts, 99,875 bytes`."""
-    if out.get("dry_run"):
-        return f"export to {out.get('target')} (dry run): {out.get('would_send', 0)} would be sent"
-    return (f"export to {out.get('target')}: {out.get('delivered', 0)} of {out.get('selected', 0)} delivered, "
-            f"{out.get('failed', 0)} failed, {out.get('refused', 0)} refused; {out.get('attempts', 0)} attempts, "
-            f"{out.get('bytes_delivered', 0):,} bytes")
+    if out.dry_run:
+        return f"export to {out.target} (dry run): {out.would_send} would be sent"
+    return (f"export to {out.target}: {out.delivered} of {out.selected} delivered, {out.failed} failed, "
+            f"{out.refused} refused; {out.attempts} attempts, {out.bytes_delivered:,} bytes")
 
 
 @task(name="transform", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def transform_task(settings: Settings, select: str | None = None, full_refresh: bool = False,
-                   full_tests: bool = False) -> dict[str, Any]:
+                   full_tests: bool = False) -> DbtResult:
     """`dbt build`; idempotent (tables are rebuilt or merged incrementally on their keys). Data tests
     check the groups the build recomputed, or everything with `full_tests` / `full_refresh`."""
     from iq_etl.transform.runner import run_dbt
 
     result = run_dbt(settings, select=select, full_refresh=full_refresh, quiet=True, full_tests=full_tests)
-    out = _as_dict(result)
-    _logger().info("%s", transform_line(out))
-    return out
+    _logger().info("%s", transform_line(result))
+    return result
 
 
 @task(name="export", retries=2, retry_delay_seconds=10, retry_condition_fn=_worth_retrying, cache_policy=NO_CACHE)
-def export_task(settings: Settings, target: str | None, dry_run: bool = False, concurrency: int | None = None,
-                limit: int | None = None) -> dict[str, Any]:
+def export_task(settings: Settings, target: str | None, params: ExportParams = EXPORT,
+                limit: int | None = None) -> ExportSummary:
     """Idempotent: only uploads without a delivered row for the target are sent, with a stable
     Idempotency-Key, so a retried task never delivers twice."""
     from iq_etl.export.runner import export_ready
     from iq_etl.warehouse.client import get_client
 
-    kwargs: dict[str, Any] = {"target": target, "dry_run": dry_run, "limit": limit}
-    if concurrency:
-        kwargs["concurrency"] = concurrency
+    kwargs: dict[str, Any] = {"target": target, "dry_run": params.dry_run, "limit": limit}
+    if params.concurrency:
+        kwargs["concurrency"] = params.concurrency
     summary = export_ready(settings, get_client(settings), **kwargs)
-    out = _as_dict(summary)
-    _logger().info("%s", export_line(out))
-    return out
+    _logger().info("%s", export_line(summary))
+    return summary
 
 
 @task(name="publish-status", retries=1, cache_policy=NO_CACHE)
@@ -187,42 +182,38 @@ def _targets(targets: Sequence[str] | None) -> list[str | None]:
     return list(dict.fromkeys(targets)) if targets else [None]
 
 
-def _export_all(settings: Settings, targets: Sequence[str] | None, dry_run: bool, concurrency: int | None,
-                limit: int | None) -> list[dict[str, Any]]:
-    return [export_task(settings, target, dry_run=dry_run, concurrency=concurrency, limit=limit)
-            for target in _targets(targets)]
+def _export_all(settings: Settings, params: ExportParams, limit: int | None = None) -> list[ExportSummary]:
+    return [export_task(settings, target, params, limit=limit) for target in _targets(params.targets)]
 
 
-def _export_markdown(exported: Sequence[dict[str, Any]]) -> str:
+def _export_markdown(exported: Sequence[ExportSummary]) -> str:
     """This run's deliveries per target, for the status artifact."""
     if not exported:
         return ""
     lines = ["## This run's exports", "", "| target | waiting | delivered | failed | refused | attempts |",
              "|---|---|---|---|---|---|"]
     for e in exported:
-        lines.append(f"| {e.get('target')} | {e.get('selected', 0)} | {e.get('delivered', 0)}"
-                     f"{' (dry run)' if e.get('dry_run') else ''} | {e.get('failed', 0)} | {e.get('refused', 0)} "
-                     f"| {e.get('attempts', 0)} |")
+        lines.append(f"| {e.target} | {e.selected} | {e.delivered}{' (dry run)' if e.dry_run else ''} | {e.failed} "
+                     f"| {e.refused} | {e.attempts} |")
     for e in exported:
-        for f in (e.get("failures") or [])[:10]:
-            lines.append(f"- {e.get('target')}: `{f.get('upload_key', f.get('session_key', ''))}` "
+        for f in e.failures[:10]:   # the export runner's failure rows (plain dicts from its ledger)
+            lines.append(f"- {e.target}: `{f.get('upload_key', f.get('session_key', ''))}` "
                          f"{f.get('status', '')}: {f.get('error', f.get('reason', ''))}")
     return "\n".join(lines)
 
 
-def _delivery_verdict(exported: Sequence[dict[str, Any]]) -> str | None:
+def _delivery_verdict(exported: Sequence[ExportSummary]) -> str | None:
     """One line when an export failed or refused deliveries (dry runs never fail), else None."""
-    bad = [e for e in exported if not e.get("dry_run") and (e.get("failed") or e.get("refused")
-                                                             or e.get("not_attempted"))]
+    bad = [e for e in exported if not e.dry_run and (e.failed or e.refused or e.not_attempted)]
     if not bad:
         return None
-    return "; ".join(f"export to {e.get('target')}: {e.get('delivered', 0)} of {e.get('selected', 0)} delivered, "
-                     f"{e.get('failed', 0)} failed, {e.get('refused', 0)} refused ({e.get('attempts', 0)} attempts)"
-                     + (f", {e.get('not_attempted')} not attempted: {e.get('breaker')}" if e.get("not_attempted") else "")
+    return "; ".join(f"export to {e.target}: {e.delivered} of {e.selected} delivered, {e.failed} failed, "
+                     f"{e.refused} refused ({e.attempts} attempts)"
+                     + (f", {e.not_attempted} not attempted: {e.breaker}" if e.not_attempted else "")
                      for e in bad)
 
 
-def _finish(settings: Settings, result: Any, exported: Sequence[dict[str, Any]]) -> Any:
+def _finish(settings: Settings, result: Any, exported: Sequence[ExportSummary]) -> Any:
     """The flow's return: its result, or, when deliveries failed and IQ_EXPORT_FAILURE_POLICY is `fail`
     (the default), a Failed state whose message says what failed: that is what pages an operator.
     The figures stay available: the state's data is a DeliveryFailed carrying the result."""
@@ -238,23 +229,15 @@ def _finish(settings: Settings, result: Any, exported: Sequence[dict[str, Any]])
 # --- flows ------------------------------------------------------------------------------------
 
 @flow(name="ingest_flow", log_prints=True)
-def ingest_flow(slot_spec: str | int | None = None, source: str = DEFAULTS.source, car_url: str | None = None,
-                rpc_url: str | None = None, session_pdas: list[str] | None = None,
-                slot_padding: int = DEFAULTS.slot_padding, max_signature_pages: int = DEFAULTS.max_signature_pages,
-                threads: int | None = None, resume: bool = DEFAULTS.resume,
-                extra_program_ids: list[str] | None = None, lock_timeout_s: float = DEFAULT_TIMEOUT_S,
-                publish_status: bool = True, progress: bool = False, dask_address: str | None = None,
-                dask_workers: int | None = None) -> dict[str, Any]:
+def ingest_flow(slot_spec: SlotSpec = None, ingest: IngestParams = INGEST, lock_timeout_s: float = DEFAULT_TIMEOUT_S,
+                publish_status: bool = True, progress: bool = False,
+                params_version: int = PARAMS_VERSION) -> IngestSummary:
     """Ingest a slot range (`S:E`, epoch `N`, epochs `A-B`) or the window discovered for session PDAs.
-    `dask_address` (or IQ_DASK_ADDRESS) / `dask_workers`: sub-ranges as tasks on a Dask cluster."""
-    slot_spec = spec_text(slot_spec)   # `-p slot_spec=923` arrives as a number
+    `ingest.dask_address` (or IQ_DASK_ADDRESS) / `ingest.dask_workers`: sub-ranges as tasks on a Dask cluster."""
+    check_params_version("ingest_flow", params_version)
     settings = _settings()
     with warehouse_session(settings, "ingest_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
-        result = ingest_task(settings, slot_spec=slot_spec, source=source, car_url=car_url, rpc_url=rpc_url,
-                             session_pdas=session_pdas, slot_padding=slot_padding,
-                             max_signature_pages=max_signature_pages, threads=threads, resume=resume,
-                             extra_program_ids=extra_program_ids or (), progress=progress,
-                             dask_address=dask_address, dask_workers=dask_workers)
+        result = ingest_task(settings, ingest, spec_text(slot_spec), progress=progress)
         if publish_status:
             status_artifact_task(settings, "ingest_flow")
     return result
@@ -262,9 +245,11 @@ def ingest_flow(slot_spec: str | int | None = None, source: str = DEFAULTS.sourc
 
 @flow(name="transform_flow", log_prints=True)
 def transform_flow(select: str | None = None, full_refresh: bool = False,
-                   lock_timeout_s: float = DEFAULT_TIMEOUT_S, full_tests: bool = False) -> dict[str, Any]:
+                   lock_timeout_s: float = DEFAULT_TIMEOUT_S, full_tests: bool = False,
+                   params_version: int = PARAMS_VERSION) -> DbtResult:
     """`dbt build` (optionally `--select`, `--full-refresh`, `--full-tests`: every data test over
     everything, the nightly deployment) and publish the status artifact."""
+    check_params_version("transform_flow", params_version)
     settings = _settings()
     with warehouse_session(settings, "transform_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
         result = transform_task(settings, select=select, full_refresh=full_refresh, full_tests=full_tests)
@@ -273,122 +258,100 @@ def transform_flow(select: str | None = None, full_refresh: bool = False,
 
 
 @flow(name="export_flow", log_prints=True)
-def export_flow(targets: list[str] | None = None, dry_run: bool = False, concurrency: int | None = None,
-                limit: int | None = None, lock_timeout_s: float = DEFAULT_TIMEOUT_S) -> list[dict[str, Any]]:
+def export_flow(export: ExportParams = EXPORT, limit: int | None = None, lock_timeout_s: float = DEFAULT_TIMEOUT_S,
+                params_version: int = PARAMS_VERSION) -> list[ExportSummary]:
     """Export complete uploads not yet delivered to each target (default: the configured reader backend)."""
+    check_params_version("export_flow", params_version)
     settings = _settings()
     with warehouse_session(settings, "export_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
-        results = _export_all(settings, targets, dry_run, concurrency, limit)
+        results = _export_all(settings, export, limit)
         status_artifact_task(settings, "export_flow", extra_markdown=_export_markdown(results))
     return _finish(settings, results, results)
 
 
 @task(name="follow", cache_policy=NO_CACHE)
-def follow_task(settings: Settings, *, car_url: str | None = None, rpc_url: str | None = None,
-                max_epochs: int | None = None, max_rpc_slots: int | None = None,
-                extra_program_ids: Sequence[str] = (), progress: bool = False) -> dict[str, Any]:
+def follow_task(settings: Settings, params: IngestParams, progress: bool = False) -> FollowResult:
     """One round of following the chain (iq_etl.ingest.follow): archived epochs from CAR, the slots
     past the archive's edge over RPC, bounded; returns the round's figures (tip, frontier, lag)."""
-    from iq_etl.ingest.follow import DEFAULT_MAX_EPOCHS, DEFAULT_MAX_RPC_SLOTS, follow_chain
+    from iq_etl.ingest.follow import follow_chain
     from iq_etl.warehouse.client import get_client
 
-    result = follow_chain(settings, get_client(settings), car_url=car_url, rpc_url=rpc_url,
-                          max_epochs=DEFAULT_MAX_EPOCHS if max_epochs is None else max_epochs,
-                          max_rpc_slots=DEFAULT_MAX_RPC_SLOTS if max_rpc_slots is None else max_rpc_slots,
-                          extra_program_ids=tuple(extra_program_ids), progress=progress)
+    result = follow_chain(settings, get_client(settings), car_url=params.car_url, rpc_url=params.rpc_url,
+                          max_epochs=params.max_epochs, max_rpc_slots=params.max_rpc_slots,
+                          extra_program_ids=tuple(params.extra_program_ids or ()), progress=progress)
     _logger().info("%s", result.line())
-    return {**result.to_json(), "line": result.line()}
+    return result
 
 
-def _record_run(settings: Settings, command: str, started: Any, result: dict[str, Any], verdict: str | None) -> None:
+def _record_run(settings: Settings, command: str, started: Any, result: PipelineResult, verdict: str | None) -> None:
     """One row in iq.runs for this flow run (never failing the run: the history is secondary)."""
-    import datetime as dt
-
     from iq_etl.warehouse.client import get_client
     from iq_etl.warehouse.runs import RunRecord, complete_uploads, record_run
 
     try:
         client = get_client(settings)
-        ingested, follow = result.get("ingest") or {}, result.get("follow") or {}
-        exported = result.get("export") or []
-
-        def when(value: Any) -> Any:
-            return dt.datetime.fromisoformat(value) if isinstance(value, str) else value
-
+        follow = result.follow
         record_run(client, RunRecord(
             run_id=_run_id() or started.strftime(f"{command}-%Y%m%dT%H%M%S"), flow_run_id=_run_id() or "",
             command=command, started_at=started, status="failed" if verdict else "ok",
-            slots_covered=int(follow.get("slots_covered") or sum(
-                r["last_slot"] - r["first_slot"] + 1 for r in ingested.get("ranges", []) if r.get("status") == "done")),
-            rows_written=int(follow.get("rows_written") or ingested.get("rows_written") or 0),
-            uploads_complete=complete_uploads(client),
-            uploads_delivered=sum(int(e.get("delivered") or 0) for e in exported),
-            errors=sum(int(e.get("failed") or 0) + int(e.get("refused") or 0) for e in exported) + (1 if verdict else 0),
-            message=verdict or follow.get("line", ""), tip_slot=follow.get("tip_slot"),
-            tip_time=when(follow.get("tip_time")), frontier_slot=follow.get("frontier_slot"),
-            frontier_time=when(follow.get("frontier_time")), warehouse=settings.warehouse_name))
+            slots_covered=result.slots_covered, rows_written=result.rows_written,
+            uploads_complete=complete_uploads(client), uploads_delivered=sum(e.delivered for e in result.export),
+            errors=deliveries_failed(result.export) + (1 if verdict else 0),
+            message=verdict or (follow.line() if follow else ""),
+            tip_slot=follow.tip_slot if follow else None, tip_time=follow.tip_time if follow else None,
+            frontier_slot=follow.frontier_slot if follow else None,
+            frontier_time=follow.frontier_time if follow else None, warehouse=settings.warehouse_name))
     except Exception as exc:  # noqa: BLE001 - say so, keep the run's own outcome
         _logger().warning("run history not recorded: %s: %s", type(exc).__name__, exc)
 
 
-def _nothing_to_ingest(settings: Settings, slot_spec: str | None, session_pdas: Sequence[str] | None,
-                       source: str = "car") -> bool:
+def _nothing_to_ingest(settings: Settings, slot_spec: str | None, params: IngestParams) -> bool:
     """A scheduled pipeline without a slot spec and without session PDAs only transforms and exports
     (ingest may be done elsewhere, e.g. by workers each ingesting a slot range) -- unless its source
     is rpc-signatures, which then tails every IQ program from the cursors in iq.cursors."""
-    if source == "rpc-signatures":
+    if params.source == "rpc-signatures":
         return False
-    return not slot_spec and not session_pdas and not settings.session_pdas
+    return not slot_spec and not params.session_pdas and not settings.session_pdas
 
 
 @flow(name="pipeline_flow", log_prints=True)
-def pipeline_flow(slot_spec: str | int | None = None, source: str = DEFAULTS.source, car_url: str | None = None,
-                  rpc_url: str | None = None, session_pdas: list[str] | None = None,
-                  slot_padding: int = DEFAULTS.slot_padding, max_signature_pages: int = DEFAULTS.max_signature_pages,
-                  threads: int | None = None, resume: bool = DEFAULTS.resume,
-                  extra_program_ids: list[str] | None = None, targets: list[str] | None = None,
-                  export_concurrency: int | None = None, dry_run: bool = False, full_refresh: bool = False,
-                  lock_timeout_s: float = DEFAULT_TIMEOUT_S, progress: bool = False,
-                  dask_address: str | None = None, dask_workers: int | None = None,
-                  max_epochs: int | None = None, max_rpc_slots: int | None = None) -> dict[str, Any]:
+def pipeline_flow(slot_spec: SlotSpec = None, ingest: IngestParams = INGEST, export: ExportParams = EXPORT,
+                  full_refresh: bool = False, lock_timeout_s: float = DEFAULT_TIMEOUT_S, progress: bool = False,
+                  params_version: int = PARAMS_VERSION) -> PipelineResult:
     """Ingest → transform → export in one run, then publish the status artifact.
 
-    `source="follow"` (the scheduled deployment's default) without a slot spec: one round of following
-    the chain (iq_etl.ingest.follow: archived epochs from CAR, at most `max_epochs`; the slots past the
-    archive's edge over RPC, at most `max_rpc_slots`), and the run ends Failed when the lag is above
-    IQ_MAX_LAG. Every run is recorded in iq.runs.
+    `ingest.source` "follow" (or null, the default) without a slot spec: one round of following the chain
+    (iq_etl.ingest.follow: archived epochs from CAR, at most `ingest.max_epochs`; the slots past the
+    archive's edge over RPC, at most `ingest.max_rpc_slots`), and the run ends Failed when the lag is
+    above IQ_MAX_LAG; with a slot spec, that spec is read from CAR. Every run is recorded in iq.runs.
 
-    Without `slot_spec` the window is discovered for `session_pdas` (or IQ_SESSION_PDA_LIST); with
-    neither, source rpc-signatures tails the IQ programs (live tail from stored cursors) and any
-    other source skips ingest: the run transforms and exports what the warehouse holds."""
-    slot_spec = spec_text(slot_spec)   # `-p slot_spec=923` arrives as a number
+    With another source and without `slot_spec` the window is discovered for `ingest.session_pdas` (or
+    IQ_SESSION_PDA_LIST); with neither, source rpc-signatures tails the IQ programs (live tail from
+    stored cursors) and any other source skips ingest: the run transforms and exports what the
+    warehouse holds."""
     import datetime as dt
 
+    check_params_version("pipeline_flow", params_version)
+    spec = spec_text(slot_spec)
     settings = _settings()
     started = dt.datetime.now(dt.timezone.utc)
-    followed: dict[str, Any] | None = None
+    followed: FollowResult | None = None
+    ingested: IngestSummary | None = None
     with warehouse_session(settings, "pipeline_flow", lock_timeout_s, GLOBAL_LIMIT_NAME):
-        if source == "follow" and not slot_spec:
-            followed = follow_task(settings, car_url=car_url, rpc_url=rpc_url, max_epochs=max_epochs,
-                                   max_rpc_slots=max_rpc_slots, extra_program_ids=extra_program_ids or (),
-                                   progress=progress)
-            ingested = None
-        elif _nothing_to_ingest(settings, slot_spec, session_pdas, source):
+        if ingest.source in (None, FOLLOW) and not spec:
+            followed = follow_task(settings, ingest, progress=progress)
+        elif _nothing_to_ingest(settings, spec, ingest):
             _logger().info("ingest skipped: no slot spec and no session PDAs")
-            ingested = None
         else:
-            source = "car" if source == "follow" else source   # a slot spec given: read it from the archive
-            ingested = ingest_task(settings, slot_spec=slot_spec, source=source, car_url=car_url, rpc_url=rpc_url,
-                                   session_pdas=session_pdas or list(settings.session_pdas) or None,
-                                   slot_padding=slot_padding, max_signature_pages=max_signature_pages,
-                                   threads=threads, resume=resume, extra_program_ids=extra_program_ids or (),
-                                   progress=progress, dask_address=dask_address, dask_workers=dask_workers)
+            if not ingest.session_pdas and settings.session_pdas:
+                ingest = ingest.model_copy(update={"session_pdas": list(settings.session_pdas)})
+            ingested = ingest_task(settings, ingest, spec, progress=progress)
         transformed = transform_task(settings, full_refresh=full_refresh)
-        exported = _export_all(settings, targets, dry_run, export_concurrency, None)
+        exported = _export_all(settings, export)
         report = status_artifact_task(settings, "pipeline_flow", extra_markdown=_export_markdown(exported))
-        publish_report(settings, "pipeline_flow")
-        result = {"ingest": ingested, "follow": followed, "transform": transformed, "export": exported,
-                  "status": report}
+        result = PipelineResult(transform=transformed, ingest=ingested, follow=followed, export=exported,
+                                status=report)
+        publish_report(settings, "pipeline_flow", result)
         lag = _lag_verdict(settings, followed)
         # inside the session: the warehouse is still this run's (and its client is closed with it)
         _record_run(settings, "pipeline_flow", started, result, _delivery_verdict(exported) or lag)
@@ -398,10 +361,10 @@ def pipeline_flow(slot_spec: str | int | None = None, source: str = DEFAULTS.sou
     return _finish(settings, result, exported)
 
 
-def _lag_verdict(settings: Settings, followed: dict[str, Any] | None) -> str | None:
+def _lag_verdict(settings: Settings, followed: FollowResult | None) -> str | None:
     from iq_etl.ingest.follow import lag_verdict
 
-    return lag_verdict(int(followed["lag_slots"]), settings.max_lag) if followed else None
+    return lag_verdict(followed.lag_slots, settings.max_lag) if followed else None
 
 
 # --- reconcile --------------------------------------------------------------------------------
@@ -462,21 +425,22 @@ def plan_reconcile_task(settings: Settings, policy: Any, use_rpc: bool, window_s
 
 
 @flow(name="reconcile_flow", log_prints=True)
-def reconcile_flow(discovery: str = "auto", window_source: str = "car", car_url: str | None = None,
-                   rpc_url: str | None = None, initial_padding: int = 2_000, growth: int = 4,
+def reconcile_flow(discovery: str = "auto", window_source: str = "car", initial_padding: int = 2_000, growth: int = 4,
                    max_padding: int = 432_000, max_scan_slots: int = 2_000_000, max_uploads: int = 1_000,
-                   max_signature_pages: int = DEFAULTS.max_signature_pages, extra_program_ids: list[str] | None = None,
-                   targets: list[str] | None = None, export_concurrency: int | None = None,
-                   lock_timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+                   ingest: IngestParams = INGEST, export: ExportParams = EXPORT,
+                   lock_timeout_s: float = DEFAULT_TIMEOUT_S, params_version: int = PARAMS_VERSION) -> ReconcileResult:
     """Search again for the chunks of incomplete uploads, re-transform, export what became complete
     and retry failed exports; returns (and publishes) a summary of what changed.
 
     discovery: `auto` (RPC discovery on session accounts when an RPC URL is configured, widening
-    slot windows otherwise), `rpc` or `window`. See reconcile/plan.py for the window rules."""
+    slot windows otherwise), `rpc` or `window`. See reconcile/plan.py for the window rules. Of `ingest`,
+    the URLs, `max_signature_pages`, `extra_program_ids`, `threads` and the Dask options count: the
+    source and the accounts of each search are the plan's."""
     from iq_etl.errors import IQEtlError
     from iq_etl.reconcile import plan as rc
     from iq_etl.reconcile import store
     from iq_etl.warehouse.catalog import table_exists
+    check_params_version("reconcile_flow", params_version)
     if discovery not in ("auto", "rpc", "window"):
         raise IQEtlError(f"reconcile discovery {discovery!r}: use auto, rpc or window")
     if window_source not in ("car", "rpc-blocks"):
@@ -487,45 +451,46 @@ def reconcile_flow(discovery: str = "auto", window_source: str = "car", car_url:
     except ValueError as exc:
         raise IQEtlError(str(exc)) from None
     settings = _settings()
-    use_rpc = discovery == "rpc" or (discovery == "auto" and bool(rpc_url or settings.rpc_url_configured))
+    use_rpc = discovery == "rpc" or (discovery == "auto" and bool(ingest.rpc_url or settings.rpc_url_configured))
     run_id = _run_id() or "reconcile"
     with warehouse_session(settings, "reconcile_flow", lock_timeout_s, GLOBAL_LIMIT_NAME) as client:
         if not table_exists(client, store.COMPLETENESS):
             transform_task(settings)
         before = store.read_statuses(client)
-        plan = plan_reconcile_task(settings, policy, use_rpc, window_source, car_url, tuple(extra_program_ids or ()))
+        plan = plan_reconcile_task(settings, policy, use_rpc, window_source, ingest.car_url,
+                                   tuple(ingest.extra_program_ids or ()))
         rows_written, unreadable, partly_read = 0, [], False
         # One ingest per search, so that one unreadable range (an archive that ends early, an RPC
         # error) is reported and the others still count. Rows read before a failure are kept.
-        searches: list[tuple[str, dict[str, Any]]] = []
+        searches: list[tuple[str, IngestParams, list[tuple[int, int]]]] = []
         if plan.session_pdas:
             searches.append((f"RPC discovery of {len(plan.session_pdas)} session(s)",
-                             dict(source="rpc-signatures", rpc_url=rpc_url, session_pdas=plan.session_pdas,
-                                  max_signature_pages=max_signature_pages, slot_padding=0)))
+                             ingest.model_copy(update={"source": "rpc-signatures", "slot_padding": 0,
+                                                       "session_pdas": list(plan.session_pdas)}), []))
         for first, last in plan.scan_ranges:
-            searches.append((f"slots {first}:{last}", dict(ranges=[(first, last)], source=window_source,
-                                                           car_url=car_url, rpc_url=rpc_url)))
-        for what, kwargs in searches:
+            searches.append((f"slots {first}:{last}", ingest.model_copy(update={"source": window_source,
+                                                                                 "session_pdas": None}),
+                             [(first, last)]))
+        for what, params, ranges in searches:
             try:
-                found = ingest_task(settings, extra_program_ids=extra_program_ids or (), **kwargs)
+                found = ingest_task(settings, params, ranges=ranges)
             except IQEtlError as exc:
                 _logger().warning("reconcile: %s could not be read completely: %s", what, exc)
                 unreadable.append({"search": what, "error": str(exc)[:500]})
                 partly_read = True   # rows read before the failure were written: rebuild the models
                 continue
-            rows_written += int(found.get("rows_written") or 0)
+            rows_written += found.rows_written
         store.write_states(client, plan, run_id)
         if rows_written or partly_read:
             transform_task(settings)
-        exports = _export_all(settings, targets, False, export_concurrency, None)
+        exports = _export_all(settings, export)
         after = store.read_statuses(client)
         summary = rc.summarise(before, after, plan, rows_written,
-                               store.delivered_in_runs(client, [e["run_id"] for e in exports if e.get("run_id")]),
-                               sum(int(e.get("failed") or 0) + int(e.get("refused") or 0) for e in exports),
-                               unreadable)
+                               store.delivered_in_runs(client, [e.run_id for e in exports if e.run_id]),
+                               deliveries_failed(exports), unreadable)
         status_artifact_task(settings, "reconcile_flow",
                              extra_markdown=f"{summary.markdown()}\n\n{_export_markdown(exports)}")
         publish_report(settings, "reconcile_flow")
     _logger().info("reconcile: %d newly complete, %d exported, %d still incomplete", len(summary.newly_complete),
                    len(summary.exported), len(summary.still_missing))
-    return _finish(settings, {"summary": summary.to_json(), "plan": plan.to_json(), "export": exports}, exports)
+    return _finish(settings, ReconcileResult(summary=summary, plan=plan, export=exports), exports)

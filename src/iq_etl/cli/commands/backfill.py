@@ -16,11 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from iq_etl.cli.flow_commands import add_dask_arguments, check_numbers, prepare_prefect
+from iq_etl.cli.flow_commands import add_dask_arguments, check_numbers, ingest_params, prepare_prefect
 from iq_etl.ingest.request import DEFAULTS
 from iq_etl.settings import load_settings
+
+if TYPE_CHECKING:
+    from iq_etl.orchestration.backfill import BackfillReport
 
 
 def register(sub) -> None:
@@ -45,17 +48,17 @@ def register(sub) -> None:
     p.set_defaults(handler=run)
 
 
-def print_report(report: dict, as_json: bool) -> None:
+def print_report(report: BackfillReport, as_json: bool) -> None:
     if as_json:
-        json.dump(report, sys.stdout, indent=2)
+        json.dump(report.to_json(), sys.stdout, indent=2)
         print()
         return
-    print(f"backfill {report.get('slot_spec')} on {report.get('where')}:")
-    for e in report.get("epochs") or []:
-        line = (f"  epoch {e['epoch']} ({e['slots']}): {e['status']}, {e['sub-ranges']} sub-range(s) "
-                f"({e['already done']} already done), {e['transactions']:,} transactions, {e['IQ rows']:,} IQ rows, "
-                f"{e['seconds']}s")
-        print(line + (f": {e['error']}" if e.get("error") else ""))
+    print(f"backfill {report.slot_spec} on {report.where}:")
+    for e in report.epochs:
+        line = (f"  epoch {e.epoch} ({e.first_slot}:{e.last_slot}): {e.status}, {e.subranges} sub-range(s) "
+                f"({e.skipped} already done), {e.transactions:,} transactions, {e.rows:,} IQ rows, "
+                f"{round(e.seconds, 1)}s")
+        print(line + (f": {e.error[:200]}" if e.error else ""))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,10 +68,8 @@ def run(args: argparse.Namespace) -> int:
     from iq_etl.orchestration.backfill import BackfillIncomplete, backfill_flow
     from iq_etl.orchestration.shutdown import raise_if_interrupted
 
-    state: Any = backfill_flow(slot_spec=args.slot_spec, source=args.source, car_url=args.car_url, rpc_url=args.rpc_url,
-                          dask_address=args.dask_address, dask_workers=args.dask_workers, resume=args.resume,
-                          extra_program_ids=args.program_id or None, subrange_slots=args.subrange_slots,
-                          lock_timeout_s=args.lock_timeout, return_state=True)
+    state: Any = backfill_flow(slot_spec=args.slot_spec, ingest=ingest_params(args), lock_timeout_s=args.lock_timeout,
+                               return_state=True)
     raise_if_interrupted()
     data = state.result(raise_on_failure=False)
     if isinstance(data, BackfillIncomplete):

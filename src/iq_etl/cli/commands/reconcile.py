@@ -13,10 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from iq_etl.errors import IQEtlError
 from iq_etl.ingest.request import DEFAULTS
 from iq_etl.settings import load_settings
+
+if TYPE_CHECKING:
+    from iq_etl.export.runner import ExportSummary
+    from iq_etl.reconcile.plan import ReconcileSummary
 
 
 def register(sub) -> None:
@@ -58,45 +63,43 @@ def run(args: argparse.Namespace) -> int:
     if args.max_padding < args.initial_padding:
         raise IQEtlError("--max-padding must be at least --initial-padding")
     prepare_prefect(settings, "reconcile")
-    from iq_etl.cli.flow_commands import run_flow
+    from iq_etl.cli.flow_commands import export_params, ingest_params, run_flow
     from iq_etl.orchestration.flows import reconcile_flow
 
     result, delivery_failure = run_flow(
-        reconcile_flow, discovery=args.discovery, window_source=args.window_source, car_url=args.car_url, rpc_url=args.rpc_url,
+        reconcile_flow, discovery=args.discovery, window_source=args.window_source,
         initial_padding=args.initial_padding, growth=args.growth, max_padding=args.max_padding,
-        max_scan_slots=args.max_scan_slots, max_uploads=args.max_uploads,
-        max_signature_pages=args.max_signature_pages, extra_program_ids=args.program_id or None,
-        targets=args.target or None, export_concurrency=args.export_concurrency, lock_timeout_s=args.lock_timeout,
+        max_scan_slots=args.max_scan_slots, max_uploads=args.max_uploads, ingest=ingest_params(args),
+        export=export_params(args), lock_timeout_s=args.lock_timeout,
     )
-    summary = result["summary"]
+    summary = result.summary
     if args.json:
         from iq_etl.output import jsonable
 
-        json.dump(jsonable(result), sys.stdout, indent=2)
+        json.dump(jsonable(result.to_json()), sys.stdout, indent=2)
         print()
     else:
-        print_summary(summary, result.get("export") or [])
+        print_summary(summary, result.export)
     if delivery_failure:
         print(f"flow run failed: {delivery_failure}", file=sys.stderr)
-    return 0 if summary["export_failures"] == 0 else 1
+    return 0 if summary.export_failures == 0 else 1
 
 
-def print_summary(summary: dict, exports: list[dict]) -> None:
+def print_summary(summary: ReconcileSummary, exports: list[ExportSummary]) -> None:
     from iq_etl.output import print_rows
 
-    ranges = ", ".join(f"{a}:{b}" for a, b in summary["scanned_ranges"]) or "none"
-    print(f"reconcile: searched {summary['searched']} incomplete upload(s) "
-          f"({summary['deferred']} deferred to the next run, {summary['skipped']} not searchable); "
-          f"re-scanned slots {ranges}; {summary['rpc_sessions']} session(s) re-discovered over RPC; "
-          f"{summary['rows_written']} row(s) written")
+    ranges = ", ".join(f"{a}:{b}" for a, b in summary.scanned_ranges) or "none"
+    print(f"reconcile: searched {summary.searched} incomplete upload(s) "
+          f"({summary.deferred} deferred to the next run, {summary.skipped} not searchable); "
+          f"re-scanned slots {ranges}; {summary.rpc_sessions} session(s) re-discovered over RPC; "
+          f"{summary.rows_written} row(s) written")
     for ex in exports:
-        print(f"export → {ex.get('target')}: {ex.get('delivered', 0)} delivered, {ex.get('failed', 0)} failed, "
-              f"{ex.get('refused', 0)} refused")
-    print(f"newly complete: {len(summary['newly_complete'])}; exported: {len(summary['exported'])}; "
-          f"still incomplete: {len(summary['still_missing'])}")
-    if summary["newly_complete"]:
-        print_rows(["newly complete"], [[k] for k in summary["newly_complete"]])
-    if summary["still_missing"]:
+        print(f"export → {ex.target}: {ex.delivered} delivered, {ex.failed} failed, {ex.refused} refused")
+    print(f"newly complete: {len(summary.newly_complete)}; exported: {len(summary.exported)}; "
+          f"still incomplete: {len(summary.still_missing)}")
+    if summary.newly_complete:
+        print_rows(["newly complete"], [[k] for k in summary.newly_complete])
+    if summary.still_missing:
         print_rows(["still incomplete", "status", "method", "padding", "exhausted"],
                    [[m["upload_key"], m["status"], m["method"], m["padding"], "yes" if m["exhausted"] else ""]
-                    for m in summary["still_missing"]])
+                    for m in summary.still_missing])

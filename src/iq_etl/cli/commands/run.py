@@ -18,12 +18,13 @@ from iq_etl.cli.flow_commands import (
     add_export_arguments,
     add_ingest_arguments,
     check_numbers,
+    export_params,
+    ingest_params,
     prepare_prefect,
     print_result,
     run_flow,
-    split_pdas,
 )
-from iq_etl.ingest.request import SOURCES
+from iq_etl.ingest.request import DEFAULT_MAX_EPOCHS, DEFAULT_MAX_RPC_SLOTS, SOURCES
 from iq_etl.settings import load_settings
 
 
@@ -34,9 +35,9 @@ def register(sub) -> None:
     add_dask_arguments(p)
     add_export_arguments(p)
     p.add_argument("--max-epochs", type=int, default=None, metavar="N",
-                   help="--source follow: archived epochs read from CAR this run (default 1)")
+                   help=f"--source follow: archived epochs read from CAR this run (default {DEFAULT_MAX_EPOCHS})")
     p.add_argument("--max-rpc-slots", type=int, default=None, metavar="N",
-                   help="--source follow: slots read over RPC this run (default 20,000)")
+                   help=f"--source follow: slots read over RPC this run (default {DEFAULT_MAX_RPC_SLOTS:,})")
     p.add_argument("--dry-run", action="store_true", help="export: record what would be sent, send nothing")
     p.add_argument("--full-refresh", action="store_true", help="transform: rebuild incremental models")
     p.set_defaults(handler=run)
@@ -49,18 +50,11 @@ def run(args: argparse.Namespace) -> int:
     from iq_etl.orchestration.flows import pipeline_flow
 
     result, delivery_failure = run_flow(
-        pipeline_flow, slot_spec=args.slot_spec, source=args.source, car_url=args.car_url, rpc_url=args.rpc_url,
-        session_pdas=split_pdas(args.session_pda) or None, slot_padding=args.slot_padding,
-        max_signature_pages=args.max_signature_pages, threads=args.threads, resume=args.resume,
-        extra_program_ids=args.program_id or None, targets=args.target or None,
-        export_concurrency=args.export_concurrency, dry_run=args.dry_run, full_refresh=args.full_refresh,
-        lock_timeout_s=args.lock_timeout, progress=not args.json and sys.stderr.isatty(),
-        dask_address=args.dask_address, dask_workers=args.dask_workers,
-        max_epochs=args.max_epochs, max_rpc_slots=args.max_rpc_slots,
-    )
+        pipeline_flow, slot_spec=args.slot_spec, ingest=ingest_params(args), export=export_params(args),
+        full_refresh=args.full_refresh, lock_timeout_s=args.lock_timeout, progress=not args.json and sys.stderr.isatty())
     print_result(result, args.json)
     if delivery_failure:
         print(f"flow run failed: {delivery_failure}", file=sys.stderr)
-    failed = any(not ex.get("ok", True) for ex in result.get("export") or [])
-    incomplete = bool((result.get("ingest") or {}).get("incomplete"))
+    failed = any(not ex.ok for ex in result.export)
+    incomplete = result.ingest is not None and result.ingest.incomplete
     return 1 if failed or incomplete else 0
