@@ -3,9 +3,9 @@ IQ_TEST_WAREHOUSE=remote, a ClickHouse server over HTTP: tests/support/warehouse
 loopback. chDB allows one open folder per process, so the `warehouse` fixture closes the shared
 client after each test.
 
-Markers given here: `slow` (the e2e folder), `warehouse` (tests that use a warehouse fixture or are
-listed in REMOTE_SELECTION: `make test-remote` runs them against a remote server), and in remote mode
-`embedded_only` tests are skipped with their reason."""
+Markers given here: `slow` (the e2e folder), `warehouse` (REMOTE_SELECTION: `make test-remote` runs
+them against a remote server), and in remote mode `embedded_only` tests (and EMBEDDED_ONLY) are
+skipped with their reason."""
 from __future__ import annotations
 
 import os
@@ -24,15 +24,43 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "old-faithful"  # vend
 E2E = Path(__file__).resolve().parent / "e2e"
 
 
-# Warehouse fixtures: a test asking for one of these touches the warehouse the factory gives.
-WAREHOUSE_FIXTURES = {"warehouses", "settings_env", "settings", "warehouse", "mart"}
-
-# Tests that touch the warehouse without those fixtures (their own factory use, IQ_TEST_CLICKHOUSE_DSN,
-# or a file owned elsewhere): node-id prefixes, marked `warehouse` too.
+# `make test-remote` (CI's remote step, ~15 minutes at most) runs these again against a ClickHouse server
+# over HTTP: one test per distinct warehouse path, not every test that opens a warehouse. Node-id
+# prefixes; marked `warehouse` here (a test may also carry the marker itself).
 REMOTE_SELECTION = (
-    "tests/integration/test_dask_fanout.py::test_remote_warehouse_tasks_insert_their_own_rows",
+    # ingest: CAR, rpc-blocks and rpc-signatures; threads 1 and 2; a SIGKILLed run resumed
+    "tests/integration/test_ingest_pipeline.py::test_three_sources_give_identical_rows",
+    "tests/integration/test_ingest_pipeline.py::test_threads_give_the_same_rows",
+    "tests/integration/test_ingest_pipeline.py::test_killed_run_resumes_to_the_same_rows",
+    # migrations, status, report and docs (dbt docs generate over HTTP)
+    "tests/integration/test_warehouse.py::test_migrations_are_idempotent",
     "tests/integration/test_warehouse.py::test_remote_server_migrate_and_query",
+    "tests/integration/test_status.py",
+    "tests/integration/test_report.py",
+    "tests/integration/test_docs.py",
+    # dbt build through dbt-clickhouse's own HTTP driver
+    "tests/integration/test_transform.py::test_a_failing_model_raises_with_dbts_message",
+    "tests/integration/test_transform.py::test_cli_transform_and_its_errors",
+    # export exactly once: retries, the next run, the whole development chain to the backend once
+    "tests/integration/test_export_runner.py::test_500s_timeouts_and_429_then_success_deliver_once",
+    "tests/integration/test_export_runner.py::test_transient_failures_give_up_after_max_attempts_and_the_next_run",
+    "tests/integration/test_export_devchain.py",
+    # the Dask fan-out with task-side inserts; reconcile; SIGKILL trials
+    "tests/integration/test_dask_fanout.py::test_remote_warehouse_tasks_insert_their_own_rows",
+    "tests/e2e/test_reconcile_flow.py::test_reconcile_widens_the_window_until_the_far_chunks_are_found",
+    "tests/e2e/test_sigkill_trials.py",
 )
+
+# Embedded-only by nature, in files that do not mark themselves `embedded_only`: skipped in remote mode.
+EMBEDDED_ONLY = {
+    "tests/integration/test_dbt_chdb.py": "the chDB seam routes dbt to the in-process engine",
+    "tests/integration/test_transform.py::test_dbt_writes_under_the_iq_etl_home_not_the_repo":
+        "asserts the embedded dbt target",
+    "tests/integration/test_flows_locking.py": "the run lock file of an embedded warehouse folder",
+    "tests/e2e/test_flows_overlap.py": "the run lock file of an embedded warehouse folder",
+    "tests/integration/test_hostile_round2.py": "chDB folder errors",
+    "tests/integration/test_report.py::test_flow_publishes_the": "the page is written beside the warehouse folder",
+}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -41,11 +69,15 @@ def pytest_collection_modifyitems(config, items):
         # `make test` (-m "not slow") keeps its meaning without per-file markers: the folder says it.
         if E2E in item.path.parents:
             item.add_marker(pytest.mark.slow)
-        if WAREHOUSE_FIXTURES & set(getattr(item, "fixturenames", ())) or item.nodeid.startswith(REMOTE_SELECTION):
+        if item.nodeid.startswith(REMOTE_SELECTION):
             item.add_marker(pytest.mark.warehouse)
+        if not remote:
+            continue
         mark = item.get_closest_marker("embedded_only")
-        if remote and mark is not None:
-            item.add_marker(pytest.mark.skip(reason=f"embedded only: {mark.args[0] if mark.args else 'chDB'}"))
+        reason = (mark.args[0] if mark.args else "chDB") if mark is not None else \
+            next((why for prefix, why in EMBEDDED_ONLY.items() if item.nodeid.startswith(prefix)), None)
+        if reason is not None:
+            item.add_marker(pytest.mark.skip(reason=f"embedded only: {reason}"))
 
 
 def pytest_configure(config):

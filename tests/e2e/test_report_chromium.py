@@ -15,7 +15,6 @@ import pytest
 
 from iq_etl.report import write_report
 from iq_etl.report.html import CELL_COLOURS, DELIVERY_PARTS
-from iq_etl.warehouse import client as wh
 from tests.support.report_chain import build_report_chain, decode_png, four_views
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,7 +43,7 @@ def rendered(tmp_path_factory):
     try:
         written = write_report(chain.client, tmp / "report")
     finally:
-        wh.close_client()
+        chain.close()
     chromium = _chromium()
     shot = tmp / "report.png"
     done = _run(chromium, tmp / "profile", f"--screenshot={shot}", f"--window-size={WIDTH},{HEIGHT}", written.url)

@@ -3,7 +3,8 @@
 trial must end with the same FINAL rows (hashes of the raw tables and the marts) as an undisturbed
 run, every complete upload delivered to the reader backend exactly once (its Idempotency-Key
 dedup) and the export ledger agreeing with what the backend stored. Real processes, a real chDB
-folder, a real loopback reader backend."""
+folder (or, with IQ_TEST_WAREHOUSE=remote, a ClickHouse server over HTTP per trial: fewer trials), a
+real loopback reader backend."""
 from __future__ import annotations
 
 import json
@@ -20,8 +21,11 @@ import pytest
 from iq_etl.devchain.build import build_chain
 from iq_etl.devchain.chain import car_template
 from iq_etl.devchain.servers.reader_backend import serve_reader_backend
+from tests.support.warehouse import remote_mode
 
-TRIALS = {"ingest": 4, "transform": 4, "export": 4}   # 12 kills in all
+# 12 kills in all; 6 against a remote warehouse (CI's remote step has a smaller budget; the kill
+# points differ, the checks do not)
+TRIALS = {stage: 2 if remote_mode() else 4 for stage in ("ingest", "transform", "export")}
 SEED = 20261201
 
 ROW_HASHES = {
@@ -41,9 +45,10 @@ def chain(tmp_path_factory):
     return root / "devchain", manifest
 
 
-def _env(folder: Path, backend_url: str) -> dict[str, str]:
+def _env(warehouses, folder: Path) -> dict[str, str]:
+    """A fresh warehouse (tests/support/warehouse.py) and home for the run in `folder`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IQ_", "JETSTREAMER_"))}
-    env.update(IQ_CLICKHOUSE_DSN=f"chdb://{folder / 'warehouse'}", IQ_ETL_HOME=str(folder / "home"),
+    env.update(warehouses.env(folder.name), IQ_ETL_HOME=str(folder / "home"),
                IQ_WAREHOUSE_LOCK_WAIT="60", IQ_EXPORT_BACKOFF="0.05")
     return env
 
@@ -98,19 +103,20 @@ def _complete_run(folder: Path, env: dict[str, str], commands: dict[str, list[st
     return took
 
 
-def test_sigkill_at_random_points_loses_nothing_and_delivers_once(chain, tmp_path):
+def test_sigkill_at_random_points_loses_nothing_and_delivers_once(chain, tmp_path, warehouses):
     chain_dir, manifest = chain
     complete = sorted(u.upload_key for u in manifest.uploads if u.expected_status == "complete")
     reference_backend = serve_reader_backend()
     try:
         ref = tmp_path / "reference"
         ref.mkdir()
-        env = _env(ref, reference_backend.url)
+        env = _env(warehouses, ref)
         took = _complete_run(ref, env, _commands(chain_dir, manifest, reference_backend.url))
         expected = _hashes(ref, env, reference_backend.url)
         assert sorted({b["upload_key"] for b in reference_backend.received}) == complete
     finally:
         reference_backend.shutdown()
+        warehouses.release(ref.name)
 
     rnd = random.Random(SEED)
     real_kills = 0
@@ -120,7 +126,7 @@ def test_sigkill_at_random_points_loses_nothing_and_delivers_once(chain, tmp_pat
             try:
                 folder = tmp_path / f"{stage}-{trial}"
                 folder.mkdir()
-                env = _env(folder, backend.url)
+                env = _env(warehouses, folder)
                 commands = _commands(chain_dir, manifest, backend.url)
                 for earlier in ("ingest", "transform", "export")[:("ingest", "transform", "export").index(stage)]:
                     assert _iq(commands[earlier], folder, env).returncode == 0
@@ -136,4 +142,6 @@ def test_sigkill_at_random_points_loses_nothing_and_delivers_once(chain, tmp_pat
                 assert got["delivered"] == complete, f"{stage} trial {trial}: ledger != backend"
             finally:
                 backend.shutdown()
-    assert real_kills >= 10, f"only {real_kills} of the kills hit a running process"
+                warehouses.release(folder.name)
+    total = sum(TRIALS.values())
+    assert real_kills >= total - total // 6, f"only {real_kills} of the {total} kills hit a running process"

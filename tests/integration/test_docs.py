@@ -11,7 +11,6 @@ import pytest
 
 from iq_etl.transform.docs import generate_docs, serve_docs
 from iq_etl.transform.runner import DBT_PROJECT_DIR
-from iq_etl.warehouse import client as wh
 from tests.support.report_chain import build_report_chain
 
 MARTS = ("session_completeness", "chunk_coverage", "scan_coverage", "session_payloads", "sessions_ready_to_export")
@@ -24,7 +23,7 @@ def site(tmp_path_factory):
     try:
         yield chain, generate_docs(chain.settings, tmp / "site")
     finally:
-        wh.close_client()
+        chain.close()
 
 
 def test_catalog_has_typed_columns_for_the_marts(site):

@@ -51,6 +51,7 @@ def ingest_rows(warehouses, manifest, name, **kwargs):
         return summary, rows, undecoded
     finally:
         wh.close_client()
+        warehouses.release(name)   # read: a remote test server is free for the next one
 
 
 def test_car_ingest_represents_every_upload(warehouses, tmp_path, chain, manifest):

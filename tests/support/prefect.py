@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from iq_etl.settings import G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID
+from tests.support.warehouse import folder_dsn  # embedded in tmp_path, or IQ_TEST_WAREHOUSE=remote's server
 
 SEED = 7
 
@@ -64,7 +65,7 @@ def build_devchain(out_dir: Path, seed: int = SEED, **kwargs: Any):
 def flow_env(monkeypatch, tmp_path: Path, **extra: str) -> dict[str, str]:
     """Point flows (which read settings from the environment) at a warehouse in tmp_path; no .env."""
     values = {
-        "IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'warehouse'}",
+        "IQ_CLICKHOUSE_DSN": folder_dsn(tmp_path),
         "IQ_ETL_HOME": str(tmp_path / "home"),
         "IQ_READER_BASE_URL": "http://127.0.0.1:9",   # never the real backend; tests pass explicit targets
         "IQ_PROGRAM_ID": ",".join((G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID)),
@@ -86,7 +87,7 @@ def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
                 "JETSTREAMER_CLICKHOUSE_DSN", "JETSTREAMER_CLICKHOUSE_MODE", "PREFECT_API_URL"):
         env.pop(key, None)
     env.update({
-        "IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'warehouse'}",
+        "IQ_CLICKHOUSE_DSN": folder_dsn(tmp_path),
         "IQ_ETL_HOME": str(tmp_path / "home"),
         "IQ_READER_BASE_URL": "http://127.0.0.1:9",
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
@@ -109,7 +110,7 @@ def query(tmp_path: Path, sql: str, parameters: dict | None = None) -> list[tupl
     from iq_etl.settings import load_settings
     from iq_etl.warehouse import client as wh
 
-    settings = load_settings({"IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'warehouse'}",
+    settings = load_settings({"IQ_CLICKHOUSE_DSN": folder_dsn(tmp_path),
                               "IQ_ETL_HOME": str(tmp_path / "home")}, dotenv=tmp_path / "no.env")
     with wh.Warehouse(settings) as client:
         return client.query(sql, parameters=parameters).result_rows

@@ -22,24 +22,35 @@ class ReportChain:
     gap: tuple[int, int]            # the slots not ingested (inclusive)
     targets: dict[str, str]         # name -> target URL as recorded in iq.exports
     exported: dict[str, Any]        # name -> ExportSummary
+    warehouses: Any = None          # the factory that made its warehouse
+
+    def close(self) -> None:
+        """Close the shared client (and stop the remote test server of its own, if any)."""
+        from iq_etl.warehouse import client as wh
+
+        wh.close_client()
+        if self.warehouses is not None:
+            self.warehouses.close()
 
 
 def build_report_chain(tmp: Path, sessions_extra: int = 3) -> ReportChain:
-    """Build it all in `tmp`; the shared warehouse client is left open (the caller closes it)."""
+    """Build it all in `tmp`; the shared warehouse client is left open (the caller calls `close()`).
+    Module-scoped callers: its warehouse is never the session's shared remote server (which every
+    test empties), but a folder, or in remote mode a server of its own."""
     from iq_etl.devchain.build import CATALOGUE_UPLOADS, build_chain
     from iq_etl.devchain.chain import car_template
     from iq_etl.export.http_target import RetryPolicy
     from iq_etl.export.runner import ExportOptions, export_ready
     from iq_etl.ingest.request import IngestRequest
     from iq_etl.ingest.run import run_ingest
-    from iq_etl.settings import load_settings
     from iq_etl.transform.runner import run_dbt
     from iq_etl.warehouse import client as wh
     from iq_etl.warehouse.schema import migrate
+    from tests.support.warehouse import Warehouses
 
     manifest = build_chain(tmp / "chain", seed=7, sessions=CATALOGUE_UPLOADS + sessions_extra)
-    settings = load_settings({"IQ_CLICKHOUSE_DSN": f"chdb://{tmp / 'warehouse'}", "IQ_ETL_HOME": str(tmp / "home")},
-                             dotenv=tmp / "no.env")
+    warehouses = Warehouses(tmp, shared=False)
+    settings = warehouses.settings()
     wh.close_client()
     client = wh.get_client(settings)
     migrate(client)
@@ -59,7 +70,8 @@ def build_report_chain(tmp: Path, sessions_extra: int = 3) -> ReportChain:
         "down": export_ready(settings, client, target=targets["down"], limit=FAILING_LIMIT,
                              options=ExportOptions(retry=one_try)),
     }
-    return ReportChain(manifest, settings, client, gap, {k: e.target for k, e in exported.items()}, exported)
+    return ReportChain(manifest, settings, client, gap, {k: e.target for k, e in exported.items()}, exported,
+                       warehouses)
 
 
 def elements(page: str) -> list[dict[str, str]]:

@@ -38,7 +38,6 @@ def remote_mode() -> bool:
 # --- the session's shared server (remote mode) --------------------------------------------------
 
 _session_server: Any = None     # a ClickHouseServer when this session started the development server
-_reset_for: object | None = None  # the factory that last emptied the shared server
 
 
 def start_session_server(folder: Path) -> None:
@@ -54,8 +53,14 @@ def start_session_server(folder: Path) -> None:
     os.environ[DSN_VARIABLE] = _session_server.dsn("iq")
 
 
+_unshared: list["Warehouses"] = []   # module-scoped factories: their servers stop at the session's end at the latest
+
+
 def stop_session_server() -> None:
     global _session_server
+    for factory in _unshared:
+        factory.close()
+    _unshared.clear()
     if _session_server is not None:
         _session_server.stop()
         os.environ.pop(DSN_VARIABLE, None)
@@ -87,20 +92,42 @@ def empty_server(dsn: str) -> None:
         client.close()
 
 
+_folder_dsns: dict[str, str] = {}   # folder -> DSN given by folder_dsn (remote: the one holding the shared server)
+
+
+def folder_dsn(folder: Path, name: str = "warehouse") -> str:
+    """The warehouse DSN of a test's folder, for helpers that are handed only the folder (the flow
+    helpers in tests/support/prefect.py): `chdb://FOLDER/NAME`, or in remote mode the shared server,
+    emptied when a folder not seen before asks for it. Same folder, same DSN."""
+    if not remote_mode():
+        return f"chdb://{folder / name}"
+    key = str(Path(folder) / name)
+    if key not in _folder_dsns:
+        empty_server(shared_dsn())
+        _folder_dsns.clear()
+        _folder_dsns[key] = shared_dsn()
+    return _folder_dsns[key]
+
+
 # --- the factory ------------------------------------------------------------------------------
 
 @dataclass
 class Warehouses:
     """Fresh warehouses for one test (or one module): `env(name)` is the environment of warehouse
     `name` (IQ_CLICKHOUSE_DSN and an IQ_ETL_HOME of its own), `settings(name)` its Settings,
-    `migrated(name)` a migrated shared client on it (closed on exit). In remote mode the first name
-    may use the session's shared server (`shared=True`, the function-scoped fixtures); every other
-    name gets its own development server, stopped by `close()`."""
+    `migrated(name)` a migrated shared client on it (closed on exit). In remote mode a name uses
+    the session's shared server (`shared=True`, the function-scoped fixtures) when no other name of
+    this factory holds it; every other name gets its own development server, stopped by `release(name)`
+    or `close()`."""
 
     folder: Path
     shared: bool = True
     _dsns: dict[str, str] = field(default_factory=dict)
-    _servers: list[Any] = field(default_factory=list)
+    _servers: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.shared:
+            _unshared.append(self)
 
     def dsn(self, name: str = "warehouse", remote: bool = False) -> str:
         """Warehouse `name`'s DSN; `remote=True` for a test that is remote by nature: a server even in
@@ -109,17 +136,15 @@ class Warehouses:
             return self._dsns[name]
         if not remote_mode() and not remote:
             dsn = f"chdb://{self.folder / name}"
-        elif remote_mode() and self.shared and not any(d == shared_dsn() for d in self._dsns.values()):
-            global _reset_for
+        elif remote_mode() and self.shared and shared_dsn() not in self._dsns.values():
             dsn = shared_dsn()
-            if _reset_for is not self:
-                empty_server(dsn)
-                _reset_for = self
+            empty_server(dsn)   # whatever an earlier test (or warehouse) left there is gone
+            _folder_dsns.clear()
         else:
             from tests.support.clickhouse_server import start_clickhouse_server
 
             server = start_clickhouse_server(self.folder / f"{name}-clickhouse", password=DEV_PASSWORD)
-            self._servers.append(server)
+            self._servers[name] = server
             dsn = server.dsn("iq")
         self._dsns[name] = dsn
         return dsn
@@ -148,7 +173,15 @@ class Warehouses:
         finally:
             wh.close_client()
 
-    def close(self) -> None:
-        for server in self._servers:
+    def release(self, name: str) -> None:
+        """Done with warehouse `name` (its client closed): its own server stops, and the shared one is
+        free for the next name (emptied then). For tests that use many warehouses one after another."""
+        self._dsns.pop(name, None)
+        server = self._servers.pop(name, None)
+        if server is not None:
             server.stop()
-        self._servers.clear()
+
+    def close(self) -> None:
+        for name in list(self._servers):
+            self.release(name)
+        self._dsns.clear()
