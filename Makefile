@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit lint test-slow test-all bench lock clean
+.PHONY: install demo test test-unit lint test-slow test-remote test-all bench lock clean
 
 # Pinned, hashed dependencies from requirements.lock (see `make lock`), then the package itself.
 $(STAMP): pyproject.toml requirements.lock setup.py src/iq_etl/ingest/sources/car/_walker.c
@@ -32,6 +32,12 @@ test-unit: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
+
+# The tests of every distinct warehouse path (marker `warehouse`, chosen in tests/conftest.py) again
+# against a ClickHouse server over HTTP: the development server over chDB on loopback, or the
+# disposable real server IQ_TEST_CLICKHOUSE_DSN names (its databases are dropped and recreated).
+test-remote: $(STAMP)
+	IQ_TEST_WAREHOUSE=remote $(BIN)/python -m pytest -m warehouse -q
 
 test-all: lint
 	$(BIN)/python -m pytest -q
