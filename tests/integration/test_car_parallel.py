@@ -221,3 +221,35 @@ def _bytes_asked(requests, path, size):
         total += (int(m.group(2)) + 1 if m.group(2) else size) - int(m.group(1)) if m else size
     return total
 
+
+
+def test_car_scan_says_mb_per_second_and_connections_in_use(bucket, capsys):
+    """Issue 24 item 1: `car scan` over HTTP reports its MB/s and the connections in use (at most and on
+    average), and the same counts as a local scan."""
+    import json
+
+    from solders.pubkey import Pubkey
+
+    from iq_etl.cli.main import main
+
+    root, chain, lo, hi, local = bucket
+    key = str(Pubkey.from_bytes(PROGRAM_KEY))
+    srv = serve_files(root, faults=Faults(rate=20e6))
+    try:
+        assert main(["car", "scan", srv.url + "/{epoch}/epoch-{epoch}.car", "--slots", f"{lo}:{hi}", "--key", key,
+                     "--car-connections", "4", "--json"]) == 0
+        remote = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert main(["car", "scan", srv.url + "/{epoch}/epoch-{epoch}.car", "--slots", f"{lo}:{hi}", "--key", key,
+                     "--car-connections", "4"]) == 0
+        text = capsys.readouterr().out
+    finally:
+        srv.shutdown()
+    assert main(["car", "scan", str(root / "{epoch}" / "epoch-{epoch}.car"), "--slots", f"{lo}:{hi}", "--key", key,
+                 "--json"]) == 0
+    mine = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (remote["blocks"], remote["transactions_seen"], remote["transactions_matched"]) == \
+        (mine["blocks"], mine["transactions_seen"], mine["transactions_matched"])
+    assert remote["connections"] == 4 and 2 <= remote["connections_peak"] <= 4
+    assert 0 < remote["connections_mean"] <= 4 and remote["mb_per_second"] > 0
+    assert mine["connections_mean"] is None
+    assert " MB/s over HTTP: 4 connection(s) per stream, " in text and " on average), " in text, text

@@ -195,8 +195,11 @@ def run_scan(args) -> int:
     scanner = source.car_file(epoch_of(first) if source.is_template else None).scanner_used
     blocks = skipped = seen = matched = 0
     incomplete = None
+    from iq_etl.ingest.sources.car.parallel import lane_seconds
+
     STATS.reset_peak()
     before = STATS.snapshot()
+    lanes_before = lane_seconds()
     started = time.perf_counter()
     try:
         for block in source.iter_blocks(first, last):
@@ -210,11 +213,15 @@ def run_scan(args) -> int:
         incomplete = str(exc)
     seconds = time.perf_counter() - started
     after = STATS.snapshot()
+    lane_s = lane_seconds() - lanes_before   # seconds of requests of the parallel connections, summed
     nbytes = after["delivered"] - before["delivered"]
     transfer = {"bytes": nbytes, "mb_per_second": round(nbytes / seconds / 1e6, 1) if seconds else None,
                 "connections": connections if remote else None,
                 "connections_peak": max(after["peak"], 1 if after["fetched"] > before["fetched"] else 0)
                 if remote else None,
+                # mean connections in use over the scan (a sequential stream: one while it read)
+                "connections_mean": (round(lane_s / seconds, 1) if lane_s > 0 else
+                                     1.0 if after["fetched"] > before["fetched"] else 0.0) if remote and seconds else None,
                 "fetched_bytes": after["fetched"] - before["fetched"] if remote else None,
                 "replaced_connections": (after["replaced_stalled"] + after["replaced_slow"]
                                          - before["replaced_stalled"] - before["replaced_slow"]) if remote else None,
@@ -232,7 +239,8 @@ def run_scan(args) -> int:
         line = f"{nbytes / 1e6:,.1f} MB read at {transfer['mb_per_second'] or 0:,.1f} MB/s"
         if remote:
             line += (f" over HTTP: {connections} connection(s) per stream, {transfer['connections_peak']} in use "
-                     f"at most, {transfer['fetched_bytes'] / 1e6:,.1f} MB fetched")
+                     f"at most ({transfer['connections_mean'] or 0:.1f} on average), "
+                     f"{transfer['fetched_bytes'] / 1e6:,.1f} MB fetched")
             if transfer["replaced_connections"]:
                 line += f", {transfer['replaced_connections']} connection(s) replaced"
             if transfer["throttle_pauses"]:
@@ -245,3 +253,4 @@ def run_scan(args) -> int:
         if incomplete:
             print(f"incomplete: {incomplete}")
     return 1 if incomplete else 0
+
