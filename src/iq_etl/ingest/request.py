@@ -93,9 +93,8 @@ class IngestParams(BaseModel):
                 on_progress: Callable[[ProgressReport], None] | None = None) -> IngestRequest:
         """The stage's request for `slot_spec` (or explicit `ranges`); `source` overrides this one's (a
         following pipeline given a slot spec reads it from car)."""
-        source = source or self.source
-        if source in (None, FOLLOW):
-            source = DEFAULTS.source
+        chosen = source or self.source
+        source = DEFAULTS.source if chosen in (None, FOLLOW) else str(chosen)
         return IngestRequest(
             slot_spec=slot_spec, ranges=tuple(SlotRange(*r) for r in ranges), source=source, car_url=self.car_url,
             rpc_url=self.rpc_url, session_pdas=tuple(self.session_pdas or ()), slot_padding=self.slot_padding,
