@@ -27,13 +27,14 @@ import requests
 from iq_etl.cli.main import build_parser, main
 from iq_etl.devchain.build import CATALOGUE_UPLOADS
 from iq_etl.devchain.servers.reader_backend import SEED_FIELDS
+from tests.support.warehouse import folder_dsn
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "old-faithful"
 
 
 def iq(args, tmp_path, stdin=None, **env):
-    full = {**os.environ, "IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'warehouse'}",
+    full = {**os.environ, "IQ_CLICKHOUSE_DSN": folder_dsn(tmp_path),
             "IQ_ETL_HOME": str(tmp_path / "home"), **env}
     return subprocess.run([sys.executable, "-m", "iq_etl.cli.main", *args], cwd=tmp_path, capture_output=True,
                           text=True, env=full, timeout=300, input=stdin)
@@ -219,6 +220,7 @@ def test_car_inspect_prints_slots_as_s_colon_e(tmp_path):
     assert again.returncode == 0 and f"(slots {m.group(1)})" in again.stdout
 
 
+@pytest.mark.embedded_only("a chdb:// DSN printed as typed")
 def test_migrate_prints_the_dsn_as_typed(tmp_path):
     dsn = f"chdb://{tmp_path / 'wh'}"
     out = iq(["migrate"], tmp_path, IQ_CLICKHOUSE_DSN=dsn)

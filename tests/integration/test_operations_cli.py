@@ -9,9 +9,11 @@ import sys
 
 import pytest
 
+from tests.support.warehouse import folder_dsn
+
 
 def iq(args, tmp_path, **env):
-    full = {"IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'warehouse'}", "IQ_ETL_HOME": str(tmp_path / "home"),
+    full = {"IQ_CLICKHOUSE_DSN": folder_dsn(tmp_path), "IQ_ETL_HOME": str(tmp_path / "home"),
             "PATH": "/usr/bin:/bin", **env}
     return subprocess.run([sys.executable, "-m", "iq_etl.cli.main", *args], cwd=tmp_path, capture_output=True,
                           text=True, env=full, timeout=300)
@@ -48,7 +50,7 @@ def test_sql_format_clause_and_flag_must_agree_and_unknown_formats_say_what_work
 def test_sql_new_formats(tmp_path):
     tsv = iq(["sql", "SELECT 1 AS a", "--format", "tsv"], tmp_path)
     assert tsv.stdout == "a\n1\n"
-    full = {"IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'warehouse'}", "IQ_ETL_HOME": str(tmp_path / "home")}
+    full = {"IQ_CLICKHOUSE_DSN": folder_dsn(tmp_path), "IQ_ETL_HOME": str(tmp_path / "home")}
     parquet = subprocess.run([sys.executable, "-m", "iq_etl.cli.main", "sql", "SELECT 1 AS a", "--format", "parquet"],
                              cwd=tmp_path, capture_output=True, env=full, timeout=300)
     assert parquet.returncode == 0, parquet.stderr
@@ -90,6 +92,7 @@ def test_a_slot_range_typed_as_epochs_stops_before_planning(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.embedded_only("a chdb:// DSN typo")
 def test_dsn_typo_is_one_line(tmp_path):
     out = iq(["sql", "SELECT 1"], tmp_path, IQ_CLICKHOUSE_DSN="chdb:/x")
     assert out.returncode == 1 and "write chdb://PATH (two slashes)" in out.stderr

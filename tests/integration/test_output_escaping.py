@@ -16,6 +16,7 @@ import pytest
 from iq_etl.output import CELL_LIMIT, print_rows, visible
 from iq_etl.report.html import render_html
 from iq_etl.status import print_status, status_markdown
+from tests.support.warehouse import folder_dsn
 
 CLEAN_KEY = "7Jh5q3i7m1gYvZ4bNfW2X9yT8kLpR6sD3aQ1cE5uVxBn:" + "ab" * 16
 HOSTILE_KEY = "key\x1b[2J\x00\u202eevil\u2066\x07\x9b31m\x7f"
@@ -79,7 +80,7 @@ def test_machine_formats_keep_exact_values(fmt):
 
 
 def iq(args, tmp_path):
-    env = {**os.environ, "IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'warehouse'}", "IQ_ETL_HOME": str(tmp_path / "home")}
+    env = {**os.environ, "IQ_CLICKHOUSE_DSN": folder_dsn(tmp_path), "IQ_ETL_HOME": str(tmp_path / "home")}
     return subprocess.run([sys.executable, "-m", "iq_etl.cli.main", *args], cwd=tmp_path, capture_output=True,
                           env=env, timeout=300)
 

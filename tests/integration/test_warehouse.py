@@ -61,6 +61,7 @@ LOCK_HOLDER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.embedded_only("the chDB folder lock")
 def test_second_process_gets_clear_busy_error(tmp_path):
     dsn = f"chdb://{tmp_path / 'wh'}"
     holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, dsn, "30"], stdout=subprocess.PIPE, text=True,
@@ -83,6 +84,7 @@ def test_second_process_gets_clear_busy_error(tmp_path):
         holder.wait()
 
 
+@pytest.mark.embedded_only("the chDB folder lock")
 def test_waiting_for_the_lock_succeeds_when_released(tmp_path):
     dsn = f"chdb://{tmp_path / 'wh'}"
     holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, dsn, "2"], stdout=subprocess.PIPE, text=True)
@@ -98,6 +100,7 @@ def test_waiting_for_the_lock_succeeds_when_released(tmp_path):
         holder.wait()
 
 
+@pytest.mark.embedded_only("the chDB folder lock")
 def test_busy_without_wait_raises(tmp_path):
     dsn = f"chdb://{tmp_path / 'wh'}"
     holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, dsn, "30"], stdout=subprocess.PIPE, text=True)

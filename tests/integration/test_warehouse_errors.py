@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# chDB folders on tiny, read-only or full filesystems: nothing a remote server's client sees
+pytestmark = pytest.mark.embedded_only("chDB folders on tiny filesystems")
+
 
 @pytest.fixture
 def tiny_fs(tmp_path):
