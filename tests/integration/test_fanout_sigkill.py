@@ -13,6 +13,7 @@ import textwrap
 import pytest
 
 from tests.support.prefect import build_devchain
+from tests.support.warehouse import folder_dsn
 
 CHILD = textwrap.dedent("""
     import json, os, signal, sys
@@ -60,7 +61,7 @@ def _run(tmp_path, folder, chain, die_after: int, settle_s: float = 1.0) -> subp
     from iq_etl.devchain.chain import car_template
 
     chain_dir, manifest = chain
-    args = {"dsn": f"chdb://{tmp_path / folder / 'warehouse'}", "home": str(tmp_path / folder),
+    args = {"dsn": folder_dsn(tmp_path / folder), "home": str(tmp_path / folder),
             "spec": f"{manifest.first_slot}:{manifest.last_slot}", "car_url": car_template(chain_dir),
             "extra": list(manifest.extra_program_ids), "die_after": die_after, "settle_s": settle_s}
     (tmp_path / folder).mkdir(exist_ok=True)
@@ -73,7 +74,7 @@ def _query(tmp_path, folder, sql: str) -> list[tuple]:
     from iq_etl.settings import load_settings
     from iq_etl.warehouse import client as wh
 
-    settings = load_settings({"IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / folder / 'warehouse'}",
+    settings = load_settings({"IQ_CLICKHOUSE_DSN": folder_dsn(tmp_path / folder),
                               "IQ_ETL_HOME": str(tmp_path / folder)}, dotenv=tmp_path / "no.env")
     with wh.Warehouse(settings) as client:
         return client.query(sql).result_rows
