@@ -12,7 +12,7 @@ import pytest
 from iq_etl.ingest.request import IngestParams
 from iq_etl.solana.slots import SLOTS_PER_EPOCH
 from tests.support.dask_cluster import start_cluster
-from tests.support.prefect import artifacts_of, build_devchain, flow_env, prefect_api  # noqa: F401 - fixtures
+from tests.support.prefect import artifacts_of, build_devchain, flow_env, logs_of, prefect_api  # noqa: F401 - fixtures
 
 FIRST_SLOT = 924 * SLOTS_PER_EPOCH - 1200
 
@@ -97,4 +97,25 @@ def test_backfill_reports_a_missing_epoch_then_resumes_to_the_single_process_row
     assert by_epoch[923].skipped == 3 and by_epoch[923].subranges == 0   # resumed: nothing redone
     assert by_epoch[924].subranges == 3
     assert "1 of 2" not in _latest_backfill_markdown(state.state_details.flow_run_id)
+    # The log: no line per sub-range task, a throttled progress line from the flow instead (the last one
+    # when all are done). Logs reach the API in batches: wait for the flow's last line.
+    import time
+
+    def lines():
+        return [entry.message for entry in logs_of(state.state_details.flow_run_id)]
+
+    deadline = time.monotonic() + 60
+    while not any("3 of 3 sub-range(s) done" in m for m in lines()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert any("scan: 3 of 3 sub-range(s) done (" in m and "0 failed" in m for m in lines()), lines()
+    assert not [m for m in lines() if "Finished in state Completed()" in m and "scan-" in m]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:   # the sub-range tasks did run (as task runs of the flow run)
+        scans = [t for t in client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))) if t.name.startswith("scan-")]
+        quiet = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
+            any_=[state.state_details.flow_run_id])))
+    assert len(scans) == 3 and not [e for e in quiet if e.task_run_id in {t.id for t in scans} and e.level < 30]
     assert _rows(tmp_path) == expected

@@ -211,3 +211,25 @@ def test_remote_warehouse_tasks_insert_their_own_rows(chain, reference_rows, clu
     finally:
         wh.close_client()
     assert raw == reference_rows["raw"]
+
+
+def test_subrange_task_runs_log_warnings_only():
+    """Issue 26: one "Finished in state Completed()" line per sub-range task (217 for a mainnet epoch)
+    is dropped; the same logger's warnings and errors, and every other task's lines, pass."""
+    import logging
+
+    from iq_etl.orchestration.dask_fanout import SUBRANGE_TASK, quiet_subrange_logs
+
+    quiet_subrange_logs()
+    quiet_subrange_logs()   # once per process
+    logger = logging.getLogger("prefect.task_runs")
+    assert len([f for f in logger.filters if type(f).__name__ == "_QuietSubranges"]) == 1
+
+    def passes(level: int, task_name: str) -> bool:
+        record = logger.makeRecord(logger.name, level, __file__, 1, "Finished in state Completed()", (), None,
+                                   extra={"task_name": task_name})
+        return bool(logger.filter(record))
+
+    assert not passes(logging.INFO, SUBRANGE_TASK)
+    assert passes(logging.WARNING, SUBRANGE_TASK) and passes(logging.ERROR, SUBRANGE_TASK)
+    assert passes(logging.INFO, "ingest") and passes(logging.INFO, "transform")

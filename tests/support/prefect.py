@@ -122,3 +122,12 @@ def delivered_rows(tmp_path: Path) -> int:
 
 def statuses(tmp_path: Path) -> dict[str, str]:
     return {k: s for k, s in query(tmp_path, "SELECT upload_key, status FROM iq.session_completeness")}
+
+
+def logs_of(flow_run_id: Any) -> list[Any]:
+    """The log lines of a flow run and its task runs (read back through the Prefect API), oldest first."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        return client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
