@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import requests
 from iq_etl.cli.main import build_parser, main
 from iq_etl.devchain.build import CATALOGUE_UPLOADS
 from iq_etl.devchain.servers.reader_backend import SEED_FIELDS
+from tests.support.net import busy_port
 from tests.support.warehouse import folder_dsn
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,14 +123,6 @@ def chain(tmp_path_factory) -> Path:
     assert main(["devchain", "build", "--out", str(out), "--sessions", str(CATALOGUE_UPLOADS),
                  "--noise-tx-per-slot", "1", "--slots", "300"]) == 0
     return out
-
-
-@contextlib.contextmanager
-def busy_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        yield s.getsockname()[1]
 
 
 @pytest.mark.parametrize("command", [["serve", "{chain}"], ["serve-car", "{chain}"], ["serve-reader"]])

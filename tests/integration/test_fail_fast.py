@@ -10,12 +10,7 @@ from iq_etl.errors import SourceError
 from iq_etl.ingest.request import IngestRequest
 from iq_etl.ingest.run import run_ingest
 from iq_etl.warehouse import client as wh
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.net import free_port
 
 
 @pytest.mark.parametrize("request_kwargs", [
@@ -24,7 +19,7 @@ def _closed_port() -> int:
     {"source": "car", "session_pdas": ["11111111111111111111111111111111"]},       # window discovery over RPC
 ])
 def test_discovery_fails_at_once_on_a_refused_endpoint(settings, request_kwargs):
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     wh.close_client()
     try:
         with pytest.raises(SourceError) as caught:

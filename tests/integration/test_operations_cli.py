@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from tests.support.net import free_port
 from tests.support.warehouse import folder_dsn
 
 
@@ -99,13 +100,6 @@ def test_dsn_typo_is_one_line(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed again when the block ends: connections are refused
-
 
 @pytest.mark.parametrize("source_args", [
     ["--source", "rpc-blocks", "--rpc-url", "http://127.0.0.1:{port}"],
@@ -114,7 +108,7 @@ def _closed_port() -> int:
 def test_an_unreachable_peer_is_named_in_seconds(tmp_path, source_args):
     import time
 
-    port = _closed_port()
+    port = free_port()
     args = [a.format(port=port) for a in source_args]
     started = time.monotonic()
     out = iq(["ingest", "398736000:398736010", *args], tmp_path)

@@ -14,13 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.net import free_port  # noqa: F401 - also imported from here by the Dask tests
+
 DASK = str(Path(sys.executable).with_name("dask"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
