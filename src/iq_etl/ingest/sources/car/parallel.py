@@ -255,7 +255,13 @@ class ParallelStream:
         self._piece = piece
         self._count = -(-(end - start) // piece)
         self._k = max(1, min(connections, self._count))
-        self._cond = threading.Condition()
+        # One lock, two conditions: the walker waits for bytes of the piece it reads (`_data`, told only
+        # by that piece's worker), the workers wait for room in the window (`_room`, told when the walker
+        # moves to the next piece). One condition told everyone of every chunk: with K = 16, each socket
+        # read woke 16 threads to fight for the GIL for nothing.
+        self._lock = threading.Lock()
+        self._data = threading.Condition(self._lock)
+        self._room = threading.Condition(self._lock)
         self._pieces: dict[int, _Piece] = {}
         self._head = 0            # the piece the walker reads
         self._next = 0            # the next piece a worker takes
@@ -277,13 +283,15 @@ class ParallelStream:
 
     # -- workers
     def _take(self) -> tuple[int, _Piece] | None:
-        with self._cond:
+        with self._lock:
             while not self._closed and self._next < self._count and self._next >= self._head + self._k:
-                self._cond.wait(1.0)
+                self._room.wait(1.0)
             if self._closed or self._next >= self._count or self._eof_at is not None:
                 return None
             i = self._next
             self._next += 1
+            if self._next >= self._count:
+                self._room.notify_all()   # the last piece is out: the waiting workers end (their lanes freed)
             a = self._start + i * self._piece
             pc = _Piece(a, min(a + self._piece, self._end))
             pc.buf = self._free.pop() if self._free else None
@@ -311,23 +319,25 @@ class ParallelStream:
                             got = http.readinto(view[pc.filled:min(size, pc.filled + READ_SIZE)])
                             if not got:
                                 break  # the object ends here (shorter than asked): the walker decides
-                            with self._cond:
+                            with self._lock:
                                 pc.filled += got
-                                self._cond.notify_all()
+                                if self._pieces.get(self._head) is pc:
+                                    self._data.notify()   # only the piece the walker reads wakes it
                 except BaseException as exc:  # noqa: BLE001 - handed to the walker, in order
-                    with self._cond:
+                    with self._lock:
                         pc.error = exc
                         pc.done = True
-                        self._cond.notify_all()
+                        self._data.notify_all()
                     return
                 finally:
                     lane.end()
                     http.close()
-                with self._cond:
+                with self._lock:
                     pc.done = True
                     if pc.filled < size and (self._eof_at is None or pc.a + pc.filled < self._eof_at):
                         self._eof_at = pc.a + pc.filled
-                    self._cond.notify_all()
+                        self._room.notify_all()   # no piece past the end is handed out
+                    self._data.notify_all()
         finally:
             self._pool.release(lane)
 
@@ -339,7 +349,7 @@ class ParallelStream:
         n = self._want(len(view))
         if n <= 0:
             return 0
-        with self._cond:
+        with self._lock:
             while True:
                 if self._closed:
                     raise SourceError(f"{self._src.name}: read after close")
@@ -354,19 +364,19 @@ class ParallelStream:
                         raise pc.error
                     if pc.done:  # ended early, past what _eof_at says (cannot happen) or exactly at it
                         return 0
-                self._cond.wait(1.0)
+                self._data.wait(1.0)
         n = min(n, pc.filled - pos)
         assert pc.buf is not None
         view[:n] = memoryview(pc.buf)[pos:pos + n]
         self.offset += n
         STATS.add("delivered", n)
         if self.offset >= pc.b:
-            with self._cond:
+            with self._lock:
                 del self._pieces[self._head]
                 self._head += 1
                 self._free.append(pc.buf)
                 pc.buf = None
-                self._cond.notify_all()
+                self._room.notify()   # one more piece may be handed out: one worker takes it
         return n
 
     def read(self, n: int = READ_SIZE) -> bytes:
@@ -378,11 +388,12 @@ class ParallelStream:
         return bytes(buf[:got]) if got < n else bytes(buf)
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             if self._closed:
                 return
             self._closed = True
-            self._cond.notify_all()
+            self._data.notify_all()
+            self._room.notify_all()
         for lane in self._lanes:
             http = lane.http
             if http is not None and lane.owner is self:
