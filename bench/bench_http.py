@@ -138,7 +138,8 @@ def run(quick: bool = False, repeats: int | None = None) -> list[Row]:
                        keys=keys, connections=1) for _ in range(n)]
     local_rate = median([r["bytes"] / r["seconds"] for r in local]) / 1e6
     rows = [Row("7 HTTP scan", "local file, same chain (the reference)", f"{local_rate:,.0f} MB/s",
-                f"{local[0]['bytes'] / 1e6:,.0f} MB in {median([r['seconds'] for r in local]):.2f} s")]
+                f"{local[0]['bytes'] / 1e6:,.0f} MB in {median([r['seconds'] for r in local]):.2f} s; CPU: scanner "
+                f"{median([r['cpu_s'] for r in local]):.2f} s")]
     proc, port = _start_server(chain.dir, RATE, LATENCY)
     url = f"http://127.0.0.1:{port}/" + chain.template[len(chain.dir):].lstrip("/")
     car_url = f"http://127.0.0.1:{port}/" + chain.car_paths[0][len(chain.dir):].lstrip("/")
