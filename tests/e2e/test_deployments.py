@@ -14,72 +14,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.support.prefect import build_devchain, subprocess_env
-
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(predicate, what: str, limit_s: float, proc: subprocess.Popen | None = None, log: Path | None = None):
-    deadline = time.monotonic() + limit_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{what}: process exited with {proc.returncode}\n{log.read_text()[-4000:] if log else ''}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{log.read_text()[-4000:] if log else ''}")
-        time.sleep(0.5)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = subprocess_env(home, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                         PREFECT_UI_ENABLED="false", PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false")
-    log = home / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        def healthy():
-            try:
-                return requests.get(f"{api}/health", timeout=2).ok
-            except requests.RequestException:
-                return False
-
-        _wait(healthy, "the Prefect server to answer /api/health", 180, proc, log)
-        yield api
-    finally:
-        _stop(proc)
+from tests.support.prefect import (  # noqa: F401 - prefect_server: a fixture
+    BIN,
+    _free_port,
+    build_devchain,
+    deploy_all,
+    deployment,
+    prefect_server,
+    run_artifacts,
+    start_worker,
+    stop_process,
+    subprocess_env,
+    trigger_and_wait,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -91,33 +45,14 @@ def _pipeline_params(chain, exports: Path) -> dict:
     from iq_etl.devchain.chain import car_template
 
     chain_dir, manifest = chain
-    return {"slot_spec": f"{manifest.first_slot}:{manifest.last_slot}", "car_url": car_template(chain_dir),
-            "extra_program_ids": list(manifest.extra_program_ids), "targets": [exports.as_uri()]}
-
-
-def _deployment(api: str, name: str) -> dict | None:
-    r = requests.get(f"{api}/deployments/name/{name}", timeout=10)
-    return r.json() if r.ok else None
-
-
-def _trigger_and_wait(api: str, deployment_id: str, params: dict, what: str, proc, log) -> str:
-    r = requests.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={"parameters": params}, timeout=10)
-    r.raise_for_status()
-    run_id = r.json()["id"]
-
-    def finished():
-        state = requests.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]
-        return state if state and state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
-
-    state = _wait(finished, what, 600, proc, log)
-    assert state["type"] == "COMPLETED", f"{what}: {state}\n{log.read_text()[-6000:]}"
-    return run_id
+    return {"slot_spec": f"{manifest.first_slot}:{manifest.last_slot}",
+            "ingest": {"source": "car", "car_url": car_template(chain_dir),
+                       "extra_program_ids": list(manifest.extra_program_ids)},
+            "export": {"targets": [exports.as_uri()]}}
 
 
 def _artifact_keys(api: str, run_id: str) -> list[tuple[str, str]]:
-    r = requests.post(f"{api}/artifacts/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}, timeout=10)
-    r.raise_for_status()
-    return [(a["key"], a["type"]) for a in r.json()]
+    return [(a["key"], a["type"]) for a in run_artifacts(api, run_id)]
 
 
 def _check_exports(chain, exports: Path) -> None:
@@ -132,33 +67,37 @@ def _check_exports(chain, exports: Path) -> None:
         assert hashlib.sha256(files[0].read_bytes()).hexdigest() == upload.file_sha256
 
 
-def test_prefect_yaml_deployments_run_on_a_process_worker(prefect_server, chain, tmp_path):
+def test_prefect_yaml_deployments_run_on_a_process_worker(prefect_server, chain, tmp_path):  # noqa: F811
     api = prefect_server
     env = subprocess_env(tmp_path, PREFECT_API_URL=api)
-    subprocess.run([str(BIN / "prefect"), "work-pool", "create", "iq-etl", "--type", "process"], env=env,
-                   check=True, capture_output=True, timeout=120)
-    deploy = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
+    deploy_all(api, env)
 
-    pipeline = _deployment(api, "pipeline_flow/iq-etl-pipeline")
-    reconcile = _deployment(api, "reconcile_flow/iq-etl-reconcile")
+    pipeline = deployment(api, "pipeline_flow/iq-etl-pipeline")
+    reconcile = deployment(api, "reconcile_flow/iq-etl-reconcile")
     assert pipeline and reconcile
     assert pipeline["work_pool_name"] == reconcile["work_pool_name"] == "iq-etl"
     assert [s["schedule"].get("interval") for s in pipeline["schedules"]] == [3600.0]
     assert [s["schedule"].get("cron") for s in reconcile["schedules"]] == ["15 * * * *"]
-    assert pipeline["parameters"]["source"] == "follow" and reconcile["parameters"]["growth"] == 4
+    assert pipeline["parameters"]["ingest"]["source"] == "follow" and reconcile["parameters"]["growth"] == 4
+    from iq_etl.orchestration.params import PARAMS_VERSION
+
+    assert pipeline["parameters"]["params_version"] == reconcile["parameters"]["params_version"] == PARAMS_VERSION
+    # the typed parameters are a form in the UI: the stored schema has the models
+    assert set(pipeline["parameter_openapi_schema"]["definitions"]) >= {"IngestParams", "ExportParams"}
 
     log = tmp_path / "worker.log"
-    with open(log, "wb") as out:
-        worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "iq-etl"], env=env,
-                                  stdout=out, stderr=subprocess.STDOUT)
+    worker = start_worker(env, log)
     try:
         exports = tmp_path / "exports"
-        run_id = _trigger_and_wait(api, pipeline["id"], _pipeline_params(chain, exports),
-                                   "the pipeline_flow run on the worker", worker, log)
+        run_id = trigger_and_wait(api, pipeline["id"], _pipeline_params(chain, exports),
+                                  "the pipeline_flow run on the worker", worker, log)
+        # a deployment of another parameter version is refused, saying what to do
+        old = trigger_and_wait(api, pipeline["id"], {"params_version": PARAMS_VERSION - 1, "slot_spec": 923},
+                               "a pipeline_flow run with old parameters", worker, log, expect="FAILED")
+        message = requests.get(f"{api}/flow_runs/{old}", timeout=10).json()["state"]["message"]
+        assert "register the deployment again" in message, message
     finally:
-        _stop(worker)
+        stop_process(worker)
     _check_exports(chain, exports)
     assert ("iq-etl-status", "markdown") in _artifact_keys(api, run_id)
 
@@ -182,8 +121,8 @@ def test_iq_etl_serve_starts_a_server_registers_both_flows_and_runs_a_triggered_
     try:
         def served():
             try:
-                p = _deployment(api, "pipeline_flow/iq-etl-pipeline-served")
-                r = _deployment(api, "reconcile_flow/iq-etl-reconcile-served")
+                p = deployment(api, "pipeline_flow/iq-etl-pipeline-served")
+                r = deployment(api, "reconcile_flow/iq-etl-reconcile-served")
             except requests.RequestException:
                 return None
             if not (p and r):
@@ -192,15 +131,15 @@ def test_iq_etl_serve_starts_a_server_registers_both_flows_and_runs_a_triggered_
             crons = [s["schedule"].get("cron") for s in r["schedules"]]
             return (p, r) if intervals == [7200.0] and crons == ["30 * * * *"] else None
 
-        pipeline, _ = _wait(served, "iq-etl serve to start a server and register both deployments", 240, serve, log)
+        pipeline, _ = wait_for(served, "iq-etl serve to start a server and register both deployments", 240, serve, log)
         assert (tmp_path / "home" / "prefect" / "server.log").is_file()
-        assert pipeline["parameters"]["targets"] == [exports.as_uri()]
-        run_id = _trigger_and_wait(api, pipeline["id"], {},
+        assert pipeline["parameters"]["export"]["targets"] == [exports.as_uri()]
+        run_id = trigger_and_wait(api, pipeline["id"], {},
                                    "the pipeline_flow run served by iq-etl serve", serve, log)
         _check_exports(chain, exports)
         assert ("iq-etl-status", "markdown") in _artifact_keys(api, run_id)
     finally:
-        _stop(serve)
+        stop_process(serve)
 
     def down():
         try:
@@ -209,4 +148,4 @@ def test_iq_etl_serve_starts_a_server_registers_both_flows_and_runs_a_triggered_
             return True
         return False
 
-    _wait(down, "the Prefect server started by iq-etl serve to stop with it", 60)
+    wait_for(down, "the Prefect server started by iq-etl serve to stop with it", 60)

@@ -11,6 +11,7 @@ import hashlib
 
 import pytest
 
+from iq_etl.orchestration.params import ExportParams, IngestParams
 from tests.support.prefect import (  # noqa: F401 - fixtures
     build_devchain,
     flow_env,
@@ -37,9 +38,10 @@ def _narrow_pipeline(chain, tmp_path):
 
     chain_dir, manifest = chain
     first, last = manifest.parameters["upload_window"]
-    state = pipeline_flow(slot_spec=f"{first}:{last}", car_url=car_template(chain_dir),
-                          extra_program_ids=list(manifest.extra_program_ids),
-                          targets=[(tmp_path / "exports").as_uri()], return_state=True)
+    state = pipeline_flow(slot_spec=f"{first}:{last}",
+                          ingest=IngestParams(source="car", car_url=car_template(chain_dir),
+                                              extra_program_ids=list(manifest.extra_program_ids)),
+                          export=ExportParams(targets=[(tmp_path / "exports").as_uri()]), return_state=True)
     assert state.is_completed(), state
     return state.result()
 
@@ -65,12 +67,13 @@ def test_reconcile_widens_the_window_until_the_far_chunks_are_found(chain, tmp_p
     assert _exported_file(tmp_path, far) is None
 
     far_slots = [slot for slot in (far.finalize_slot, far.last_slot) if slot is not None]
-    params = dict(car_url=car_template(chain_dir), extra_program_ids=list(manifest.extra_program_ids),
-                  targets=[(tmp_path / "exports").as_uri()], initial_padding=100, growth=4, max_padding=100_000)
+    params = dict(ingest=IngestParams(car_url=car_template(chain_dir), extra_program_ids=list(manifest.extra_program_ids)),
+                  export=ExportParams(targets=[(tmp_path / "exports").as_uri()]), initial_padding=100, growth=4,
+                  max_padding=100_000)
     paddings, runs = [], []
     while statuses(tmp_path)[far.upload_key] != "complete":
         assert len(runs) < 8, f"not found after {len(runs)} reconcile runs: paddings {paddings}"
-        result = reconcile_flow(**params)
+        result = reconcile_flow(**params).to_json()   # as `iq-etl reconcile --json` prints it
         runs.append(result)
         planned = {u["upload_key"]: u for u in result["plan"]["uploads"]}
         assert planned[far.upload_key]["method"] == "window"
@@ -100,7 +103,7 @@ def test_reconcile_widens_the_window_until_the_far_chunks_are_found(chain, tmp_p
     assert state == [(len(runs), paddings[-1])]
 
     # One more run: nothing new to find for the uploads the chain never completes; nothing exported twice.
-    third = reconcile_flow(**params)
+    third = reconcile_flow(**params).to_json()
     assert third["summary"]["newly_complete"] == [] and third["summary"]["exported"] == []
     # Every upload the chain completes has been found; what is still incomplete is incomplete on chain.
     still = {m["upload_key"] for m in third["summary"]["still_missing"]}
@@ -119,8 +122,9 @@ def test_reconcile_with_rpc_discovers_the_session_signatures(chain, tmp_path, mo
         flow_env(monkeypatch, tmp_path, IQ_RPC_URL=rpc.url)
         _narrow_pipeline(chain, tmp_path)
         assert statuses(tmp_path)[far.upload_key] != "complete"
-        result = reconcile_flow(car_url=car_template(chain_dir), extra_program_ids=list(manifest.extra_program_ids),
-                                targets=[(tmp_path / "exports").as_uri()])
+        result = reconcile_flow(ingest=IngestParams(car_url=car_template(chain_dir),
+                                                    extra_program_ids=list(manifest.extra_program_ids)),
+                                export=ExportParams(targets=[(tmp_path / "exports").as_uri()])).to_json()
     finally:
         rpc.shutdown()
     summary = result["summary"]

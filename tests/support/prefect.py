@@ -1,9 +1,15 @@
-"""Helpers shared by the flow tests: a real ephemeral Prefect API (prefect_test_harness), a
-development chain, an environment pointing the flows at a temporary embedded warehouse, and readers
-for artifacts and the export ledger. Imported by tests/test_flows_*.py and tests/test_reconcile*.py."""
+"""Helpers shared by the flow tests: the two real Prefect servers (`prefect_api`: an ephemeral API in this
+process, prefect_test_harness, for flows called as functions; `prefect_server`: a `prefect server start`
+on loopback for deployments, workers and the REST API) and their helpers (deploy, worker, trigger and
+wait, artifacts, logs), a development chain, an environment pointing the flows at a temporary embedded
+warehouse, and readers for the export ledger."""
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +137,117 @@ def logs_of(flow_run_id: Any) -> list[Any]:
 
     with get_client(sync_client=True) as client:
         return client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+
+
+# --- a real `prefect server start` for the deployment tests ------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, what: str, limit_s: float, proc: subprocess.Popen | None = None, log: Path | None = None):
+    """Poll `predicate` until it returns something true (returned); fail naming `what` (with the tail of
+    `log`) when `proc` exits first or after `limit_s` (a bound on a hang, never a speed assertion)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{what}: process exited with {proc.returncode}\n{log.read_text()[-4000:] if log else ''}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{log.read_text()[-4000:] if log else ''}")
+        time.sleep(0.5)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """`prefect server start` on a free loopback port with its own home and SQLite database; its
+    scheduler is off, so that only the runs a test triggers execute. Yields the API URL."""
+    import requests
+
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = subprocess_env(home, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                         PREFECT_UI_ENABLED="false", PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false")
+    log = home / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def healthy():
+            try:
+                return requests.get(f"{api}/health", timeout=2).ok
+            except requests.RequestException:
+                return False
+
+        wait_for(healthy, "the Prefect server to answer /api/health", 180, proc, log)
+        yield api
+    finally:
+        stop_process(proc)
+
+
+def deploy_all(api: str, env: dict[str, str]) -> None:
+    """The README's set-up against `api`: the process work pool, then `prefect deploy --all` of prefect.yaml."""
+    subprocess.run([str(BIN / "prefect"), "work-pool", "create", "iq-etl", "--type", "process"], env=env,
+                   capture_output=True, timeout=120)   # already there on a second call: fine
+    deploy = subprocess.run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "iq-etl"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def deployment(api: str, name: str) -> dict | None:
+    import requests
+
+    r = requests.get(f"{api}/deployments/name/{name}", timeout=10)
+    return r.json() if r.ok else None
+
+
+def trigger_and_wait(api: str, deployment_id: str, params: dict, what: str, proc, log,
+                     expect: str = "COMPLETED") -> str:
+    """Create a run of the deployment through the REST API, wait until it ends in state `expect`;
+    its id."""
+    import requests
+
+    r = requests.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={"parameters": params}, timeout=10)
+    r.raise_for_status()
+    run_id = r.json()["id"]
+
+    def finished():
+        state = requests.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state"]
+        return state if state and state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    state = wait_for(finished, what, 600, proc, log)
+    assert state["type"] == expect, f"{what}: {state}\n{log.read_text()[-6000:]}"
+    return run_id
+
+
+def run_artifacts(api: str, run_id: str) -> list[dict]:
+    import requests
+
+    r = requests.post(f"{api}/artifacts/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}, timeout=10)
+    r.raise_for_status()
+    return r.json()

@@ -48,7 +48,7 @@ def register(sub) -> None:
     p.add_argument("--reconcile-cron", default="15 * * * *", metavar="CRON",
                    help="cron schedule of reconcile runs, UTC (default '15 * * * *': hourly; '' = no schedule)")
     p.add_argument("--pipeline-params", default="{}", metavar="JSON",
-                   help="default parameters of pipeline_flow, e.g. '{\"slot_spec\": \"N\", \"targets\": [...]}'")
+                   help="default parameters of pipeline_flow, e.g. '{\"slot_spec\": \"N\", \"export\": {\"targets\": [...]}}' (orchestration/params.py)")
     p.add_argument("--reconcile-params", default="{}", metavar="JSON", help="default parameters of reconcile_flow")
     p.add_argument("--limit", type=int, default=1, help="flow runs executed at once by this process (default 1)")
     p.add_argument("--server-port", type=int, default=4200,
