@@ -17,7 +17,9 @@ at 10M, no step above 4 GB.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -152,6 +154,50 @@ def _by_type(result) -> dict[str, float]:
     return out
 
 
+class ReadRecorder:
+    """Rows each dbt model's (and test's) queries read from tables, by the node_id in dbt's query
+    comment: chDB's own SelectedRows counter (system.events) before and after each query (its
+    per-result rows_read counts result rows, not rows read). The proof that an incremental build
+    reads the changed groups and not the warehouse. Wraps the chDB backend's one query entry point
+    for the life of the child; dbt runs one query at a time on it."""
+
+    NODE = re.compile(r'"node_id":\s*"([a-z_]+)\.iq_etl\.([^"]+)"')
+    COUNTER = "SELECT value FROM system.events WHERE name = 'SelectedRows'"
+
+    def __init__(self) -> None:
+        from clickhouse_connect.driver._backend.chdb_backend import ChdbBackend
+
+        self.rows: dict[str, int] = {}
+        self.queries: list[tuple[str, int, float, str]] = []
+        self.rss_steps: list[tuple[str, int]] = []   # (node, peak RSS MB) whenever a query raised the peak
+        original = ChdbBackend._query_locked
+        recorder = self
+
+        def selected(backend) -> int:
+            text = backend._handle.conn.query(recorder.COUNTER, "CSV").bytes().decode().strip()
+            return int(text or 0)
+
+        def query_locked(backend, sql, fmt, params=None):
+            text = sql.decode(errors="replace") if isinstance(sql, bytes) else str(sql)
+            found = recorder.NODE.search(text[:2000])
+            if not found:
+                return original(backend, sql, fmt, params)
+            before = selected(backend)
+            result = original(backend, sql, fmt, params)
+            rows = selected(backend) - before
+            peak = int(common.peak_rss_mb())
+            if not recorder.rss_steps or peak > recorder.rss_steps[-1][1] + 50:
+                recorder.rss_steps.append((found.group(2)[:60], peak))
+            name = found.group(2) if found.group(1) == "model" else "tests"
+            recorder.rows[name] = recorder.rows.get(name, 0) + rows
+            with contextlib.suppress(Exception):
+                recorder.queries.append((found.group(2)[:60], rows, round(float(result.elapsed()), 2),
+                                         " ".join(text[text.find("*/") + 2:].split())[:100]))
+            return result
+
+        ChdbBackend._query_locked = query_locked
+
+
 def transform(folder: str, full_refresh: bool, add_copy: int = 0, max_memory: str | None = None,
               hashes: bool = False) -> dict:
     """One `transform` (after adding copy number `add_copy`, when not 0), timed in-process."""
@@ -165,12 +211,16 @@ def transform(folder: str, full_refresh: bool, add_copy: int = 0, max_memory: st
         before = int(client.query("SELECT count() FROM iq.raw_instructions").result_rows[0][0])
         _add_copies(client, add_copy, 1)
         added = int(client.query("SELECT count() FROM iq.raw_instructions").result_rows[0][0]) - before
+    raw_rows = int(client.query("SELECT count() FROM iq.raw_instructions").result_rows[0][0])
     run_dbt(settings, command="parse", quiet=True)   # warm parse: the build's own cost is timed
+    reads = ReadRecorder()
     result, seconds, cpu = timed(lambda: run_dbt(settings, full_refresh=full_refresh, quiet=True))
     print(f"{'full' if full_refresh else 'incremental'} build: {seconds:.1f} s, slowest {_node_seconds(result)}",
           file=sys.stderr, flush=True)
     out = {"seconds": seconds, "cpu_s": cpu, "added_rows": added, "nodes": len(result.nodes),
-           "slowest": _node_seconds(result), "by_type": _by_type(result)}
+           "slowest": _node_seconds(result), "by_type": _by_type(result), "raw_rows": raw_rows,
+           "rows_read": dict(sorted(reads.rows.items(), key=lambda kv: -kv[1])),
+           "queries": sorted(reads.queries, key=lambda q: -q[2])[:12], "rss_steps": reads.rss_steps}
     if hashes:
         out["hashes"] = {name: [str(v) for v in client.query(sql).result_rows[0]] for name, sql in MART_HASHES.items()}
         out["uploads"] = int(client.query("SELECT count() FROM iq.session_completeness").result_rows[0][0])

@@ -21,6 +21,11 @@
 concat('list:', {{ root }})
 {%- endmacro %}
 
+{#- The root signature a linked-list refresh group names ('' for any other group): linked_group reversed. -#}
+{% macro linked_group_tail(group) -%}
+if(startsWith({{ group }}, 'list:'), substring({{ group }}, 6), '')
+{%- endmacro %}
+
 {#- The refresh group of a raw instruction that is not part of a linked list (int_changed_groups
     places those by their walk's root): the session account for session uploads (all of a G2
     account's uploads together, since a finalize_bundle may move between them), the code-in's

@@ -11,7 +11,9 @@
     would merge every row of the table first; with PREWHERE a chunks-only view reads chunk rows
     only (measured 0.01 s vs 0.27 s on 2.2 M rows). Filtering before the merge is safe here: the
     copies of one key are re-ingests of the same instruction and agree on kind and generation. -#}
-{% macro raw_instructions_final(prewhere=none) -%}
+{#- `relation`: read these columns from a table of already deduplicated raw rows instead (an
+    incremental build's int_changed_raw: the changed groups' rows, FINAL applied once per build). -#}
+{% macro raw_instructions_final(prewhere=none, relation=none) -%}
 select
     slot,
     block_time,
@@ -48,6 +50,10 @@ select
     source,
     run_id,
     ingested_at
+{% if relation %}
+from {{ relation }}
+{% else %}
 from {{ source('iq', 'raw_instructions') }} final
+{% endif %}
 {% if prewhere %}prewhere {{ prewhere }}{% endif %}
 {%- endmacro %}

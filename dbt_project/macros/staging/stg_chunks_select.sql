@@ -7,9 +7,9 @@
 {#- stg_chunks' query, optionally narrowed before FINAL by `session_filter` (a condition on
     session_account): incremental models use it to read only the chunks of the groups they
     rebuild (PREWHERE under FINAL: 5x faster than filtering the view, measured on 2.2 M rows). -#}
-{% macro stg_chunks_select(session_filter=none) -%}
+{% macro stg_chunks_select(session_filter=none, relation=none) -%}
 with chunk_instructions as (
-    {{ raw_instructions_final("kind = 'chunk'" ~ (" and " ~ session_filter if session_filter else "")) }}
+    {{ raw_instructions_final("kind = 'chunk'" ~ (" and (" ~ session_filter ~ ")" if session_filter else ""), relation) }}
 )
 
 select

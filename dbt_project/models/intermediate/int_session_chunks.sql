@@ -65,9 +65,12 @@ session_chunks as (
 ),
 
 inline_uploads as (
-    select *
-    from {{ ref('stg_inline_uploads') }}
-    {% if is_incremental() %}where upload_group in (select upload_group from changed_groups){% endif %}
+    {% if is_incremental() %}
+    -- narrowed to the changed groups before FINAL (stg_inline_uploads_select)
+    select * from ({{ stg_inline_uploads_select("signature in (select upload_group from changed_groups)") }})
+    {% else %}
+    select * from {{ ref('stg_inline_uploads') }}
+    {% endif %}
 ),
 
 inline_chunks as (

@@ -8,6 +8,8 @@
     post_hook="{{ delete_unbuilt_changed_groups() }}"
 ) }}
 -- depends_on: {{ ref('int_changed_groups') }}
+-- depends_on: {{ ref('int_changed_walks') }}
+-- depends_on: {{ ref('int_changed_raw') }}
 -- One row per upload, whatever its shape (keys: dbt_project/README.md, Rules, "Upload keys"):
 --   session      G2 `<account>:<session id>`, G3 the session PDA: from chunks, finalizes
 --                (int_finalizes, bundles attached) and G3 create_session;
@@ -23,7 +25,9 @@
 -- int_changed_groups (session account, inline signature, or a linked list's root: all lists
 -- sharing pieces), so an upload key that stops existing inside a group (a bundle moving to
 -- another session, a list tail that a later piece extends) is removed with it; a changed group
--- with no upload left is deleted by the post-hook (delete_unbuilt_changed_groups).
+-- with no upload left is deleted by the post-hook (delete_unbuilt_changed_groups). It reads those
+-- groups' raw rows from int_changed_raw (FINAL applied once per build) and their walks from
+-- int_changed_walks: a CTE is re-run at every use, so nothing here re-reads a warehouse-sized table.
 with
 {% if is_incremental() %}
 changed_groups as (
@@ -31,9 +35,16 @@ changed_groups as (
 ),
 
 changed_walks as (
-    select *
-    from {{ ref('int_linked_walks') }}
-    where {{ linked_group('root_signature') }} in (select refresh_group from changed_groups)
+    -- the changed lists' walks, selected once per build (int_changed_walks: a CTE is re-run at every use)
+    select * from {{ ref('int_changed_walks') }}
+),
+
+changed_tails as (
+    -- tails of the changed lists' walks, and the tails of the changed `list:` groups themselves
+    select upload_key as tail from changed_walks
+    union distinct
+    select {{ linked_group_tail('refresh_group') }} from changed_groups
+    where {{ linked_group_tail('refresh_group') }} != ''
 ),
 {% endif %}
 
@@ -53,8 +64,8 @@ session_chunk_rows as (
         countIf(tx_failed) as failed_chunk_rows,
         max(ingested_at) as source_ingested_at
     {% if is_incremental() %}
-    -- stg_chunks narrowed to the changed groups before FINAL (see stg_chunks_select)
-    from ({{ stg_chunks_select("session_account in (select refresh_group from changed_groups)") }})
+    -- the changed groups' raw rows, deduplicated once per build (int_changed_raw)
+    from ({{ stg_chunks_select("session_account in (select refresh_group from changed_groups)", ref('int_changed_raw')) }})
     {% else %}
     from {{ ref('stg_chunks') }}
     {% endif %}
@@ -85,8 +96,12 @@ finalize_rows as (
         argMaxIf(signature, {{ chain_order() }}, not tx_failed) as last_signature,
         countIf(not tx_failed and is_bundle) as bundle_count,
         max(ingested_at) as source_ingested_at
+    {% if is_incremental() %}
+    -- int_finalizes over the changed groups' raw rows (int_finalizes_select, int_changed_raw)
+    from ({{ int_finalizes_select("(select refresh_group from changed_groups)", ref('int_changed_raw')) }})
+    {% else %}
     from {{ ref('int_finalizes') }}
-    {% if is_incremental() %}where upload_group in (select refresh_group from changed_groups){% endif %}
+    {% endif %}
     group by upload_key
 ),
 
@@ -100,8 +115,11 @@ creation_rows as (
         argMinIf(signature, {{ chain_order() }}, not tx_failed) as created_signature,
         countIf(not tx_failed) as creation_count,
         max(ingested_at) as source_ingested_at
+    {% if is_incremental() %}
+    from ({{ stg_session_creations_select("session_account in (select refresh_group from changed_groups)", ref('int_changed_raw')) }})
+    {% else %}
     from {{ ref('stg_session_creations') }}
-    {% if is_incremental() %}where session_account in (select refresh_group from changed_groups){% endif %}
+    {% endif %}
     group by upload_key
 ),
 
@@ -169,12 +187,14 @@ session_uploads as (
 ),
 
 linked_indexes as (
-    select *
-    from {{ ref('stg_linked_indexes') }}
     {% if is_incremental() %}
-    -- the tails of the changed lists, and named tails that are their own group (no piece found)
-    where tail_signature in (select upload_key from changed_walks)
-       or {{ linked_group('tail_signature') }} in (select refresh_group from changed_groups)
+    -- the tails of the changed lists, and named tails that are their own group (no piece found),
+    -- read for those tails only under FINAL (stg_linked_indexes_select)
+    select *
+    from ({{ stg_linked_indexes_select("tail_tx in (select tail from changed_tails) or on_chain_path in (select tail from changed_tails)", ref('int_changed_raw')) }})
+    where tail_signature in (select tail from changed_tails)
+    {% else %}
+    select * from {{ ref('stg_linked_indexes') }}
     {% endif %}
 ),
 
@@ -256,9 +276,14 @@ linked_keys as (
 ),
 
 failed_piece_signatures as (
+    {% if is_incremental() %}
+    select distinct signature
+    from ({{ stg_linked_pieces_select("signature in (select lowest_before_tx from walk_summary)", ref('int_changed_raw')) }})
+    where tx_failed
+    {% else %}
     select distinct signature from {{ ref('stg_linked_pieces') }}
     where tx_failed
-    {% if is_incremental() %}and signature in (select lowest_before_tx from walk_summary){% endif %}
+    {% endif %}
 ),
 
 linked_uploads as (
@@ -326,8 +351,11 @@ inline_rows as (
         argMinIf(metadata_total, slot, not tx_failed and metadata_total is not null) as first_metadata_total,
         min(slot) as first_slot,
         max(ingested_at) as source_ingested_at
+    {% if is_incremental() %}
+    from ({{ stg_inline_uploads_select("signature in (select refresh_group from changed_groups)", ref('int_changed_raw')) }})
+    {% else %}
     from {{ ref('stg_inline_uploads') }}
-    {% if is_incremental() %}where upload_group in (select refresh_group from changed_groups){% endif %}
+    {% endif %}
     group by upload_key
 ),
 

@@ -1,0 +1,46 @@
+{{ config(materialized='table', engine='MergeTree()', order_by='(kind, session_account, signature)') }}
+-- depends_on: {{ ref('int_changed_groups') }}
+-- depends_on: {{ ref('int_changed_walks') }}
+-- The deduplicated raw rows (FINAL) that int_uploads' incremental build reads, for the refresh
+-- groups it recomputes only, read from iq.raw_instructions once per build. int_uploads reads its
+-- chunks, finalizes, creations, code-ins, indexes and failed pieces from here: each of those was a
+-- FINAL read over the whole raw table, and a ClickHouse CTE is re-run at every use, so the
+-- incremental int_uploads merged the raw table ~30 times (9.6 M rows read on 0.3 M raw rows).
+-- Candidate rows (a superset; int_uploads applies the exact group rules):
+--   session account, G3 code-in on_chain_path or inline signature in the changed groups;
+--   index rows naming a changed list's tail (tail_tx / on_chain_path);
+--   pieces a changed walk stops at or names as its tail (int_uploads checks whether they failed).
+-- A full refresh leaves it empty.
+{%- set uploads = adapter.get_relation(database=none, schema=this.schema, identifier='int_uploads') -%}
+{%- set completeness = adapter.get_relation(database=none, schema=this.schema, identifier='session_completeness') -%}
+{%- set incremental = uploads is not none and completeness is not none and not flags.FULL_REFRESH %}
+{% if incremental %}
+with
+groups as (
+    select refresh_group from {{ ref('int_changed_groups') }}
+),
+
+tails as (
+    select upload_key as tail from {{ ref('int_changed_walks') }}
+    union distinct
+    select {{ linked_group_tail('refresh_group') }} from groups
+    where {{ linked_group_tail('refresh_group') }} != ''
+),
+
+walk_links as (
+    select before_tx as signature from {{ ref('int_changed_walks') }}
+    union distinct
+    select tail from tails
+)
+
+select *
+from {{ source('iq', 'raw_instructions') }} final
+prewhere session_account in (select refresh_group from groups)
+      or on_chain_path in (select refresh_group from groups)
+      or signature in (select refresh_group from groups)
+      or tail_tx in (select tail from tails)
+      or on_chain_path in (select tail from tails)
+      or (kind = 'linked_piece' and signature in (select signature from walk_links))
+{% else %}
+select * from {{ source('iq', 'raw_instructions') }} where false
+{% endif %}
