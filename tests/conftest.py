@@ -60,6 +60,7 @@ EMBEDDED_ONLY = {
     "tests/e2e/test_flows_overlap.py": "the run lock file of an embedded warehouse folder",
     "tests/integration/test_hostile_round2.py": "chDB folder errors",
     "tests/integration/test_report.py::test_flow_publishes_the": "the page is written beside the warehouse folder",
+    "tests/integration/test_report.py::test_cli_report_writes_the_page": "the page is written beside the warehouse folder",
 }
 
 

@@ -3,7 +3,7 @@
 trial must end with the same FINAL rows (hashes of the raw tables and the marts) as an undisturbed
 run, every complete upload delivered to the reader backend exactly once (its Idempotency-Key
 dedup) and the export ledger agreeing with what the backend stored. Real processes, a real chDB
-folder (or, with IQ_TEST_WAREHOUSE=remote, a ClickHouse server over HTTP per trial: fewer trials), a
+folder (or, with IQ_TEST_WAREHOUSE=remote, a ClickHouse server over HTTP: fewer trials), a
 real loopback reader backend."""
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from iq_etl.devchain.chain import car_template
 from iq_etl.devchain.servers.reader_backend import serve_reader_backend
 from tests.support.warehouse import remote_mode
 
-# 12 kills in all; 6 against a remote warehouse (CI's remote step has a smaller budget; the kill
-# points differ, the checks do not)
-TRIALS = {stage: 2 if remote_mode() else 4 for stage in ("ingest", "transform", "export")}
+# 12 kills in all; one per stage against a remote warehouse (CI's remote step has ~15 minutes for
+# every warehouse path; the kill points differ, the checks do not)
+TRIALS = {stage: 1 if remote_mode() else 4 for stage in ("ingest", "transform", "export")}
 SEED = 20261201
 
 ROW_HASHES = {
@@ -144,4 +144,4 @@ def test_sigkill_at_random_points_loses_nothing_and_delivers_once(chain, tmp_pat
                 backend.shutdown()
                 warehouses.release(folder.name)
     total = sum(TRIALS.values())
-    assert real_kills >= total - total // 6, f"only {real_kills} of the {total} kills hit a running process"
+    assert real_kills >= total - max(1, total // 6), f"only {real_kills} of the {total} kills hit a running process"
