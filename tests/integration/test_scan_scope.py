@@ -16,6 +16,7 @@ from iq_etl.settings import load_settings
 from iq_etl.status import status_report
 from iq_etl.warehouse import client as wh
 from iq_etl.warehouse.scan_ledger import ScanScope
+from tests.support.warehouse import folder_dsn
 
 FAST_RPC = {"rps": 5000.0, "method_rps": 5000.0, "concurrency": 8, "backoff_base": 0.01}
 KEY = "slot, signature, ix_index, inner_index, program_id, kind, hex(payload)"
@@ -29,7 +30,8 @@ def chain(tmp_path_factory):
 
 
 def _settings(folder, programs, **extra):
-    return load_settings({"IQ_CLICKHOUSE_DSN": f"chdb://{folder / 'wh'}", "IQ_ETL_HOME": str(folder / "home"),
+    # one warehouse at a time per test (each read before the next is made): the factory's folder DSN
+    return load_settings({"IQ_CLICKHOUSE_DSN": folder_dsn(folder, "wh"), "IQ_ETL_HOME": str(folder / "home"),
                           "IQ_PROGRAM_ID": ",".join(programs), **extra}, dotenv=folder / "none")
 
 
@@ -86,6 +88,7 @@ def test_a_shorter_program_list_does_not_cover_a_longer_one(tmp_path, chain, man
     assert again.skipped_ranges == 0 and _rows(everything) == clean
 
 
+@pytest.mark.embedded_only("names the embedded folder")
 def test_status_coverage_is_per_program_set_and_names_the_warehouse(tmp_path, chain, manifest):
     spec, car = f"{manifest.first_slot}:{manifest.last_slot}", car_template(chain)
     narrowed = _settings(tmp_path / "w", manifest.all_program_ids(), IQ_SESSION_PDA_LIST=_one_session_pda(manifest))
