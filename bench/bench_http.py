@@ -170,7 +170,8 @@ def run(quick: bool = False, repeats: int | None = None) -> list[Row]:
                             f"{ceiling:,.0f} MB/s; {seconds:.1f} s, "
                             f"{got[0]['fetched'] / 1e6:,.0f} MB fetched for {got[0]['bytes'] / 1e6:,.0f} MB read, "
                             f"peak {max(got[0]['peak'], 1)} connections; CPU: scanner {cpu:.1f} s, server "
-                            f"{srv:.1f} s = {(cpu + srv) / seconds:.2f} cores"
+                            f"{srv:.1f} s = {(cpu + srv) / seconds:.2f} cores; the scanner's CPU alone allows "
+                            f"{got[0]['bytes'] / 1e6 / max(cpu, 1e-9):,.0f} MB/s on a free core"
                             + ("" if same else "; ROWS DIFFER from the local scan"),
                             f">= {TARGET} x min(local, K x cap)", met=ratio >= TARGET and same))
             if k >= 16:
