@@ -1,6 +1,7 @@
 """Transform at scale (issue 27), on real chDB on disk: an incremental build tests only the groups it
 recomputed (a fault planted in an untouched group passes it), `--full-tests` and `--full-refresh`
-test everything (the fault fails them); the IQ_TRANSFORM_MAX_MEMORY cap reaches every dbt query and
+test everything (the fault fails them); the incremental build's raw reads hold the changed group's
+rows only (int_changed_raw); the IQ_TRANSFORM_MAX_MEMORY cap reaches every dbt query and
 a build that exceeds it stops with one line, not an OOM kill."""
 from __future__ import annotations
 
@@ -53,6 +54,14 @@ def test_incremental_tests_cover_the_changed_groups_and_full_tests_everything(wa
     tests = _test_nodes(scoped)
     assert tests and all(status in ("pass", "warn") for status in tests.values()), tests
     assert not any(name.startswith("not_null_stg_") for name in tests)   # staging tests wait for a full run
+    # ... and so do the tests of int_finalizes (a view over every raw finalize) and int_linked_pieces
+    assert not any("int_finalizes" in name or "int_linked_pieces" in name for name in tests), sorted(tests)
+    # The build read the changed group's raw rows only: int_changed_raw (FINAL once per build, what
+    # int_uploads reads) holds the new upload's one row, not the warehouse's.
+    fresh = account("freshsession")
+    assert client.query("SELECT refresh_group FROM iq.int_changed_groups").result_rows == [(fresh,)]
+    assert client.query("SELECT session_account, count() FROM iq.int_changed_raw GROUP BY 1").result_rows == [(fresh, 1)]
+    assert client.query("SELECT count() FROM iq.int_changed_walks").result_rows == [(0,)]
     rebuilt = {r[0] for r in client.query("SELECT DISTINCT build_id FROM iq.session_completeness "
                                           "WHERE upload_key = {k:String}",
                                           parameters={"k": account("freshsession") + ":" + "ab" * 16}).result_rows}
