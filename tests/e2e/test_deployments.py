@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support.net import free_port
 from tests.support.prefect import (  # noqa: F401 - prefect_server: a fixture
     BIN,
-    _free_port,
     build_devchain,
     deploy_all,
     deployment,
@@ -105,7 +105,7 @@ def test_prefect_yaml_deployments_run_on_a_process_worker(prefect_server, chain,
 def test_iq_etl_serve_starts_a_server_registers_both_flows_and_runs_a_triggered_pipeline(chain, tmp_path):
     """Without PREFECT_API_URL, `iq-etl serve` starts its own Prefect server on loopback (schedules
     need its scheduler) and stops it on exit."""
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = subprocess_env(tmp_path, PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
     env.pop("PREFECT_HOME")   # the default: under IQ_ETL_HOME

@@ -6,7 +6,6 @@ warehouse, and readers for the export ledger."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 
 from iq_etl.settings import G1_PROGRAM_ID, G2_PROGRAM_ID, G3_PROGRAM_ID
+from tests.support.net import free_port
 from tests.support.warehouse import folder_dsn  # embedded in tmp_path, or IQ_TEST_WAREHOUSE=remote's server
 
 SEED = 7
@@ -145,12 +145,6 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_for(predicate, what: str, limit_s: float, proc: subprocess.Popen | None = None, log: Path | None = None):
     """Poll `predicate` until it returns something true (returned); fail naming `what` (with the tail of
     `log`) when `proc` exits first or after `limit_s` (a bound on a hang, never a speed assertion)."""
@@ -183,7 +177,7 @@ def prefect_server(tmp_path_factory):
     import requests
 
     home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = subprocess_env(home, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                          PREFECT_UI_ENABLED="false", PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false")
