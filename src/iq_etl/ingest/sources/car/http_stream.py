@@ -322,12 +322,18 @@ class _HttpStream:
             left = self._remaining()
             if left <= 0:
                 return True  # the caller notices the deadline
+            # The wait for the answer is cut to what is left of the read's deadline (`narrowed`).
+            narrowed = left < self._socket_timeout
             timeout = (src.timeout[0], max(min(self._socket_timeout, left), 0.001))
             try:
                 resp = self._session.get(src.url, headers={"Range": f"bytes={self.offset}-{last}",
                                                          "Accept-Encoding": "identity"},
                                        stream=True, timeout=timeout, allow_redirects=False)
             except requests.RequestException as exc:
+                if self._remaining() <= 0 or (narrowed and isinstance(exc, requests.ReadTimeout)):
+                    # The deadline cut the wait, not the host: the caller counts a deadline (as _pull
+                    # does for a narrowed read), never a used-up retry.
+                    return True
                 self._failed(f"connecting at byte {self.offset}: {describe_error(exc)}")
                 continue
             if resp.status_code in _REDIRECTS:
