@@ -48,7 +48,7 @@ def chain(tmp_path_factory):
 def _env(warehouses, folder: Path) -> dict[str, str]:
     """A fresh warehouse (tests/support/warehouse.py) and home for the run in `folder`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IQ_", "JETSTREAMER_"))}
-    env.update(warehouses.env(folder.name), IQ_ETL_HOME=str(folder / "home"),
+    env.update(warehouses.env(f"{folder.name}/warehouse"), IQ_ETL_HOME=str(folder / "home"),
                IQ_WAREHOUSE_LOCK_WAIT="60", IQ_EXPORT_BACKOFF="0.05")
     return env
 
@@ -116,7 +116,7 @@ def test_sigkill_at_random_points_loses_nothing_and_delivers_once(chain, tmp_pat
         assert sorted({b["upload_key"] for b in reference_backend.received}) == complete
     finally:
         reference_backend.shutdown()
-        warehouses.release(ref.name)
+        warehouses.release(f"{ref.name}/warehouse")
 
     rnd = random.Random(SEED)
     real_kills = 0
@@ -142,6 +142,6 @@ def test_sigkill_at_random_points_loses_nothing_and_delivers_once(chain, tmp_pat
                 assert got["delivered"] == complete, f"{stage} trial {trial}: ledger != backend"
             finally:
                 backend.shutdown()
-                warehouses.release(folder.name)
+                warehouses.release(f"{folder.name}/warehouse")
     total = sum(TRIALS.values())
     assert real_kills >= total - max(1, total // 6), f"only {real_kills} of the {total} kills hit a running process"
