@@ -92,16 +92,13 @@ def test_a_signature_list_naming_one_twice_is_refused(server, chain_blocks):
                                "lists each transaction once")
 
 
-def test_through_ingest_a_repeated_transaction_leaves_its_range_not_done(server, chain_blocks, tmp_path):
+def test_through_ingest_a_repeated_transaction_leaves_its_range_not_done(server, chain_blocks, settings):
     from iq_etl.ingest.request import IngestRequest
     from iq_etl.ingest.run import run_ingest
-    from iq_etl.settings import load_settings
     from iq_etl.warehouse import client as wh
 
     sig = chain_blocks[BAD - FIRST_SLOT].transactions[2].signature
     server.set_faults(tamper_block(BAD, repeat_third))
-    settings = load_settings({"IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'w'}", "IQ_ETL_HOME": str(tmp_path / "h")},
-                             dotenv=tmp_path / "no.env")
     wh.close_client()
     try:
         with pytest.raises(SourceError) as info:
