@@ -9,6 +9,9 @@ statuses. Per scale point, each step in its own child process (its own peak RSS)
   3. one more copy (+294 rows) and a plain incremental `transform` (timed, peak RSS);
   4. `transform --full-refresh` again: the marts must equal the incremental build's (checked by
      hashing every mart row but its timestamps).
+Each build also records the rows every model's queries read (chDB's SelectedRows counter around
+each dbt query: `--json` prints them, with the slowest queries and the query that raised the peak
+RSS), the proof that an incremental build reads the changed groups and not the warehouse.
 Targets (issue 27), at 3M raw rows: incremental / full <= 0.15, full build peak RSS <= 2.5 GB;
 at 10M, no step above 4 GB.
 

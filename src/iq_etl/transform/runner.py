@@ -78,12 +78,15 @@ SPILL_SHARE = 8
 
 def memory_vars(max_memory: int) -> dict[str, Any]:
     """profiles.yml vars bounding one query's memory: the cap, the spill threshold of group-bys and
-    sorts (an eighth of it) and the size past which a join leaves its hash table for a merge join."""
+    sorts (an eighth of it), the size past which a join leaves its hash table for a merge join, and
+    the size of the blocks an INSERT ... SELECT sorts and writes at once."""
     if max_memory <= 0:
         return {}
     spill = max_memory // SPILL_SHARE
     return {"iq_max_memory_usage": max_memory, "iq_max_bytes_before_spill": spill,
-            "iq_max_bytes_in_join": spill, "iq_join_algorithm": "auto"}
+            "iq_max_bytes_in_join": spill, "iq_join_algorithm": "auto",
+            # insert blocks: 64 MB at the default 4G cap (ClickHouse's default is 256 MB)
+            "iq_insert_block_bytes": max(16 << 20, max_memory // 64), "iq_insert_block_rows": 65536}
 
 
 def _size_text(n: int) -> str:
