@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import socket
 import threading
 import time
 import tracemalloc
@@ -24,6 +23,7 @@ from iq_etl.ingest.sources.rpc.blocks import RpcBlockSource
 from iq_etl.ingest.sources.rpc.client import Preflight, RpcClient, RpcError
 from iq_etl.ingest.sources.rpc.discovery import discover_windows
 from iq_etl.ingest.sources.rpc.signatures import RpcSignatureSource
+from tests.support.net import free_port
 from tests.support.rpc_chain import FIRST_SLOT, PDAS, build_blocks, transactions
 
 FAST = dict(rps=None, method_rps=None, backoff_base=0.01, backoff_max=0.05, max_retries=3)
@@ -463,12 +463,6 @@ def test_close_stops_workers_waiting_to_retry(hostile):
 
 # --- 7. fail fast: preflight, and causes named apart ---------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_preflight_against_the_devchain(server):
     with RpcClient(server.url, **FAST) as client:
         found = client.preflight()
@@ -492,7 +486,7 @@ def test_preflight_falls_back_to_get_version(hostile):
 
 @pytest.mark.timeout(60)
 def test_preflight_names_the_cause(hostile):
-    port = _free_port()
+    port = free_port()
     cases: list[tuple[str, str]] = [
         (f"http://127.0.0.1:{port}", f"RPC getHealth([]) at http://127.0.0.1:{port} failed: connection refused"),
         ("http://iq-etl-test.invalid:8899", "failed: name not resolved (DNS): iq-etl-test.invalid"),
@@ -510,25 +504,22 @@ def test_preflight_names_the_cause(hostile):
 
 
 def test_retries_name_a_refused_connection_apart(hostile):
-    port = _free_port()
+    port = free_port()
     with RpcClient(f"http://127.0.0.1:{port}", **{**FAST, "max_retries": 1}) as client:
         with pytest.raises(RpcError, match="gave up after 2 attempts; last problem: connection refused$"):
             client.call("getSlot")
         assert client.stats.connect_errors == 2 and client.stats.dropped == 0
 
 
-def test_through_ingest_a_block_without_transactions_leaves_its_range_not_done(server, tmp_path):
+def test_through_ingest_a_block_without_transactions_leaves_its_range_not_done(server, settings):
     """Operations issue, item 1, end to end: the sub-range holding the bad block is recorded `failed`,
     never `done` (before, it was marked done: silent loss), and the run reports itself incomplete."""
     from iq_etl.ingest.request import IngestRequest
     from iq_etl.ingest.run import run_ingest
-    from iq_etl.settings import load_settings
     from iq_etl.warehouse import client as wh
 
     hole = FIRST_SLOT + 2
     server.set_faults(tamper_block(hole, lambda b: {k: v for k, v in b.items() if k != "transactions"}))
-    settings = load_settings({"IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'w'}", "IQ_ETL_HOME": str(tmp_path / "h")},
-                             dotenv=tmp_path / "no.env")
     wh.close_client()
     try:
         with pytest.raises(SourceError, match="has no 'transactions' field"):
