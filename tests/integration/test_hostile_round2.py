@@ -19,8 +19,9 @@ def _cli(tmp_path, *args, **env):
                           capture_output=True, text=True, timeout=120)
 
 
-def test_the_busy_message_redacts_the_holders_command_line(tmp_path):
-    dsn = f"chdb://{tmp_path / 'w'}"
+@pytest.mark.embedded_only("the chDB folder lock")
+def test_the_busy_message_redacts_the_holders_command_line(tmp_path, warehouses):
+    dsn = warehouses.dsn()
     script = tmp_path / "h.py"
     script.write_text("import sys, time\nfrom iq_etl.settings import load_settings\n"
                       "from iq_etl.warehouse.client import get_client\n"
@@ -41,6 +42,7 @@ def test_the_busy_message_redacts_the_holders_command_line(tmp_path):
     assert "http://u:***@127.0.0.1:9/?api-key=***" in out.stderr and "--password ***" in out.stderr
 
 
+@pytest.mark.embedded_only("chDB folder errors")
 @pytest.mark.parametrize("env,needle", [
     ({"IQ_RPC_URL": "http://[::1/"}, "IQ_RPC_URL"),
     ({"IQ_CLICKHOUSE_DSN": "chdb://./afile"}, "cannot open the embedded warehouse"),
