@@ -16,7 +16,6 @@ from iq_etl.devchain.chain import car_template
 from iq_etl.ingest.follow import follow_chain
 from iq_etl.ingest.request import IngestParams, IngestRequest
 from iq_etl.ingest.run import run_ingest
-from iq_etl.settings import load_settings
 from iq_etl.solana.slots import SlotRange, epoch_bounds
 from iq_etl.warehouse import client as wh
 from iq_etl.warehouse.scan_ledger import covered_by_any_source
@@ -34,9 +33,8 @@ def chain(tmp_path_factory):
     return out
 
 
-def _settings(folder, manifest, **extra):
-    return load_settings({"IQ_CLICKHOUSE_DSN": f"chdb://{folder / 'wh'}", "IQ_ETL_HOME": str(folder / "home"),
-                          "IQ_PROGRAM_ID": ",".join(manifest.all_program_ids()), **extra}, dotenv=folder / "none")
+def _settings(warehouses, manifest, name="warehouse"):
+    return warehouses.settings(name, IQ_PROGRAM_ID=",".join(manifest.all_program_ids()))
 
 
 def _archive(tmp_path, chain, epochs):
@@ -51,19 +49,21 @@ def _rows(client):
     return client.query(f"SELECT {KEY} FROM iq.raw_instructions FINAL ORDER BY {KEY}").result_rows
 
 
-def test_follow_rounds_meet_without_a_hole_as_the_archive_edge_advances(tmp_path, chain, manifest, rpc_url):
+def test_follow_rounds_meet_without_a_hole_as_the_archive_edge_advances(tmp_path, warehouses, chain, manifest,
+                                                                        rpc_url):
     first, tip = manifest.first_slot, manifest.last_slot
     # one full ingest of the chain, for the rows to compare with
     wh.close_client()
-    full = _settings(tmp_path / "full", manifest)
+    full = _settings(warehouses, manifest, "full")
     try:
         run_ingest(full, IngestRequest(slot_spec=f"{first}:{tip}", car_url=car_template(chain)))
         expected = _rows(wh.get_client(full))
     finally:
         wh.close_client()
+        warehouses.release("full")
     assert expected
 
-    settings = _settings(tmp_path / "w", manifest)
+    settings = _settings(warehouses, manifest, "w")
     car_url = _archive(tmp_path, chain, [923])     # the archive serves epoch 923 only
     wh.close_client()
     client = wh.get_client(settings)
@@ -97,10 +97,9 @@ def test_follow_rounds_meet_without_a_hole_as_the_archive_edge_advances(tmp_path
         wh.close_client()
 
 
-def test_follow_command_records_the_round_and_fails_over_max_lag(tmp_path, chain, manifest, rpc_url):
+def test_follow_command_records_the_round_and_fails_over_max_lag(tmp_path, warehouses, chain, manifest, rpc_url):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IQ_", "JETSTREAMER_"))}
-    env.update({"IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'wh'}", "IQ_ETL_HOME": str(tmp_path / "home"),
-                "IQ_PROGRAM_ID": ",".join(manifest.all_program_ids()), "IQ_MAX_LAG": "100",
+    env.update({**warehouses.env(), "IQ_PROGRAM_ID": ",".join(manifest.all_program_ids()), "IQ_MAX_LAG": "100",
                 "IQ_CAR_URL": _archive(tmp_path, chain, [923]), "IQ_RPC_URL": rpc_url,
                 "IQ_START_SLOT": str(manifest.first_slot)})
     out = subprocess.run([sys.executable, "-m", "iq_etl.cli.main", "follow", "--max-rpc-slots", "500"], cwd=tmp_path,
@@ -122,15 +121,14 @@ def test_follow_command_records_the_round_and_fails_over_max_lag(tmp_path, chain
     assert 'id="view-history"' in page and 'data-lag-slots="700"' in page and "<td class=\"l\">follow</td>" in page
 
 
-def test_the_pipeline_flow_follows_by_default_and_records_its_run(tmp_path, chain, manifest, rpc_url, monkeypatch,
-                                                                  prefect_api):  # noqa: F811
+def test_the_pipeline_flow_follows_by_default_and_records_its_run(tmp_path, warehouses, chain, manifest, rpc_url,
+                                                                  monkeypatch, prefect_api):  # noqa: F811
     """The pipeline deployment's default (source follow): a round, transform, export; one iq.runs row
     with the tip and the frontier; the run ends Failed past IQ_MAX_LAG."""
     from iq_etl.orchestration.flows import pipeline_flow
     from iq_etl.orchestration.params import ExportParams
 
-    for key, value in {"IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'wh'}", "IQ_ETL_HOME": str(tmp_path / "home"),
-                       "IQ_PROGRAM_ID": ",".join(manifest.all_program_ids()), "IQ_RPC_URL": rpc_url,
+    for key, value in {**warehouses.env(), "IQ_PROGRAM_ID": ",".join(manifest.all_program_ids()), "IQ_RPC_URL": rpc_url,
                        "IQ_CAR_URL": _archive(tmp_path, chain, [923]), "IQ_START_SLOT": str(manifest.first_slot),
                        "IQ_MAX_LAG": "100"}.items():
         monkeypatch.setenv(key, value)
@@ -140,7 +138,7 @@ def test_the_pipeline_flow_follows_by_default_and_records_its_run(tmp_path, chai
     assert state.is_failed() and "more than IQ_MAX_LAG=100" in state.message
     state = pipeline_flow(ingest=IngestParams(max_rpc_slots=5000), export=export, return_state=True)  # follow: default
     assert state.is_completed(), state.message
-    client = wh.get_client(_settings(tmp_path, manifest))
+    client = wh.get_client(_settings(warehouses, manifest))
     try:
         runs = client.query("SELECT command, status, tip_slot, frontier_slot, rows_written > 0 FROM iq.runs "
                             "ORDER BY finished_at").result_rows
@@ -150,11 +148,10 @@ def test_the_pipeline_flow_follows_by_default_and_records_its_run(tmp_path, chai
                     ("pipeline_flow", "ok", manifest.last_slot, manifest.last_slot, True)]
 
 
-def test_iq_etl_run_source_follow(tmp_path, chain, manifest, rpc_url):
+def test_iq_etl_run_source_follow(tmp_path, warehouses, chain, manifest, rpc_url):
     """The CLI's `run --source follow`: a round, transform, export, and the round's line printed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IQ_", "JETSTREAMER_", "PREFECT_API"))}
-    env.update({"IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'wh'}", "IQ_ETL_HOME": str(tmp_path / "home"),
-                "IQ_PROGRAM_ID": ",".join(manifest.all_program_ids()), "IQ_RPC_URL": rpc_url,
+    env.update({**warehouses.env(), "IQ_PROGRAM_ID": ",".join(manifest.all_program_ids()), "IQ_RPC_URL": rpc_url,
                 "IQ_CAR_URL": _archive(tmp_path, chain, [923]), "IQ_START_SLOT": str(manifest.first_slot),
                 "IQ_READER_BASE_URL": "http://127.0.0.1:9"})
     out = subprocess.run([sys.executable, "-m", "iq_etl.cli.main", "run", "--source", "follow", "--max-rpc-slots",
@@ -164,12 +161,12 @@ def test_iq_etl_run_source_follow(tmp_path, chain, manifest, rpc_url):
     assert f"follow: tip {manifest.last_slot}, covered to {manifest.last_slot}, lag 0 slots" in out.stdout
 
 
-def test_source_freshness_of_the_raw_tables(tmp_path, chain, manifest):
+def test_source_freshness_of_the_raw_tables(warehouses, chain, manifest):
     """Issue 26 item 2: dbt source freshness on the raw tables: the last finished scan is fresh, the
     development chain's block times (its slots' era) are days old: an error naming the source."""
     from iq_etl.transform.runner import TransformError, run_dbt
 
-    settings = _settings(tmp_path, manifest)
+    settings = _settings(warehouses, manifest)
     wh.close_client()
     try:
         run_ingest(settings, IngestRequest(slot_spec=f"{manifest.first_slot}:{manifest.last_slot}",
