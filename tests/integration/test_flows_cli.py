@@ -7,10 +7,10 @@ from iq_etl.cli.main import main
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
+def _isolated(tmp_path, monkeypatch, settings_env):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("IQ_ETL_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("IQ_CLICKHOUSE_DSN", f"chdb://{tmp_path / 'warehouse'}")
+    for key, value in settings_env.items():     # IQ_CLICKHOUSE_DSN and IQ_ETL_HOME from the factory
+        monkeypatch.setenv(key, value)
 
 
 @pytest.mark.parametrize("argv, message", [
