@@ -15,6 +15,7 @@ import pytest
 from iq_etl.errors import WarehouseBusy
 from iq_etl.orchestration.locking import run_lock, run_lock_path, warehouse_session
 from iq_etl.settings import load_settings
+from tests.support.net import wait_until
 
 
 def _append(log_path: str, line: str) -> None:
@@ -22,14 +23,6 @@ def _append(log_path: str, line: str) -> None:
         fh.write(line + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def _wait_for(predicate, what: str, limit_s: float = 60.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _hold_lock(lock_path: str, log_path: str, name: str, release_file: str) -> None:
@@ -61,7 +54,7 @@ def test_second_process_waits_until_first_releases(tmp_path):
     lock, log = tmp_path / "wh.run.lock", tmp_path / "events.log"
     first = ctx.Process(target=_hold_lock, args=(str(lock), str(log), "A", str(tmp_path / "release-A")))
     first.start()
-    _wait_for(lambda: "A acquired" in _events(log), "A to take the lock")
+    wait_until(lambda: "A acquired" in _events(log), "A to take the lock")
     second = ctx.Process(target=_hold_lock, args=(str(lock), str(log), "B", str(tmp_path / "release-B")))
     second.start()
     # While A holds it, nobody else gets the lock (a zero-timeout attempt fails, naming A's pid).
@@ -70,7 +63,7 @@ def test_second_process_waits_until_first_releases(tmp_path):
             pass
     assert "B acquired" not in _events(log)
     (tmp_path / "release-A").touch()
-    _wait_for(lambda: "B acquired" in _events(log), "B to take the lock after A")
+    wait_until(lambda: "B acquired" in _events(log), "B to take the lock after A")
     (tmp_path / "release-B").touch()
     first.join(30), second.join(30)
     assert first.exitcode == 0 and second.exitcode == 0
@@ -82,7 +75,7 @@ def test_lock_of_a_killed_process_is_free(tmp_path):
     lock, log = tmp_path / "wh.run.lock", tmp_path / "events.log"
     holder = ctx.Process(target=_hold_lock, args=(str(lock), str(log), "A", str(tmp_path / "never")))
     holder.start()
-    _wait_for(lambda: "A acquired" in _events(log), "A to take the lock")
+    wait_until(lambda: "A acquired" in _events(log), "A to take the lock")
     os.kill(holder.pid, signal.SIGKILL)
     holder.join(30)
     with run_lock(lock, "after-crash", timeout_s=30) as waited:
@@ -105,24 +98,25 @@ def test_remote_dsn_has_no_lock_file(tmp_path):
     assert run_lock_path(embedded) == tmp_path / "wh.run.lock"
 
 
-def test_overlapping_warehouse_sessions_in_two_processes_run_serially(tmp_path):
+@pytest.mark.embedded_only("the run lock file of an embedded warehouse folder")
+def test_overlapping_warehouse_sessions_in_two_processes_run_serially(tmp_path, warehouses):
     """Two processes each open the same embedded warehouse for a 'run': the second waits, then
     completes; neither fails with WarehouseBusy, and both writes are there afterwards."""
-    env = {"IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / 'warehouse'}", "IQ_ETL_HOME": str(tmp_path / "home")}
+    env = warehouses.env()
     ctx = multiprocessing.get_context("spawn")
     log = tmp_path / "events.log"
     first = ctx.Process(target=_session_writer, args=(env, str(log), "pipeline", str(tmp_path / "release-1")))
     first.start()
-    _wait_for(lambda: "pipeline acquired" in _events(log), "the first run to open the warehouse")
+    wait_until(lambda: "pipeline acquired" in _events(log), "the first run to open the warehouse")
     second = ctx.Process(target=_session_writer, args=(env, str(log), "reconcile", str(tmp_path / "release-2")))
     second.start()
     (tmp_path / "release-1").touch()
-    _wait_for(lambda: "reconcile acquired" in _events(log), "the second run to open the warehouse")
+    wait_until(lambda: "reconcile acquired" in _events(log), "the second run to open the warehouse")
     (tmp_path / "release-2").touch()
     first.join(60), second.join(60)
     assert (first.exitcode, second.exitcode) == (0, 0)
     assert _events(log) == ["pipeline acquired", "pipeline released", "reconcile acquired", "reconcile released"]
-    settings = load_settings(env, dotenv=tmp_path / "no.env")
+    settings = warehouses.settings()
     with warehouse_session(settings, "check", timeout_s=30, global_limit=None) as client:
         who = sorted(r[0] for r in client.query("SELECT who FROM iq.lock_probe").result_rows)
     assert who == ["pipeline", "reconcile"]
