@@ -9,6 +9,7 @@ from iq_etl.devchain.servers.files import Faults, serve_files
 from iq_etl.ingest.sources.car.inspect import summarize
 from iq_etl.ingest.sources.car.reader import CarFile, IncompleteRange
 from iq_etl.ingest.sources.car.source import CarSource
+from tests.support.net import free_port
 from tests.support.synthetic_car import PROGRAM_KEY, build_synthetic_car
 
 EPOCH = 6
@@ -113,11 +114,10 @@ def test_an_http_ingest_reports_its_transfer(tmp_path, settings):
     assert summary.car_http["mb_per_s"] > 0
 
 
-def test_mirrors_first_that_serves_an_epoch_and_a_dead_one_left(tmp_path, settings, caplog):
+def test_mirrors_first_that_serves_an_epoch_and_a_dead_one_left(tmp_path, warehouses, settings, caplog):
     """Issue 24 item 5: IQ_CAR_URL lists mirrors; per epoch the first that serves it is used; a mirror
     that cannot be reached is left after MIRROR_FAILURES tries; rows equal a local ingest."""
     import logging
-    import socket
 
     from iq_etl.devchain.build import build_chain
     from iq_etl.devchain.chain import car_template, load_manifest
@@ -132,9 +132,7 @@ def test_mirrors_first_that_serves_an_epoch_and_a_dead_one_left(tmp_path, settin
     manifest = load_manifest(chain)
     partial = tmp_path / "partial"            # a private mirror that has epoch 923 only
     shutil.copytree(chain / "923", partial / "923")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}/{{epoch}}/epoch-{{epoch}}.car"
+    dead = f"http://127.0.0.1:{free_port()}/{{epoch}}/epoch-{{epoch}}.car"
     full = serve_files(chain)
     car_source._MIRROR_FAILED.clear()
     mirrors = " | ".join([dead, car_template(partial), full.url + "/{epoch}/epoch-{epoch}.car"])
@@ -155,7 +153,8 @@ def test_mirrors_first_that_serves_an_epoch_and_a_dead_one_left(tmp_path, settin
     assert any("epoch 924: read from mirror http://127.0.0.1" in m for m in said)
     assert any("failed 3 times in a row" in m and "left for the next mirror" in m for m in said)
     # the same rows as a local ingest of the whole chain
-    local = load_settings_for(tmp_path / "local")
+    warehouses.release("warehouse")     # its rows are read: in remote mode the shared server is free for "local"
+    local = warehouses.settings("local")
     wh.close_client()
     try:
         run_ingest(local, IngestRequest(slot_spec=spec, car_url=car_template(chain), extra_program_ids=extra))
@@ -164,13 +163,6 @@ def test_mirrors_first_that_serves_an_epoch_and_a_dead_one_left(tmp_path, settin
     finally:
         wh.close_client()
     assert rows == expected
-
-
-def load_settings_for(folder):
-    from iq_etl.settings import load_settings
-
-    return load_settings({"IQ_CLICKHOUSE_DSN": f"chdb://{folder / 'wh'}", "IQ_ETL_HOME": str(folder / "home")},
-                         dotenv=folder / "none")
 
 
 def test_an_unindexed_epoch_is_read_in_one_pass(tmp_path, settings):
