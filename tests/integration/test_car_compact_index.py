@@ -17,7 +17,6 @@ from iq_etl.ingest.request import IngestRequest
 from iq_etl.ingest.run import run_ingest
 from iq_etl.ingest.sources.car import compact_index, reader
 from iq_etl.ingest.sources.car.source import CarSource
-from iq_etl.settings import load_settings
 from iq_etl.warehouse import client as wh
 from tests.support.compact_index_writer import write_for_car
 from tests.support.synthetic_car import PROGRAM_KEY, build_synthetic_car
@@ -159,10 +158,9 @@ def devchain(tmp_path_factory):
     return out, mirror, load_manifest(out)
 
 
-def _ingest_rows(tmp_path, manifest, name, car_url):
+def _ingest_rows(warehouses, manifest, name, car_url):
     wh.close_client()
-    env = {"IQ_CLICKHOUSE_DSN": f"chdb://{tmp_path / name / 'wh'}", "IQ_PROGRAM_ID": ",".join(manifest.all_program_ids())}
-    settings = load_settings(env, dotenv=tmp_path / "none")
+    settings = warehouses.settings(name, IQ_PROGRAM_ID=",".join(manifest.all_program_ids()))
     try:
         summary = run_ingest(settings, IngestRequest(slot_spec=f"{manifest.first_slot}:{manifest.last_slot}",
                                                      car_url=car_url, subrange_slots=500, threads=1))
@@ -171,16 +169,17 @@ def _ingest_rows(tmp_path, manifest, name, car_url):
         return summary, rows
     finally:
         wh.close_client()
+        warehouses.release(name)    # remote mode: the shared server is free for the next one
 
 
-def test_ingest_through_compact_indexes_over_http_equals_local_ingest(devchain, tmp_path, caplog):
+def test_ingest_through_compact_indexes_over_http_equals_local_ingest(devchain, warehouses, caplog):
     out, mirror, manifest = devchain
-    _, local_rows = _ingest_rows(tmp_path, manifest, "local", car_template(out))
+    _, local_rows = _ingest_rows(warehouses, manifest, "local", car_template(out))
     cars = {int(p.parent.name): p.stat().st_size for p in mirror.glob("*/epoch-*.car")}
     srv = serve_files(mirror)
     try:
         with caplog.at_level(logging.WARNING):
-            summary, http_rows = _ingest_rows(tmp_path, manifest, "http", srv.url + "/{epoch}/epoch-{epoch}.car")
+            summary, http_rows = _ingest_rows(warehouses, manifest, "http", srv.url + "/{epoch}/epoch-{epoch}.car")
         requests = list(srv.state.requests)
     finally:
         srv.shutdown()
