@@ -18,6 +18,7 @@ from iq_etl.errors import SourceError
 from iq_etl.ingest.sources.car.byte_range import HttpSource, preflight
 from iq_etl.ingest.sources.car.source import CarSource
 from tests.support.car_sections import sections as car_sections
+from tests.support.net import free_port
 from tests.support.synthetic_car import build_synthetic_car
 
 FAST = {"backoff": 0.01, "retries": 2}
@@ -53,12 +54,6 @@ def _finishes(fn, within: float):
     worker.join(within)
     assert not worker.is_alive(), f"still reading after {within} s"
     return out["value"], time.monotonic() - t0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- item 2: bounded in bytes -----------------------------------------------------------------------
@@ -258,7 +253,7 @@ def test_preflight_passes_for_a_served_archive(files):
 
 
 def test_preflight_connection_refused_is_named_at_once():
-    url = f"http://127.0.0.1:{_free_port()}/7/epoch-7.car"
+    url = f"http://127.0.0.1:{free_port()}/7/epoch-7.car"
     t0 = time.monotonic()
     with pytest.raises(SourceError) as info:
         preflight(url, retries=6, backoff=0.5)  # the normal retry options are not used
@@ -339,7 +334,7 @@ def test_preflight_local_paths(tmp_path):
 
 
 def test_refused_connection_is_named_in_the_retry_path():
-    url = f"http://127.0.0.1:{_free_port()}/7/epoch-7.car"
+    url = f"http://127.0.0.1:{free_port()}/7/epoch-7.car"
     src = HttpSource(url, retries=1, backoff=0.01)
     with pytest.raises(SourceError) as info:
         src.read_range(0, 10)
