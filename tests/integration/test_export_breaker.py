@@ -4,17 +4,15 @@ stops sending, records the other uploads as not attempted (still pending), and i
 from __future__ import annotations
 
 import dataclasses
-import socket
 
 from iq_etl.export import export_ready
 from iq_etl.export.runner import ExportOptions
 from tests.support.export_rows import FAST, insert_rows, ledger_rows, many_uploads
+from tests.support.net import free_port
 
 
 def _refused_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/ingest"
+    return f"http://127.0.0.1:{free_port()}/ingest"
 
 
 def test_a_down_backend_opens_the_breaker_and_leaves_the_rest_for_the_next_run(settings, mart, backend):
