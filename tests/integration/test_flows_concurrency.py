@@ -15,15 +15,8 @@ from prefect.client.orchestration import get_client  # noqa: E402
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate  # noqa: E402
 
 from iq_etl.orchestration.locking import prefect_global_limit  # noqa: E402
+from tests.support.net import wait_until  # noqa: E402
 from tests.support.prefect import prefect_api  # noqa: E402,F401 - fixture
-
-
-def _wait_for(predicate, what: str, limit_s: float = 60.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_missing_limit_is_skipped(prefect_api):  # noqa: F811
@@ -53,7 +46,7 @@ def test_existing_limit_serialises_holders(prefect_api):  # noqa: F811
 
     a = threading.Thread(target=holder, args=("A", release_a))
     a.start()
-    _wait_for(lambda: "A acquired (limit used: True)" in events, "A to take the slot")
+    wait_until(lambda: "A acquired (limit used: True)" in events, "A to take the slot")
     b = threading.Thread(target=holder, args=("B", None))
     b.start()
     # B is blocked on the limit's only slot until A lets go: its slot request is pending on the server.
