@@ -106,13 +106,12 @@ def test_dsn_typo_is_one_line(tmp_path):
     ["--source", "car", "--car-url", "http://127.0.0.1:{port}/{{epoch}}/epoch-{{epoch}}.car"],
 ])
 def test_an_unreachable_peer_is_named_in_seconds(tmp_path, source_args):
-    import time
-
+    # Seconds, not minutes (it was 33-145 s), because a refused peer is asked once and never retried:
+    # asserted on what the run logs (no retry line at DEBUG), not on the clock.
     port = free_port()
     args = [a.format(port=port) for a in source_args]
-    started = time.monotonic()
-    out = iq(["ingest", "398736000:398736010", *args], tmp_path)
-    took = time.monotonic() - started
+    out = iq(["ingest", "398736000:398736010", *args], tmp_path, IQ_LOG_LEVEL="DEBUG")
     assert out.returncode == 1
     assert "connection refused" in out.stderr and "connection dropped" not in out.stderr
-    assert took < 30, f"took {took:.0f}s to report (was 33-145 s)"
+    retries = [line for line in out.stderr.splitlines() if "retry" in line.lower()]
+    assert retries == [], retries
