@@ -16,22 +16,19 @@ from typing import Any, Iterable, Sequence
 from clickhouse_connect.driver import Client
 
 from iq_etl.settings import DEFAULT_PROGRAM_IDS
+from iq_etl.warehouse.catalog import columns as table_columns
 from iq_etl.warehouse.catalog import raw_counts, rows_as_dicts, table_exists
+from iq_etl.warehouse.marts import STATUSES, VERIFICATIONS, uploads_by_status_generation, worst_incomplete
 from iq_etl.warehouse.runs import latest_lag
 from iq_etl.warehouse.scan_ledger import coverage, newest_by_source
 
-STATUSES = ("complete", "missing_chunks", "awaiting_finalize", "conflicting_chunks", "total_mismatch")
-VERIFICATIONS = ("verified", "mismatch", "unverifiable")
 DEFAULT_INCOMPLETE_LIMIT = 20
 DEFAULT_MISMATCH_LIMIT = 50
 DEFAULT_GAP_LIMIT = 20
 
 
 def _has_column(client: Client, table: str, column: str) -> bool:
-    """A mart built before an upgrade may lack a newer column (until `transform --full-refresh`)."""
-    return bool(client.query(
-        "SELECT count() FROM system.columns WHERE database = 'iq' AND table = {t:String} AND name = {c:String}",
-        parameters={"t": table, "c": column}).result_rows[0][0])
+    return column in table_columns(client, table)
 
 
 def _verification(client: Client, mismatch_limit: int) -> dict[str, Any]:
@@ -84,36 +81,14 @@ def status_report(client: Client, *, warehouse: str | None = None, program_ids: 
                                     "mismatches": [], "mismatches_total": 0})
         return report
 
-    by_group = rows_as_dicts(client, """
-        SELECT status, toString(generation) AS generation, count() AS uploads,
-               sum(chunks_present) AS chunks_present, sum(chunks_missing) AS chunks_missing
-        FROM iq.session_completeness
-        GROUP BY status, generation
-        ORDER BY status, generation""")
+    by_group = uploads_by_status_generation(client)
     totals = {status: 0 for status in STATUSES}
     for row in by_group:
-        totals[row["status"]] = totals.get(row["status"], 0) + int(row["uploads"])
-    totals["uploads"] = sum(int(r["uploads"]) for r in by_group)
+        totals[row["status"]] = totals.get(row["status"], 0) + row["uploads"]
+    totals["uploads"] = sum(r["uploads"] for r in by_group)
     report["totals"] = totals
-    report["by_status_generation"] = [
-        {**r, "uploads": int(r["uploads"]), "chunks_present": int(r["chunks_present"]),
-         "chunks_missing": int(r["chunks_missing"])} for r in by_group]
-
-    report["incomplete"] = [
-        {**r, "chunks_present": int(r["chunks_present"]),
-         "chunks_expected": None if r["chunks_expected"] is None else int(r["chunks_expected"]),
-         "chunks_missing": int(r["chunks_missing"]),
-         "missing_window_first_slot": None if r["missing_window_first_slot"] is None else int(r["missing_window_first_slot"]),
-         "missing_window_last_slot": None if r["missing_window_last_slot"] is None else int(r["missing_window_last_slot"]),
-         "first_slot": int(r["first_slot"]), "last_slot": int(r["last_slot"])}
-        for r in rows_as_dicts(client, """
-            SELECT upload_key, toString(generation) AS generation, status, status_reason,
-                   chunks_present, chunks_expected, chunks_missing, missing_ranges_text,
-                   missing_window_first_slot, missing_window_last_slot, first_slot, last_slot
-            FROM iq.session_completeness
-            WHERE status != 'complete'
-            ORDER BY status = 'awaiting_finalize', chunks_missing DESC, last_slot DESC, upload_key
-            LIMIT {limit:UInt32}""", {"limit": incomplete_limit})]
+    report["by_status_generation"] = by_group
+    report["incomplete"] = worst_incomplete(client, incomplete_limit)
 
     report["verification"] = _verification(client, mismatch_limit)
 

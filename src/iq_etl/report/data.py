@@ -26,12 +26,16 @@ from clickhouse_connect.driver import Client
 
 from iq_etl.settings import DEFAULT_PROGRAM_IDS
 from iq_etl.solana.slots import SLOTS_PER_EPOCH, epoch_bounds
-from iq_etl.warehouse.catalog import DATABASE, raw_counts, rows_as_dicts, table_exists
+from iq_etl.warehouse.catalog import DATABASE, columns, raw_counts, rows_as_dicts, table_exists
+from iq_etl.warehouse.marts import (
+    WORST_FIRST,
+    incomplete_total,
+    uploads_by_status_generation,
+    worst_incomplete,
+)
 from iq_etl.warehouse.runs import history, latest_lag
 from iq_etl.warehouse.scan_ledger import coverage
 
-STATUSES = ("complete", "missing_chunks", "awaiting_finalize", "conflicting_chunks", "total_mismatch")
-VERIFICATIONS = ("verified", "mismatch", "unverifiable")
 # Marts that may carry `verification` / `verification_reason`, in the order they are looked at.
 VERIFICATION_MARTS = ("session_completeness", "session_payloads", "sessions_ready_to_export", "upload_payloads")
 
@@ -58,12 +62,6 @@ class Limits:
         for name, value in asdict(self).items():
             if value < 1:
                 raise ValueError(f"report limit {name} must be at least 1, got {value}")
-
-
-def _columns(client: Client, table: str) -> set[str]:
-    rows = client.query("SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String}",
-                        parameters={"db": DATABASE, "t": table}).result_rows
-    return {str(r[0]) for r in rows}
 
 
 def _count(client: Client, sql: str, parameters: dict[str, Any] | None = None) -> int:
@@ -141,18 +139,13 @@ def scan_view(client: Client, limits: Limits, program_ids: Iterable[str] = DEFAU
 def verification_source(client: Client) -> str | None:
     """The first upload mart carrying `verification` (another change adds it; the report does not need it)."""
     for table in VERIFICATION_MARTS:
-        if table_exists(client, table) and {"verification", "upload_key"} <= _columns(client, table):
+        if table_exists(client, table) and {"verification", "upload_key"} <= columns(client, table):
             return table
     return None
 
 
 def status_generation_view(client: Client) -> dict[str, Any]:
-    rows = [{"status": str(r["status"]), "generation": str(r["generation"]), "uploads": int(r["uploads"]),
-             "chunks_present": int(r["chunks_present"]), "chunks_missing": int(r["chunks_missing"])}
-            for r in rows_as_dicts(client, """
-                SELECT status, toString(generation) AS generation, count() AS uploads,
-                       sum(chunks_present) AS chunks_present, sum(chunks_missing) AS chunks_missing
-                FROM iq.session_completeness GROUP BY status, generation ORDER BY status, generation""")]
+    rows = uploads_by_status_generation(client)
     view: dict[str, Any] = {"rows": rows, "generations": sorted({r["generation"] for r in rows}),
                             "verification": None}
     table = verification_source(client)
@@ -173,7 +166,7 @@ def status_generation_view(client: Client) -> dict[str, Any]:
             SELECT upload_key, any(verification_reason) AS reason FROM {db:Identifier}.{t:Identifier}
             WHERE verification = 'mismatch' GROUP BY upload_key ORDER BY upload_key LIMIT {n:UInt32}""",
                                 {"db": DATABASE, "t": table, "n": MISMATCH_ROWS}) \
-            if "verification_reason" in _columns(client, table) else []
+            if "verification_reason" in columns(client, table) else []
         view["verification"]["mismatches"] = [{"upload_key": str(r["upload_key"]), "reason": str(r["reason"])}
                                               for r in refused]
         view["verification"]["mismatches_total"] = sum(r["uploads"] for r in view["verification"]["rows"]
@@ -183,21 +176,10 @@ def status_generation_view(client: Client) -> dict[str, Any]:
 
 # --- incomplete uploads and their chunk maps ----------------------------------------------------
 
-# Worst first: finished uploads with a problem before in-flight ones, then the most missing or
-# conflicting chunks, then the newest.
-_WORST_FIRST = """ORDER BY status = 'awaiting_finalize', chunks_missing + length(conflicting_indexes) DESC,
-                 last_slot DESC, upload_key"""
-
-
 def incomplete_view(client: Client, limits: Limits) -> dict[str, Any]:
     """The incomplete uploads table (also the Prefect table artifact)."""
-    total = _count(client, "SELECT count() FROM iq.session_completeness WHERE status != 'complete'")
-    rows = rows_as_dicts(client, f"""
-        SELECT upload_key, toString(generation) AS generation, status, status_reason, chunks_present,
-               chunks_expected, chunks_missing, missing_ranges_text, missing_window_first_slot,
-               missing_window_last_slot, first_slot, last_slot
-        FROM iq.session_completeness WHERE status != 'complete'
-        {_WORST_FIRST} LIMIT {{n:UInt32}}""", {"n": limits.incomplete_rows})
+    total = incomplete_total(client)
+    rows = worst_incomplete(client, limits.incomplete_rows)
     out = []
     for r in rows:
         first, last = r["missing_window_first_slot"], r["missing_window_last_slot"]
@@ -213,12 +195,12 @@ def incomplete_view(client: Client, limits: Limits) -> dict[str, Any]:
 
 def chunk_map_view(client: Client, limits: Limits) -> dict[str, Any]:
     """One map per incomplete upload (the worst `limits.chunk_maps`), `limits.cells` cells each."""
-    total = _count(client, "SELECT count() FROM iq.session_completeness WHERE status != 'complete'")
+    total = incomplete_total(client)
     uploads = rows_as_dicts(client, f"""
         SELECT upload_key, upload_shape, toString(generation) AS generation, status, status_reason,
                chunks_expected, chunks_present, chunks_missing, chunks_beyond_total, missing_piece_signature
         FROM iq.session_completeness WHERE status != 'complete'
-        {_WORST_FIRST} LIMIT {{n:UInt32}}""", {"n": limits.chunk_maps})
+        {WORST_FIRST} LIMIT {{n:UInt32}}""", {"n": limits.chunk_maps})
     keys = [str(u["upload_key"]) for u in uploads]
     chunks: dict[str, dict[int, tuple[int, int, int]]] = {k: {} for k in keys}
     highest: dict[str, int] = {}

@@ -18,7 +18,8 @@ import math
 from typing import Any, Iterable
 
 from iq_etl.output import visible
-from iq_etl.report.data import BEYOND, CELL_STATES, CONFLICTING, FAILED_ONLY, MISSING, PRESENT, STATUSES
+from iq_etl.report.data import BEYOND, CELL_STATES, CONFLICTING, FAILED_ONLY, MISSING, PRESENT
+from iq_etl.warehouse.marts import STATUSES
 
 DISPLAY_LIMIT = 300  # characters of one chain-derived string shown (the data attributes keep up to this too)
 

@@ -37,3 +37,11 @@ def raw_counts(client: Client) -> dict[str, int]:
         "undecoded_instructions": int(client.query(
             "SELECT count() FROM iq.undecoded_instructions FINAL").result_rows[0][0]),
     }
+
+
+def columns(client: Client, table: str) -> set[str]:
+    """Column names of `table` in the `iq` database (empty when it does not exist). A mart built before
+    an upgrade may lack a newer column until `transform --full-refresh`: readers probe before asking."""
+    rows = client.query("SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String}",
+                        parameters={"db": DATABASE, "t": table}).result_rows
+    return {str(r[0]) for r in rows}
