@@ -121,6 +121,7 @@ def test_follow_command_records_the_round_and_fails_over_max_lag(tmp_path, wareh
     assert 'id="view-history"' in page and 'data-lag-slots="700"' in page and "<td class=\"l\">follow</td>" in page
 
 
+@pytest.mark.slow  # end to end (a flow or the CLI over a whole dev chain): CI runs it with the slow suite
 def test_the_pipeline_flow_follows_by_default_and_records_its_run(tmp_path, warehouses, chain, manifest, rpc_url,
                                                                   monkeypatch, prefect_api):  # noqa: F811
     """The pipeline deployment's default (source follow): a round, transform, export; one iq.runs row
@@ -148,6 +149,7 @@ def test_the_pipeline_flow_follows_by_default_and_records_its_run(tmp_path, ware
                     ("pipeline_flow", "ok", manifest.last_slot, manifest.last_slot, True)]
 
 
+@pytest.mark.slow  # end to end (a flow or the CLI over a whole dev chain): CI runs it with the slow suite
 def test_iq_etl_run_source_follow(tmp_path, warehouses, chain, manifest, rpc_url):
     """The CLI's `run --source follow`: a round, transform, export, and the round's line printed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IQ_", "JETSTREAMER_", "PREFECT_API"))}

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from iq_etl.cli import main as cli
 from iq_etl.export import export_ready
 from iq_etl.settings import G1_PROGRAM_ID
@@ -125,6 +127,7 @@ def test_g1_roots_verify_and_a_tampered_piece_is_refused(settings, settings_env,
     assert "1 verification mismatch (never exported)" in text and "Verification mismatches" in text
 
 
+@pytest.mark.slow  # end to end (a flow or the CLI over a whole dev chain): CI runs it with the slow suite
 def test_devchain_g1_uploads_verify_until_a_piece_is_tampered(settings, warehouse, backend, tmp_path):
     from iq_etl.devchain.build import CATALOGUE_UPLOADS, build_chain
     from iq_etl.devchain.chain import car_template
