@@ -48,6 +48,7 @@ def _latest_backfill_markdown(flow_run_id) -> str:
     return str(max(arts, key=lambda a: a.created).data)
 
 
+@pytest.mark.slow  # end to end (a flow over a whole dev chain): CI runs it with the slow suite
 def test_backfill_reports_a_missing_epoch_then_resumes_to_the_single_process_rows(
         chain, cluster, tmp_path, tmp_path_factory, monkeypatch, prefect_api):  # noqa: F811
     from iq_etl.devchain.chain import car_template

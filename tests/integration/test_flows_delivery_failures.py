@@ -42,6 +42,7 @@ def _run(chain, tmp_path, monkeypatch, caplog, **env):
     return state, backend, complete
 
 
+@pytest.mark.slow  # end to end (a flow over a whole dev chain): CI runs it with the slow suite
 def test_failed_deliveries_fail_the_flow_run_with_a_message(chain, tmp_path, monkeypatch, caplog,
                                                             prefect_api):  # noqa: F811
     from iq_etl.errors import DeliveryFailed
@@ -68,6 +69,7 @@ def test_failed_deliveries_fail_the_flow_run_with_a_message(chain, tmp_path, mon
     assert any(f"| {complete} |" in line for line in status_rows)
 
 
+@pytest.mark.slow  # end to end (a flow over a whole dev chain): CI runs it with the slow suite
 def test_warn_policy_keeps_the_run_green_but_warns(chain, tmp_path, monkeypatch, caplog, prefect_api):  # noqa: F811
     state, backend, complete = _run(chain, tmp_path, monkeypatch, caplog, IQ_EXPORT_FAILURE_POLICY="warn")
     assert state.is_completed(), state

@@ -22,6 +22,7 @@ def chain(tmp_path_factory):
     return build_devchain(tmp_path_factory.mktemp("chain"))
 
 
+@pytest.mark.slow  # end to end (a flow over a whole dev chain): CI runs it with the slow suite
 def test_pipeline_exports_every_complete_upload_once(chain, tmp_path, monkeypatch, prefect_api):  # noqa: F811
     from iq_etl.devchain.chain import car_template
     from iq_etl.devchain.servers.reader_backend import serve_reader_backend
