@@ -68,7 +68,7 @@ def test_reconcile_started_during_a_pipeline_run_waits_and_completes(tmp_path, p
 
     by_flow: dict[str, list] = {}
     for run in _flow_runs():
-        if run.state and run.state.is_completed() and run.parameters.get("targets") == [exports]:
+        if run.state and run.state.is_completed() and (run.parameters.get("export") or {}).get("targets") == [exports]:
             by_flow.setdefault(str(run.flow_id), []).append(run)
     assert len(by_flow) == 2 and all(len(v) == 1 for v in by_flow.values()), by_flow
     (first,), (second,) = sorted(by_flow.values(), key=lambda v: v[0].start_time)
