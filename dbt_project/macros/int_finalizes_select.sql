@@ -2,21 +2,20 @@
     a G2-legacy finalize_bundle is attached). In a macro so that int_uploads' incremental build can
     pass `groups` (a subquery of refresh groups): its finalizes and the G2 chunks that attach
     bundles are then read for those session accounts only, under FINAL (stg_finalizes_select,
-    stg_chunks_select), not merged for the whole warehouse first. `relation` alone (int_uploads'
-    full refresh): every finalize, read from that table of deduplicated raw rows (int_changed_raw)
-    instead of FINAL. Without either (the view, unit tests) it reads the staging views. -#}
+    stg_chunks_select), not merged for the whole warehouse first. Without `groups` (the view, unit
+    tests) it reads the staging views. -#}
 {% macro int_finalizes_select(groups=none, relation=none) -%}
 with
-{% if groups or relation %}
+{% if groups %}
 finalizes as (
     -- a G3 code-in's group is its session account, else its on_chain_path: both are candidates
     -- before FINAL, the exact group after
-    select * from ({{ stg_finalizes_select(("session_account in " ~ groups ~ " or on_chain_path in " ~ groups) if groups else none, relation) }})
-    {% if groups %}where upload_group in {{ groups }}{% endif %}
+    select * from ({{ stg_finalizes_select("session_account in " ~ groups ~ " or on_chain_path in " ~ groups, relation) }})
+    where upload_group in {{ groups }}
 ),
 
 g2_chunks as (
-    select * from ({{ stg_chunks_select(("session_account in " ~ groups) if groups else none, relation) }})
+    select * from ({{ stg_chunks_select("session_account in " ~ groups, relation) }})
 ),
 {% else %}
 finalizes as (
