@@ -2,20 +2,21 @@
     a G2-legacy finalize_bundle is attached). In a macro so that int_uploads' incremental build can
     pass `groups` (a subquery of refresh groups): its finalizes and the G2 chunks that attach
     bundles are then read for those session accounts only, under FINAL (stg_finalizes_select,
-    stg_chunks_select), not merged for the whole warehouse first. Without `groups` (the view, unit
-    tests) it reads the staging views. -#}
+    stg_chunks_select), not merged for the whole warehouse first. `relation` alone (int_uploads'
+    full refresh): every finalize, read from that table of deduplicated raw rows (int_changed_raw)
+    instead of FINAL. Without either (the view, unit tests) it reads the staging views. -#}
 {% macro int_finalizes_select(groups=none, relation=none) -%}
 with
-{% if groups %}
+{% if groups or relation %}
 finalizes as (
     -- a G3 code-in's group is its session account, else its on_chain_path: both are candidates
     -- before FINAL, the exact group after
-    select * from ({{ stg_finalizes_select("session_account in " ~ groups ~ " or on_chain_path in " ~ groups, relation) }})
-    where upload_group in {{ groups }}
+    select * from ({{ stg_finalizes_select(("session_account in " ~ groups ~ " or on_chain_path in " ~ groups) if groups else none, relation) }})
+    {% if groups %}where upload_group in {{ groups }}{% endif %}
 ),
 
 g2_chunks as (
-    select * from ({{ stg_chunks_select("session_account in " ~ groups, relation) }})
+    select * from ({{ stg_chunks_select(("session_account in " ~ groups) if groups else none, relation) }})
 ),
 {% else %}
 finalizes as (

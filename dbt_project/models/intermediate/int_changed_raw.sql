@@ -10,7 +10,9 @@
 --   session account, G3 code-in on_chain_path or inline signature in the changed groups;
 --   index rows naming a changed list's tail (tail_tx / on_chain_path);
 --   pieces a changed walk stops at or names as its tail (int_uploads checks whether they failed).
--- A full refresh leaves it empty.
+-- A full refresh fills it with every raw row int_uploads reads (below): its full build then reads
+-- this table ~35 times (its CTEs re-run) instead of merging the raw table with FINAL each time,
+-- which set the 3M-row full build's peak RSS (docs/transform-scale.md).
 {%- set uploads = adapter.get_relation(database=none, schema=this.schema, identifier='int_uploads') -%}
 {%- set completeness = adapter.get_relation(database=none, schema=this.schema, identifier='session_completeness') -%}
 {%- set incremental = uploads is not none and completeness is not none and not flags.FULL_REFRESH %}
@@ -42,5 +44,11 @@ prewhere session_account in (select refresh_group from groups)
       or on_chain_path in (select tail from tails)
       or (kind = 'linked_piece' and signature in (select signature from walk_links))
 {% else %}
-select * from {{ source('iq', 'raw_instructions') }} where false
+-- Full refresh: every row int_uploads' full build reads (FINAL applied once here), without the
+-- columns it never reads (payload, data, accounts, tx_error: kept as empty values, same columns).
+-- Successful linked pieces are left out: int_uploads only asks which pieces failed (it reads
+-- walks from int_linked_walks). A WHERE, not a PREWHERE: tx_status is decided after FINAL.
+select * replace ('' as payload, '' as data, CAST([] AS Array(String)) as accounts, '' as tx_error)
+from {{ source('iq', 'raw_instructions') }} final
+where kind != 'linked_piece' or tx_status = 'failed'
 {% endif %}

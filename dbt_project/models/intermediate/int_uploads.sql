@@ -28,6 +28,9 @@
 -- with no upload left is deleted by the post-hook (delete_unbuilt_changed_groups). It reads those
 -- groups' raw rows from int_changed_raw (FINAL applied once per build) and their walks from
 -- int_changed_walks: a CTE is re-run at every use, so nothing here re-reads a warehouse-sized table.
+-- A full refresh reads every raw row from int_changed_raw too (filled whole then, FINAL applied
+-- once): merging the raw table with FINAL at each of ~35 CTE uses set the 3M-row full build's
+-- peak RSS (docs/transform-scale.md).
 with
 {% if is_incremental() %}
 changed_groups as (
@@ -67,7 +70,8 @@ session_chunk_rows as (
     -- the changed groups' raw rows, deduplicated once per build (int_changed_raw)
     from ({{ stg_chunks_select("session_account in (select refresh_group from changed_groups)", ref('int_changed_raw')) }})
     {% else %}
-    from {{ ref('stg_chunks') }}
+    -- full refresh: every raw row, deduplicated once per build (int_changed_raw)
+    from ({{ stg_chunks_select(none, ref('int_changed_raw')) }})
     {% endif %}
     group by upload_key
 ),
@@ -100,7 +104,7 @@ finalize_rows as (
     -- int_finalizes over the changed groups' raw rows (int_finalizes_select, int_changed_raw)
     from ({{ int_finalizes_select("(select refresh_group from changed_groups)", ref('int_changed_raw')) }})
     {% else %}
-    from {{ ref('int_finalizes') }}
+    from ({{ int_finalizes_select(none, ref('int_changed_raw')) }})
     {% endif %}
     group by upload_key
 ),
@@ -118,7 +122,7 @@ creation_rows as (
     {% if is_incremental() %}
     from ({{ stg_session_creations_select("session_account in (select refresh_group from changed_groups)", ref('int_changed_raw')) }})
     {% else %}
-    from {{ ref('stg_session_creations') }}
+    from ({{ stg_session_creations_select(none, ref('int_changed_raw')) }})
     {% endif %}
     group by upload_key
 ),
@@ -194,7 +198,7 @@ linked_indexes as (
     from ({{ stg_linked_indexes_select("tail_tx in (select tail from changed_tails) or on_chain_path in (select tail from changed_tails)", ref('int_changed_raw')) }})
     where tail_signature in (select tail from changed_tails)
     {% else %}
-    select * from {{ ref('stg_linked_indexes') }}
+    select * from ({{ stg_linked_indexes_select(none, ref('int_changed_raw')) }})
     {% endif %}
 ),
 
@@ -281,7 +285,8 @@ failed_piece_signatures as (
     from ({{ stg_linked_pieces_select("signature in (select lowest_before_tx from walk_summary)", ref('int_changed_raw')) }})
     where tx_failed
     {% else %}
-    select distinct signature from {{ ref('stg_linked_pieces') }}
+    -- int_changed_raw holds the failed pieces only on a full refresh
+    select distinct signature from ({{ stg_linked_pieces_select(none, ref('int_changed_raw')) }})
     where tx_failed
     {% endif %}
 ),
@@ -354,7 +359,7 @@ inline_rows as (
     {% if is_incremental() %}
     from ({{ stg_inline_uploads_select("signature in (select refresh_group from changed_groups)", ref('int_changed_raw')) }})
     {% else %}
-    from {{ ref('stg_inline_uploads') }}
+    from ({{ stg_inline_uploads_select(none, ref('int_changed_raw')) }})
     {% endif %}
     group by upload_key
 ),
