@@ -51,21 +51,20 @@ changed_tails as (
 ),
 {% endif %}
 
-session_chunk_rows as (
+session_rows as (
+    -- the rows of every session upload, by source (c: chunks, f: finalizes with bundles
+    -- attached, s: G3 create_session), aggregated once below: one group-by that spills, not three
+    -- aggregations each run twice (keys, then a join table) and held as join tables at once,
+    -- which set the 3M-row full build's peak RSS (docs/transform-scale.md)
     select
-        upload_key,
-        any(upload_group) as rows_group,
-        anyIf(generation, not tx_failed) as generation,
-        anyIf(program_id, not tx_failed) as program_id,
-        any(session_account) as session_account,
-        any(session_id) as session_id,
-        minIf(slot, not tx_failed) as first_slot,
-        maxIf(slot, not tx_failed) as last_slot,
-        argMinIf(signature, {{ chain_order() }}, not tx_failed) as first_signature,
-        argMaxIf(signature, {{ chain_order() }}, not tx_failed) as last_signature,
-        countIf(not tx_failed) as chunk_rows,
-        countIf(tx_failed) as failed_chunk_rows,
-        max(ingested_at) as source_ingested_at
+        'c' as src, upload_key, upload_group, generation, program_id, session_account, session_id,
+        slot, tx_index, ix_index, inner_index, signature, tx_failed, ingested_at,
+        false as is_bundle,
+        CAST(NULL AS Nullable(UInt32)) as declared_total,
+        CAST(NULL AS Nullable(UInt32)) as metadata_total,
+        '' as merkle_root,
+        '' as metadata,
+        CAST(NULL AS Nullable(UInt64)) as seq
     {% if is_incremental() %}
     -- the changed groups' raw rows, deduplicated once per build (int_changed_raw)
     from ({{ stg_chunks_select("session_account in (select refresh_group from changed_groups)", ref('int_changed_raw')) }})
@@ -73,121 +72,148 @@ session_chunk_rows as (
     -- full refresh: every raw row, deduplicated once per build (int_changed_raw)
     from ({{ stg_chunks_select(none, ref('int_changed_raw')) }})
     {% endif %}
-    group by upload_key
-),
 
-finalize_rows as (
+    union all
+
     select
-        upload_key,
-        any(upload_group) as rows_group,
-        anyIf(generation, not tx_failed) as generation,
-        anyIf(program_id, not tx_failed) as program_id,
-        any(session_account) as session_account,
-        any(session_id) as session_id,
-        countIf(not tx_failed) as finalize_count,
-        countIf(tx_failed) as failed_finalizes,
-        argMinIf(declared_total, {{ chain_order() }}, not tx_failed and declared_total is not null) as first_declared_total,
-        argMinIf(metadata_total, {{ chain_order() }}, not tx_failed and metadata_total is not null) as first_metadata_total,
-        arrayDistinct(arrayConcat(
-            groupArrayIf(assumeNotNull(declared_total), not tx_failed and declared_total is not null),
-            groupArrayIf(assumeNotNull(metadata_total), not tx_failed and metadata_total is not null))) as declared_totals,
-        argMinIf(merkle_root, {{ chain_order() }}, not tx_failed) as merkle_root,
-        argMinIf(metadata, {{ chain_order() }}, not tx_failed) as metadata,
-        argMinIf(slot, {{ chain_order() }}, not tx_failed) as finalize_slot,
-        argMinIf(signature, {{ chain_order() }}, not tx_failed) as finalize_signature,
-        minIf(slot, not tx_failed) as first_slot,
-        maxIf(slot, not tx_failed) as last_slot,
-        argMaxIf(signature, {{ chain_order() }}, not tx_failed) as last_signature,
-        countIf(not tx_failed and is_bundle) as bundle_count,
-        max(ingested_at) as source_ingested_at
+        'f', upload_key, upload_group, generation, program_id, session_account, session_id,
+        slot, tx_index, ix_index, inner_index, signature, tx_failed, ingested_at,
+        is_bundle,
+        CAST(declared_total AS Nullable(UInt32)),
+        CAST(metadata_total AS Nullable(UInt32)),
+        merkle_root,
+        metadata,
+        CAST(NULL AS Nullable(UInt64))
     {% if is_incremental() %}
     -- int_finalizes over the changed groups' raw rows (int_finalizes_select, int_changed_raw)
     from ({{ int_finalizes_select("(select refresh_group from changed_groups)", ref('int_changed_raw')) }})
     {% else %}
     from ({{ int_finalizes_select(none, ref('int_changed_raw')) }})
     {% endif %}
-    group by upload_key
-),
 
-creation_rows as (
+    union all
+
     select
-        upload_key,
-        anyIf(generation, not tx_failed) as generation,
-        anyIf(program_id, not tx_failed) as program_id,
-        argMinIf(seq, slot, not tx_failed) as seq,
-        minIf(slot, not tx_failed) as created_slot,
-        argMinIf(signature, {{ chain_order() }}, not tx_failed) as created_signature,
-        countIf(not tx_failed) as creation_count,
-        max(ingested_at) as source_ingested_at
+        's', upload_key, '', generation, program_id, session_account, '',
+        slot, tx_index, ix_index, inner_index, signature, tx_failed, ingested_at,
+        false,
+        CAST(NULL AS Nullable(UInt32)),
+        CAST(NULL AS Nullable(UInt32)),
+        '',
+        '',
+        CAST(seq AS Nullable(UInt64))
     {% if is_incremental() %}
     from ({{ stg_session_creations_select("session_account in (select refresh_group from changed_groups)", ref('int_changed_raw')) }})
     {% else %}
     from ({{ stg_session_creations_select(none, ref('int_changed_raw')) }})
     {% endif %}
-    group by upload_key
 ),
 
-session_keys as (
-    select upload_key from session_chunk_rows
-    union distinct
-    select upload_key from finalize_rows
-    union distinct
-    select upload_key from creation_rows
+session_groups as (
+    -- per upload key, each source's figures (c_*, f_*, s_*); a source with no row gives its
+    -- key '' and default values, as a LEFT JOIN on it would
+    select
+        upload_key,
+        -- chunks
+        if(countIf(src = 'c') > 0, upload_key, '') as c_upload_key,
+        anyIf(upload_group, src = 'c') as c_rows_group,
+        anyIf(generation, src = 'c' and not tx_failed) as c_generation,
+        anyIf(program_id, src = 'c' and not tx_failed) as c_program_id,
+        anyIf(session_account, src = 'c') as c_session_account,
+        anyIf(session_id, src = 'c') as c_session_id,
+        minIf(slot, src = 'c' and not tx_failed) as c_first_slot,
+        maxIf(slot, src = 'c' and not tx_failed) as c_last_slot,
+        argMinIf(signature, {{ chain_order() }}, src = 'c' and not tx_failed) as c_first_signature,
+        argMaxIf(signature, {{ chain_order() }}, src = 'c' and not tx_failed) as c_last_signature,
+        countIf(src = 'c' and not tx_failed) as c_chunk_rows,
+        countIf(src = 'c' and tx_failed) as c_failed_chunk_rows,
+        maxIf(ingested_at, src = 'c') as c_source_ingested_at,
+        -- finalizes
+        if(countIf(src = 'f') > 0, upload_key, '') as f_upload_key,
+        anyIf(upload_group, src = 'f') as f_rows_group,
+        anyIf(generation, src = 'f' and not tx_failed) as f_generation,
+        anyIf(program_id, src = 'f' and not tx_failed) as f_program_id,
+        anyIf(session_account, src = 'f') as f_session_account,
+        anyIf(session_id, src = 'f') as f_session_id,
+        countIf(src = 'f' and not tx_failed) as f_finalize_count,
+        countIf(src = 'f' and tx_failed) as f_failed_finalizes,
+        argMinIf(declared_total, {{ chain_order() }}, src = 'f' and not tx_failed and declared_total is not null) as f_first_declared_total,
+        argMinIf(metadata_total, {{ chain_order() }}, src = 'f' and not tx_failed and metadata_total is not null) as f_first_metadata_total,
+        arrayDistinct(arrayConcat(
+            groupArrayIf(assumeNotNull(declared_total), src = 'f' and not tx_failed and declared_total is not null),
+            groupArrayIf(assumeNotNull(metadata_total), src = 'f' and not tx_failed and metadata_total is not null))) as f_declared_totals,
+        argMinIf(merkle_root, {{ chain_order() }}, src = 'f' and not tx_failed) as f_merkle_root,
+        argMinIf(metadata, {{ chain_order() }}, src = 'f' and not tx_failed) as f_metadata,
+        argMinIf(slot, {{ chain_order() }}, src = 'f' and not tx_failed) as f_finalize_slot,
+        argMinIf(signature, {{ chain_order() }}, src = 'f' and not tx_failed) as f_finalize_signature,
+        minIf(slot, src = 'f' and not tx_failed) as f_first_slot,
+        maxIf(slot, src = 'f' and not tx_failed) as f_last_slot,
+        argMaxIf(signature, {{ chain_order() }}, src = 'f' and not tx_failed) as f_last_signature,
+        countIf(src = 'f' and not tx_failed and is_bundle) as f_bundle_count,
+        maxIf(ingested_at, src = 'f') as f_source_ingested_at,
+        -- G3 create_session
+        if(countIf(src = 's') > 0, upload_key, '') as s_upload_key,
+        anyIf(generation, src = 's' and not tx_failed) as s_generation,
+        anyIf(program_id, src = 's' and not tx_failed) as s_program_id,
+        argMinIf(seq, slot, src = 's' and not tx_failed) as s_seq,
+        minIf(slot, src = 's' and not tx_failed) as s_created_slot,
+        argMinIf(signature, {{ chain_order() }}, src = 's' and not tx_failed) as s_created_signature,
+        countIf(src = 's' and not tx_failed) as s_creation_count,
+        maxIf(ingested_at, src = 's') as s_source_ingested_at
+    from session_rows
+    group by upload_key
 ),
 
 session_uploads as (
     select
         -- identity
-        k.upload_key as upload_key,
+        upload_key,
         'session' as upload_shape,
         -- the session account the rows name (the refresh group of their raw rows, see refresh_group_of_raw)
-        multiIf(c.upload_key != '', c.rows_group, f.upload_key != '', f.rows_group, s.upload_key) as upload_group,
-        coalesce(nullIf(f.generation, ''), nullIf(c.generation, ''), nullIf(s.generation, ''), 'unknown') as generation,
-        coalesce(nullIf(f.program_id, ''), nullIf(c.program_id, ''), nullIf(s.program_id, ''), '') as program_id,
-        coalesce(nullIf(c.session_account, ''), nullIf(f.session_account, ''), k.upload_key) as session_account,
-        coalesce(nullIf(c.session_id, ''), f.session_id, '') as session_id,
+        multiIf(c_upload_key != '', c_rows_group, f_upload_key != '', f_rows_group, s_upload_key) as upload_group,
+        coalesce(nullIf(f_generation, ''), nullIf(c_generation, ''), nullIf(s_generation, ''), 'unknown') as generation,
+        coalesce(nullIf(f_program_id, ''), nullIf(c_program_id, ''), nullIf(s_program_id, ''), '') as program_id,
+        coalesce(nullIf(c_session_account, ''), nullIf(f_session_account, ''), upload_key) as session_account,
+        coalesce(nullIf(c_session_id, ''), f_session_id, '') as session_id,
         -- finalize counts
-        f.finalize_count > 0 as is_finalized,
-        toUInt32(f.finalize_count) as finalize_count,
-        toUInt32(f.failed_finalizes) as failed_finalizes,
-        toUInt32(f.bundle_count) as bundle_count,
+        f_finalize_count > 0 as is_finalized,
+        toUInt32(f_finalize_count) as finalize_count,
+        toUInt32(f_failed_finalizes) as failed_finalizes,
+        toUInt32(f_bundle_count) as bundle_count,
         -- totals
-        f.first_declared_total as declared_total,
-        f.first_metadata_total as metadata_total,
-        coalesce(f.first_declared_total, f.first_metadata_total) as expected_total,
-        length(f.declared_totals) > 1 as total_disagreement,
+        f_first_declared_total as declared_total,
+        f_first_metadata_total as metadata_total,
+        coalesce(f_first_declared_total, f_first_metadata_total) as expected_total,
+        length(f_declared_totals) > 1 as total_disagreement,
         -- content
-        coalesce(f.merkle_root, '') as merkle_root,
+        coalesce(f_merkle_root, '') as merkle_root,
         '' as committed_root,
-        coalesce(f.metadata, '') as metadata,
-        s.seq as seq,
+        coalesce(f_metadata, '') as metadata,
+        s_seq as seq,
         -- slots and signatures
-        if(s.creation_count > 0, s.created_slot, NULL) as created_slot,
+        if(s_creation_count > 0, s_created_slot, NULL) as created_slot,
         least(
-            if(c.chunk_rows > 0, c.first_slot, {{ no_slot() }}),
-            if(f.finalize_count > 0, f.first_slot, {{ no_slot() }}),
-            if(s.creation_count > 0, s.created_slot, {{ no_slot() }})) as first_slot_raw,
+            if(c_chunk_rows > 0, c_first_slot, {{ no_slot() }}),
+            if(f_finalize_count > 0, f_first_slot, {{ no_slot() }}),
+            if(s_creation_count > 0, s_created_slot, {{ no_slot() }})) as first_slot_raw,
         greatest(
-            if(c.chunk_rows > 0, c.last_slot, 0),
-            if(f.finalize_count > 0, f.last_slot, 0)) as last_slot,
-        multiIf(c.chunk_rows > 0, c.first_signature, s.creation_count > 0, s.created_signature, f.finalize_signature) as first_signature,
-        if(f.finalize_count > 0 and (c.chunk_rows = 0 or f.last_slot >= c.last_slot), f.last_signature, c.last_signature) as last_signature,
-        if(f.finalize_count > 0, f.finalize_slot, NULL) as finalize_slot,
-        if(f.finalize_count > 0, f.finalize_signature, '') as finalize_signature,
+            if(c_chunk_rows > 0, c_last_slot, 0),
+            if(f_finalize_count > 0, f_last_slot, 0)) as last_slot,
+        multiIf(c_chunk_rows > 0, c_first_signature, s_creation_count > 0, s_created_signature, f_finalize_signature) as first_signature,
+        if(f_finalize_count > 0 and (c_chunk_rows = 0 or f_last_slot >= c_last_slot), f_last_signature, c_last_signature) as last_signature,
+        if(f_finalize_count > 0, f_finalize_slot, NULL) as finalize_slot,
+        if(f_finalize_count > 0, f_finalize_signature, '') as finalize_signature,
         -- chunk counts
-        toUInt32(c.chunk_rows) as chunk_rows,
-        toUInt32(c.failed_chunk_rows) as failed_chunk_rows,
+        toUInt32(c_chunk_rows) as chunk_rows,
+        toUInt32(c_failed_chunk_rows) as failed_chunk_rows,
         -- linked-list only
         '' as missing_piece_signature,
         false as missing_piece_failed,
         CAST(NULL AS Nullable(UInt64)) as lowest_piece_slot,
         -- watermark
-        greatest(c.source_ingested_at, f.source_ingested_at, s.source_ingested_at) as source_ingested_at,
+        greatest(c_source_ingested_at, f_source_ingested_at, s_source_ingested_at) as source_ingested_at,
         '' as list_root
-    from session_keys as k
-    left join session_chunk_rows as c on c.upload_key = k.upload_key
-    left join finalize_rows as f on f.upload_key = k.upload_key
-    left join creation_rows as s on s.upload_key = k.upload_key
+    from session_groups
 ),
 
 linked_indexes as (
