@@ -3,6 +3,28 @@
     Kept together because the groups derived from raw rows here must agree with the groups the
     models assign (int_uploads.refresh_group); dbt_project/README.md, "Incremental builds". -#}
 
+{#- The models a build updates in place (delete+insert on their refresh keys). -#}
+{% macro incremental_models() -%}
+{{ return(['int_linked_walks', 'int_session_chunks', 'int_uploads', 'session_completeness', 'upload_payloads']) }}
+{%- endmacro %}
+
+{#- THE rule for "this build is incremental", used by every model, hook and helper table (never
+    dbt's is_incremental() alone): not a --full-refresh, and every model of incremental_models()
+    exists. When any is missing, every model is recomputed whole (the incremental models by a
+    delete+insert of every group), so no model reads a changed set another model did not build.
+    The runner (src/iq_etl/transform/runner.py, build_state.py) adds what dbt cannot see: tables
+    left half-filled by a first build that was killed (dbt-clickhouse creates a new incremental table
+    empty, then inserts) count as missing until a whole build has finished (iq.dbt_builds). -#}
+{% macro incremental_build() -%}
+{%- if not execute or flags.FULL_REFRESH -%}{{ return(false) }}{%- endif -%}
+{%- for name in incremental_models() -%}
+    {%- if adapter.get_relation(database=none, schema=this.schema, identifier=name) is none -%}
+        {{ return(false) }}
+    {%- endif -%}
+{%- endfor -%}
+{{ return(true) }}
+{%- endmacro %}
+
 {#- Incremental watermark: newest source row the previous build of this model saw, minus
     `iq_lookback_seconds` (see dbt_project.yml). Models store it per row as source_ingested_at. -#}
 {% macro previous_watermark() -%}
@@ -41,7 +63,7 @@ multiIf(
     group none of whose uploads exists any more, e.g. a list's old root once its missing piece
     arrived). A post-hook of int_uploads and session_completeness. -#}
 {% macro delete_unbuilt_changed_groups() -%}
-{%- if is_incremental() -%}
+{%- if incremental_build() -%}
 delete from {{ this }}
 where refresh_group in (select refresh_group from {{ ref('int_changed_groups') }})
   and build_id != '{{ invocation_id }}'

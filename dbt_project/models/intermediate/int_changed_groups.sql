@@ -10,9 +10,10 @@
 --     new piece or from a new index tail, plus the old group of each list the new rows touch (a
 --     list whose missing piece arrived gets a deeper root: its old group must go).
 -- A full refresh rebuilds every model whole; this table is then empty and the tests check all.
+{%- set incremental = incremental_build() %}
+{#- read without ref(): these models are built after this one (a ref would be a cycle) -#}
 {%- set uploads = adapter.get_relation(database=none, schema=this.schema, identifier='int_uploads') -%}
-{%- set completeness = adapter.get_relation(database=none, schema=this.schema, identifier='session_completeness') -%}
-{%- set incremental = uploads is not none and completeness is not none and not flags.FULL_REFRESH %}
+{%- set completeness = adapter.get_relation(database=none, schema=this.schema, identifier='session_completeness') %}
 {% if incremental %}
 with
 watermark as (

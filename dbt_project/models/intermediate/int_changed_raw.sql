@@ -13,9 +13,7 @@
 -- A full refresh fills it with every raw row int_uploads reads (below): its full build then reads
 -- this table ~35 times (its CTEs re-run) instead of merging the raw table with FINAL each time,
 -- which set the 3M-row full build's peak RSS (docs/transform-scale.md).
-{%- set uploads = adapter.get_relation(database=none, schema=this.schema, identifier='int_uploads') -%}
-{%- set completeness = adapter.get_relation(database=none, schema=this.schema, identifier='session_completeness') -%}
-{%- set incremental = uploads is not none and completeness is not none and not flags.FULL_REFRESH %}
+{%- set incremental = incremental_build() %}
 {% if incremental %}
 with
 groups as (

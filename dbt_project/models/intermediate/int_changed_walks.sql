@@ -5,9 +5,7 @@
 -- a ClickHouse CTE is re-run at every use, so a CTE over int_linked_walks scanned the whole walk
 -- table some hundred times per incremental build (10.5 M rows read for 30 k walk rows, measured).
 -- A full refresh leaves it empty (int_uploads then reads int_linked_walks whole).
-{%- set uploads = adapter.get_relation(database=none, schema=this.schema, identifier='int_uploads') -%}
-{%- set completeness = adapter.get_relation(database=none, schema=this.schema, identifier='session_completeness') -%}
-{%- set incremental = uploads is not none and completeness is not none and not flags.FULL_REFRESH %}
+{%- set incremental = incremental_build() %}
 select *
 from {{ ref('int_linked_walks') }}
 {% if incremental %}

@@ -41,7 +41,7 @@ unreferenced_pieces as (
     where signature not in (select before_tx from pieces)
 ),
 
-{% if is_incremental() %}
+{% if incremental_build() %}
 new_pieces as (
     select signature
     from pieces

@@ -18,7 +18,7 @@
 -- list tail) that have rows ingested since the previous build, and replaces them (delete+insert
 -- on upload_group), so re-keyed or re-chosen rows never linger inside a group.
 with
-{% if is_incremental() %}
+{% if incremental_build() %}
 changed_groups as (
     select session_account as upload_group
     from {{ source('iq', 'raw_instructions') }}
@@ -37,7 +37,7 @@ changed_groups as (
 {% endif %}
 
 session_chunk_copies as (
-    {% if is_incremental() %}
+    {% if incremental_build() %}
     -- stg_chunks narrowed to the changed groups before FINAL (see stg_chunks_select)
     {{ stg_chunks_select("session_account in (select upload_group from changed_groups)") }}
     {% else %}
@@ -65,7 +65,7 @@ session_chunks as (
 ),
 
 inline_uploads as (
-    {% if is_incremental() %}
+    {% if incremental_build() %}
     -- narrowed to the changed groups before FINAL (stg_inline_uploads_select)
     select * from ({{ stg_inline_uploads_select("signature in (select upload_group from changed_groups)") }})
     {% else %}
@@ -95,12 +95,12 @@ inline_chunks as (
 walks_to_build as (
     select upload_key, depth, piece_signature
     from {{ ref('int_linked_walks') }}
-    {% if is_incremental() %}where upload_key in (select upload_group from changed_groups){% endif %}
+    {% if incremental_build() %}where upload_key in (select upload_group from changed_groups){% endif %}
 ),
 
 linked_piece_rows as (
     -- the bytes of the pieces of those walks only (int_linked_pieces carries no payload)
-    {% if is_incremental() %}
+    {% if incremental_build() %}
     {{ raw_instructions_final("kind = 'linked_piece' and signature in (select piece_signature from walks_to_build)") }}
     {% else %}
     select * from {{ ref('stg_linked_pieces') }}

@@ -32,7 +32,7 @@
 -- once): merging the raw table with FINAL at each of ~35 CTE uses set the 3M-row full build's
 -- peak RSS (docs/transform-scale.md).
 with
-{% if is_incremental() %}
+{% if incremental_build() %}
 changed_groups as (
     select refresh_group from {{ ref('int_changed_groups') }}
 ),
@@ -65,7 +65,7 @@ session_rows as (
         '' as merkle_root,
         '' as metadata,
         CAST(NULL AS Nullable(UInt64)) as seq
-    {% if is_incremental() %}
+    {% if incremental_build() %}
     -- the changed groups' raw rows, deduplicated once per build (int_changed_raw)
     from ({{ stg_chunks_select("session_account in (select refresh_group from changed_groups)", ref('int_changed_raw')) }})
     {% else %}
@@ -84,7 +84,7 @@ session_rows as (
         merkle_root,
         metadata,
         CAST(NULL AS Nullable(UInt64))
-    {% if is_incremental() %}
+    {% if incremental_build() %}
     -- int_finalizes over the changed groups' raw rows (int_finalizes_select, int_changed_raw)
     from ({{ int_finalizes_select("(select refresh_group from changed_groups)", ref('int_changed_raw')) }})
     {% else %}
@@ -102,7 +102,7 @@ session_rows as (
         '',
         '',
         CAST(seq AS Nullable(UInt64))
-    {% if is_incremental() %}
+    {% if incremental_build() %}
     from ({{ stg_session_creations_select("session_account in (select refresh_group from changed_groups)", ref('int_changed_raw')) }})
     {% else %}
     from ({{ stg_session_creations_select(none, ref('int_changed_raw')) }})
@@ -217,7 +217,7 @@ session_uploads as (
 ),
 
 linked_indexes as (
-    {% if is_incremental() %}
+    {% if incremental_build() %}
     -- the tails of the changed lists, and named tails that are their own group (no piece found),
     -- read for those tails only under FINAL (stg_linked_indexes_select)
     select *
@@ -238,7 +238,7 @@ current_walks as (
     -- the walks of current tails: named by an index, or a piece nobody points at (a tail that a
     -- later piece extended keeps stale rows in int_linked_walks; they are not read)
     select *
-    {% if is_incremental() %}
+    {% if incremental_build() %}
     from changed_walks
     where upload_key in (select upload_key from indexed_tails)
        or upload_key not in (select before_tx from {{ ref('int_linked_pieces') }}
@@ -306,7 +306,7 @@ linked_keys as (
 ),
 
 failed_piece_signatures as (
-    {% if is_incremental() %}
+    {% if incremental_build() %}
     select distinct signature
     from ({{ stg_linked_pieces_select("signature in (select lowest_before_tx from walk_summary)", ref('int_changed_raw')) }})
     where tx_failed
@@ -382,7 +382,7 @@ inline_rows as (
         argMinIf(metadata_total, slot, not tx_failed and metadata_total is not null) as first_metadata_total,
         min(slot) as first_slot,
         max(ingested_at) as source_ingested_at
-    {% if is_incremental() %}
+    {% if incremental_build() %}
     from ({{ stg_inline_uploads_select("signature in (select refresh_group from changed_groups)", ref('int_changed_raw')) }})
     {% else %}
     from ({{ stg_inline_uploads_select(none, ref('int_changed_raw')) }})
@@ -485,4 +485,4 @@ select
     -- the dbt invocation that wrote the row (tests of an incremental build check this build's rows)
     '{{ invocation_id }}' as build_id
 from all_uploads
-{% if is_incremental() %}where refresh_group in (select refresh_group from changed_groups){% endif %}
+{% if incremental_build() %}where refresh_group in (select refresh_group from changed_groups){% endif %}

@@ -29,7 +29,7 @@
 -- groups (int_changed_groups) are recomputed; a changed group with no upload left is deleted by
 -- the post-hook.
 with
-{% if is_incremental() %}
+{% if incremental_build() %}
 changed_groups as (
     select refresh_group from {{ ref('int_changed_groups') }}
 ),
@@ -38,7 +38,7 @@ changed_groups as (
 current_uploads as (
     select *
     from {{ ref('int_uploads') }}
-    {% if is_incremental() %}where refresh_group in (select refresh_group from changed_groups){% endif %}
+    {% if incremental_build() %}where refresh_group in (select refresh_group from changed_groups){% endif %}
 ),
 
 chunk_stats as (

@@ -16,7 +16,7 @@
 -- Incremental: whole upload groups whose completeness row changed since the previous build are
 -- recomputed and replaced (delete+insert on upload_group).
 with
-{% if is_incremental() %}
+{% if incremental_build() %}
 changed_groups as (
     select distinct upload_group
     from {{ ref('session_completeness') }}
@@ -27,7 +27,7 @@ changed_groups as (
 uploads as (
     select upload_key, upload_group, status, verification, verification_reason, chunks_expected, source_ingested_at
     from {{ ref('session_completeness') }}
-    {% if is_incremental() %}where upload_group in (select upload_group from changed_groups){% endif %}
+    {% if incremental_build() %}where upload_group in (select upload_group from changed_groups){% endif %}
 ),
 
 chunks_of_complete_uploads as (

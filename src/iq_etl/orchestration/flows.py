@@ -123,7 +123,8 @@ def transform_line(out: DbtResult) -> str:
     """`transform: dbt build ok in 7.4s (17 success, 60 pass)`: a line for people, not a dict repr."""
     nodes = ", ".join(f"{n} {status}" for status, n in sorted(out.counts().items())) or "no nodes"
     verdict = "ok" if out.success else "FAILED"
-    return f"transform: dbt {out.command} {verdict} in {out.elapsed_s:.1f}s ({nodes})"
+    line = f"transform: dbt {out.command} {verdict} in {out.elapsed_s:.1f}s ({nodes})"
+    return f"{line}; every model rebuilt: {out.full_refresh_reason}" if out.full_refresh_reason else line
 
 
 def export_line(out: ExportSummary) -> str:

@@ -20,6 +20,7 @@ dbt_project/macros/changed_scope.sql) and leaves out the staging views' tests; `
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -48,6 +49,7 @@ def find_dbt_project() -> Path:
 DBT_PROJECT_DIR = find_dbt_project()
 COMMANDS = ("build", "run", "test", "compile", "parse", "ls", "debug", "source freshness")
 
+log = logging.getLogger("iq_etl.transform")
 _run_lock = threading.Lock()  # dbtRunner is not re-entrant: one invocation per process at a time
 
 
@@ -113,6 +115,9 @@ class DbtResult:
     target: str
     elapsed_s: float
     nodes: list[NodeResult] = field(default_factory=list)
+    # set when a plain build ran as a full refresh because the model tables could not be trusted
+    # (transform/build_state.py): why, in words
+    full_refresh_reason: str | None = None
 
     def counts(self) -> dict[str, int]:
         """Node count by status, e.g. {'success': 12, 'pass': 30, 'warn': 1}."""
@@ -134,6 +139,7 @@ class DbtResult:
             "target": self.target,
             "elapsed_s": round(self.elapsed_s, 3),
             "counts": self.counts(),
+            "full_refresh_reason": self.full_refresh_reason,
             "nodes": [n.__dict__ for n in self.nodes],
         }
 
@@ -226,6 +232,22 @@ def run_dbt(settings: Settings, select: Sequence[str] | str | None = None, full_
     A `build` without `full_refresh` or `full_tests` tests only the groups it recomputed."""
     if command not in COMMANDS:
         raise TransformError(f"unsupported dbt command {command!r}; use one of {', '.join(COMMANDS)}")
+    # A whole build or run (no --select/--exclude) checks that the model tables are whole before it
+    # trusts them incrementally, and records them when it succeeds (build_state.py).
+    whole = command in ("build", "run") and not select and not exclude
+    reason = None
+    if whole:
+        from iq_etl.transform import build_state
+        from iq_etl.warehouse.client import get_client
+        from iq_etl.warehouse.schema import migrate
+
+        client = get_client(settings)
+        migrate(client, settings.clickhouse_cluster)   # iq.dbt_builds, and the sources dbt reads
+        reason = None if full_refresh else build_state.read_state(client).full_refresh_reason()
+        if reason is not None:
+            full_refresh = True
+            (log.info if reason.startswith("first build") else log.warning)(
+                "transform: every model rebuilt (--full-refresh): %s", reason)
     # Embedded: one process holds the chDB folder and every ingest has finished before a transform
     # starts, so no insert can still be in flight: incremental models need no look-back window.
     run_vars: dict[str, Any] = {"iq_lookback_seconds": 0} if settings.embedded else {}
@@ -254,7 +276,11 @@ def run_dbt(settings: Settings, select: Sequence[str] | str | None = None, full_
 
     result = DbtResult(success=bool(outcome.success), command=command,
                        target="embedded" if settings.embedded else "remote", elapsed_s=elapsed,
-                       nodes=_node_results(outcome.result))
+                       nodes=_node_results(outcome.result), full_refresh_reason=reason)
+    if whole and build_state.whole_build_succeeded(result.nodes):
+        from dbt_common.invocation import get_invocation_id
+
+        build_state.record_finished(client, get_invocation_id(), full_refresh)
     if not result.success:
         memory = _memory_failure(result, outcome, settings)
         if memory:

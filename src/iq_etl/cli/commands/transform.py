@@ -52,6 +52,8 @@ def run(args) -> int:
     else:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(result.counts().items()))
         print(f"dbt {result.command} on {result.target}: {counts or 'nothing to do'} in {result.elapsed_s:.1f}s")
+        if result.full_refresh_reason:
+            print(f"  every model rebuilt (full refresh): {result.full_refresh_reason}")
         for node in result.warnings():
             print(f"  warning: {node.resource_type} {node.name}: {node.message}")
     return 0
