@@ -25,6 +25,32 @@
 {{ return(true) }}
 {%- endmacro %}
 
+{#- The watermark int_changed_groups reads new raw rows from: the older of int_uploads' and
+    session_completeness's newest source row, less the look-back. -#}
+{% macro changed_since(uploads, completeness) -%}
+least(
+    (select max(source_ingested_at) from {{ uploads }}),
+    (select max(source_ingested_at) from {{ completeness }})) - toIntervalSecond({{ var('iq_lookback_seconds') }})
+{%- endmacro %}
+
+{#- How many inserts int_uploads builds its groups in: one per ~iq_rows_per_pass raw rows to read
+    (every raw row on a full refresh, the rows since the watermark on an incremental build). -#}
+{% macro build_passes(incremental, uploads, completeness) -%}
+{%- if not execute -%}{{ return(1) }}{%- endif -%}
+{%- if incremental -%}
+    {%- set rows = run_query("select count() from " ~ source('iq', 'raw_instructions') ~ " where ingested_at > " ~ changed_since(uploads, completeness)).columns[0].values()[0] -%}
+{%- else -%}
+    {%- set rows = run_query("select count() from " ~ source('iq', 'raw_instructions')).columns[0].values()[0] -%}
+{%- endif -%}
+{%- set per_pass = [var('iq_rows_per_pass') | int, 1] | max -%}
+{{ return([1, ((rows | int) + per_pass - 1) // per_pass] | max) }}
+{%- endmacro %}
+
+{#- The number of passes int_changed_groups chose (1 when it is empty), as SQL. -#}
+{% macro changed_passes() -%}
+greatest(toUInt32(1), ifNull((select max(passes) from {{ ref('int_changed_groups') }}), toUInt32(1)))
+{%- endmacro %}
+
 {#- Incremental watermark: newest source row the previous build of this model saw, minus
     `iq_lookback_seconds` (see dbt_project.yml). Models store it per row as source_ingested_at. -#}
 {% macro previous_watermark() -%}

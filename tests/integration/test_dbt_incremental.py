@@ -131,16 +131,23 @@ def incremental(tmp_path_factory):
     time.sleep(0.01)  # the second batch's ingested_at must be later than the first's (millisecond clock)
     rows, expect = second_ingest(chain)
     insert_rows(client, rows)
-    second = run_dbt(settings, command="run", vars=no_lookback, quiet=True)
+    # int_uploads builds its groups in passes of ~iq_rows_per_pass raw rows: a handful of rows per
+    # pass makes this incremental build (and the last full refresh) several INSERTs
+    second = run_dbt(settings, command="run", vars={**no_lookback, "iq_rows_per_pass": 5}, quiet=True)
+    passes_incremental = client.query("SELECT max(passes) FROM iq.int_changed_groups").result_rows[0][0]
     after_incremental = snapshot(client)
     marks_after_incremental = marks(client)
     full = run_dbt(settings, command="run", vars=no_lookback, full_refresh=True, quiet=True)
     after_full = snapshot(client)
     marks_after_full = marks(client)
+    in_passes = run_dbt(settings, command="run", vars={**no_lookback, "iq_rows_per_pass": 10}, full_refresh=True, quiet=True)
+    passes_full = client.query("SELECT max(passes) FROM iq.int_changed_groups").result_rows[0][0]
+    after_full_in_passes = snapshot(client)
     try:
         yield {"client": client, "expect": expect, "incremental": after_incremental, "full": after_full,
                "runs": (first, second, full), "marks": (marks_after_incremental, marks_after_full),
-               "before": before}
+               "before": before, "in_passes": after_full_in_passes,
+               "passes": (passes_incremental, passes_full), "full_in_passes_run": in_passes}
     finally:
         wh.close_client()
 
@@ -148,6 +155,16 @@ def incremental(tmp_path_factory):
 def test_incremental_build_equals_full_rebuild(incremental):
     for name in SNAPSHOTS:
         assert incremental["incremental"][name] == incremental["full"][name], name
+
+
+def test_a_build_in_passes_equals_one_pass(incremental):
+    """int_uploads built in several INSERTs (incremental above, full refresh here) gives the rows of
+    one INSERT: every group is in exactly one pass."""
+    passes_incremental, passes_full = incremental["passes"]
+    assert passes_incremental > 1 and passes_full > 5, (passes_incremental, passes_full)
+    assert incremental["full_in_passes_run"].success
+    for name in SNAPSHOTS:
+        assert incremental["in_passes"][name] == incremental["full"][name], name
 
 
 def test_statuses_follow_the_second_ingest(incremental):

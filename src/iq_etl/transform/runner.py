@@ -88,7 +88,10 @@ def memory_vars(max_memory: int) -> dict[str, Any]:
     return {"iq_max_memory_usage": max_memory, "iq_max_bytes_before_spill": spill,
             "iq_max_bytes_in_join": spill, "iq_join_algorithm": "auto",
             # insert blocks: 64 MB at the default 4G cap (ClickHouse's default is 256 MB)
-            "iq_insert_block_bytes": max(16 << 20, max_memory // 64), "iq_insert_block_rows": 65536}
+            "iq_insert_block_bytes": max(16 << 20, max_memory // 64), "iq_insert_block_rows": 65536,
+            # int_uploads builds its groups in passes of about this many raw rows (2M at the 4G
+            # cap): one pass over 10M rows stopped at the cap (docs/transform-scale.md)
+            "iq_rows_per_pass": max(100_000, max_memory // 2048)}
 
 
 def _size_text(n: int) -> str:
