@@ -46,6 +46,21 @@ least(
 {{ return([1, ((rows | int) + per_pass - 1) // per_pass] | max) }}
 {%- endmacro %}
 
+{#- The int_uploads pass a raw row of int_changed_raw belongs to: its refresh group's pass
+    (cityHash64 % passes, as int_changed_groups), or linked_rows_pass() for linked-list rows (index
+    rows, failed pieces: their group is their walk's root, known only from int_linked_walks), which
+    every pass reads. int_changed_raw is sorted on it, so a pass reads its own rows. -#}
+{% macro raw_pass() -%}
+toUInt32(if({{ is_linked_raw() }}, {{ linked_rows_pass() }}, cityHash64({{ refresh_group_of_raw() }}) % {{ changed_passes() }}))
+{%- endmacro %}
+
+{% macro linked_rows_pass() -%}4294967295{%- endmacro %}
+
+{#- `a and b` for optional raw filters (none when both are none). -#}
+{% macro and_filters(a, b) -%}
+{%- if a and b -%}{{ return('(' ~ a ~ ') and (' ~ b ~ ')') }}{%- elif a -%}{{ return(a) }}{%- else -%}{{ return(b) }}{%- endif -%}
+{%- endmacro %}
+
 {#- The number of passes int_changed_groups chose (1 when it is empty), as SQL. -#}
 {% macro changed_passes() -%}
 greatest(toUInt32(1), ifNull((select max(passes) from {{ ref('int_changed_groups') }}), toUInt32(1)))

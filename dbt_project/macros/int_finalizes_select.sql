@@ -5,18 +5,19 @@
     stg_chunks_select), not merged for the whole warehouse first. `relation` alone (int_uploads'
     full refresh): every finalize, read from that table of deduplicated raw rows (int_changed_raw)
     instead of FINAL. Without either (the view, unit tests) it reads the staging views. -#}
-{% macro int_finalizes_select(groups=none, relation=none) -%}
+{#- `raw_filter`: a condition on the raw rows ANDed to both reads (int_uploads: its pass). -#}
+{% macro int_finalizes_select(groups=none, relation=none, raw_filter=none) -%}
 with
 {% if groups or relation %}
 finalizes as (
     -- a G3 code-in's group is its session account, else its on_chain_path: both are candidates
     -- before FINAL, the exact group after
-    select * from ({{ stg_finalizes_select(("session_account in " ~ groups ~ " or on_chain_path in " ~ groups) if groups else none, relation) }})
+    select * from ({{ stg_finalizes_select(and_filters(("session_account in " ~ groups ~ " or on_chain_path in " ~ groups) if groups else none, raw_filter), relation) }})
     {% if groups %}where upload_group in {{ groups }}{% endif %}
 ),
 
 g2_chunks as (
-    select * from ({{ stg_chunks_select(("session_account in " ~ groups) if groups else none, relation) }})
+    select * from ({{ stg_chunks_select(and_filters(("session_account in " ~ groups) if groups else none, raw_filter), relation) }})
 ),
 {% else %}
 finalizes as (

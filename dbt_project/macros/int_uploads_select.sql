@@ -3,6 +3,10 @@
     One SQL for a full refresh (int_changed_groups lists every group) and an incremental build (the
     changed groups). The model's header (models/intermediate/int_uploads.sql) says what it holds. -#}
 {% macro int_uploads_select(pass) -%}
+{#- int_changed_raw rows this pass reads: its own (sorted on pass: a range of the table), and the
+    linked-list rows every pass reads (macro raw_pass) -#}
+{%- set own_rows = "pass = " ~ pass -%}
+{%- set linked_rows = "pass = " ~ linked_rows_pass() -%}
 with
 
 changed_groups as (
@@ -40,7 +44,7 @@ session_rows as (
         CAST(NULL AS Nullable(UInt64)) as seq
     
     -- the changed groups' raw rows, deduplicated once per build (int_changed_raw)
-    from ({{ stg_chunks_select("session_account in (select refresh_group from changed_groups)", ref('int_changed_raw')) }})
+    from ({{ stg_chunks_select(own_rows ~ " and session_account in (select refresh_group from changed_groups)", ref('int_changed_raw')) }})
     
 
     union all
@@ -56,7 +60,7 @@ session_rows as (
         CAST(NULL AS Nullable(UInt64))
     
     -- int_finalizes over the changed groups' raw rows (int_finalizes_select, int_changed_raw)
-    from ({{ int_finalizes_select("(select refresh_group from changed_groups)", ref('int_changed_raw')) }})
+    from ({{ int_finalizes_select("(select refresh_group from changed_groups)", ref('int_changed_raw'), own_rows) }})
     
 
     union all
@@ -71,7 +75,7 @@ session_rows as (
         '',
         CAST(seq AS Nullable(UInt64))
     
-    from ({{ stg_session_creations_select("session_account in (select refresh_group from changed_groups)", ref('int_changed_raw')) }})
+    from ({{ stg_session_creations_select(own_rows ~ " and session_account in (select refresh_group from changed_groups)", ref('int_changed_raw')) }})
     
 ),
 
@@ -187,7 +191,7 @@ linked_indexes as (
     -- the tails of the changed lists, and named tails that are their own group (no piece found),
     -- read for those tails only under FINAL (stg_linked_indexes_select)
     select *
-    from ({{ stg_linked_indexes_select("tail_tx in (select tail from changed_tails) or on_chain_path in (select tail from changed_tails)", ref('int_changed_raw')) }})
+    from ({{ stg_linked_indexes_select(linked_rows ~ " and (tail_tx in (select tail from changed_tails) or on_chain_path in (select tail from changed_tails))", ref('int_changed_raw')) }})
     where tail_signature in (select tail from changed_tails)
     
 ),
@@ -268,7 +272,7 @@ linked_keys as (
 failed_piece_signatures as (
     
     select distinct signature
-    from ({{ stg_linked_pieces_select("signature in (select lowest_before_tx from walk_summary)", ref('int_changed_raw')) }})
+    from ({{ stg_linked_pieces_select(linked_rows ~ " and signature in (select lowest_before_tx from walk_summary)", ref('int_changed_raw')) }})
     where tx_failed
     
 ),
@@ -339,7 +343,7 @@ inline_rows as (
         min(slot) as first_slot,
         max(ingested_at) as source_ingested_at
     
-    from ({{ stg_inline_uploads_select("signature in (select refresh_group from changed_groups)", ref('int_changed_raw')) }})
+    from ({{ stg_inline_uploads_select(own_rows ~ " and signature in (select refresh_group from changed_groups)", ref('int_changed_raw')) }})
     
     group by upload_key
 ),

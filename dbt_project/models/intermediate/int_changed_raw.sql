@@ -1,4 +1,4 @@
-{{ config(materialized='table', engine='MergeTree()', order_by='(kind, session_account, signature)') }}
+{{ config(materialized='table', engine='MergeTree()', order_by='(pass, kind, session_account, signature)') }}
 -- depends_on: {{ ref('int_changed_groups') }}
 -- depends_on: {{ ref('int_changed_walks') }}
 -- The deduplicated raw rows (FINAL) that int_uploads' incremental build reads, for the refresh
@@ -10,6 +10,7 @@
 --   session account, G3 code-in on_chain_path or inline signature in the changed groups;
 --   index rows naming a changed list's tail (tail_tx / on_chain_path);
 --   pieces a changed walk stops at or names as its tail (int_uploads checks whether they failed).
+-- pass: the int_uploads pass that reads the row (macro raw_pass; the table is sorted on it).
 -- A full refresh fills it with every raw row int_uploads reads (below): its full build then reads
 -- this table ~35 times (its CTEs re-run) instead of merging the raw table with FINAL each time,
 -- which set the 3M-row full build's peak RSS (docs/transform-scale.md).
@@ -33,7 +34,7 @@ walk_links as (
     select tail from tails
 )
 
-select *
+select *, {{ raw_pass() }} as pass
 from {{ source('iq', 'raw_instructions') }} final
 prewhere session_account in (select refresh_group from groups)
       or on_chain_path in (select refresh_group from groups)
@@ -46,7 +47,8 @@ prewhere session_account in (select refresh_group from groups)
 -- columns it never reads (payload, data, accounts, tx_error: kept as empty values, same columns).
 -- Successful linked pieces are left out: int_uploads only asks which pieces failed (it reads
 -- walks from int_linked_walks). A WHERE, not a PREWHERE: tx_status is decided after FINAL.
-select * replace ('' as payload, '' as data, CAST([] AS Array(String)) as accounts, '' as tx_error)
+select * replace ('' as payload, '' as data, CAST([] AS Array(String)) as accounts, '' as tx_error),
+       {{ raw_pass() }} as pass
 from {{ source('iq', 'raw_instructions') }} final
 where kind != 'linked_piece' or tx_status = 'failed'
 {% endif %}
