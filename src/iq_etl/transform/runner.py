@@ -89,9 +89,10 @@ def memory_vars(max_memory: int) -> dict[str, Any]:
             "iq_max_bytes_in_join": spill, "iq_join_algorithm": "auto",
             # insert blocks: 64 MB at the default 4G cap (ClickHouse's default is 256 MB)
             "iq_insert_block_bytes": max(16 << 20, max_memory // 64), "iq_insert_block_rows": 65536,
-            # int_uploads builds its groups in passes of about this many raw rows (2M at the 4G
-            # cap): one pass over 10M rows stopped at the cap (docs/transform-scale.md)
-            "iq_rows_per_pass": max(100_000, max_memory // 2048)}
+            # int_uploads builds its groups in passes of about this many raw rows (512k at the 4G
+            # cap). 3M raw rows, full build: one pass stopped at the cap, 2 passes peaked at 2.9-3.1 GB,
+            # 5 at 2.3 GB, 10 at 2.3 GB (docs/transform-scale.md)
+            "iq_rows_per_pass": max(100_000, max_memory // 8192)}
 
 
 def _size_text(n: int) -> str:
