@@ -1,5 +1,5 @@
 {#- int_uploads' SELECT for one pass (int_changed_groups.pass): the uploads of that pass's refresh
-    groups. The model runs pass 0; its post-hook int_uploads_remaining_passes() inserts the others.
+    groups. The model runs pass 0; its post-hook insert_remaining_passes(int_uploads_select) inserts the others.
     One SQL for a full refresh (int_changed_groups lists every group) and an incremental build (the
     changed groups). The model's header (models/intermediate/int_uploads.sql) says what it holds. -#}
 {% macro int_uploads_select(pass) -%}
@@ -446,16 +446,17 @@ from all_uploads
 where refresh_group in (select refresh_group from changed_groups)
 {%- endmacro %}
 
-{#- Post-hook of int_uploads: passes 1 .. passes-1, each its own INSERT into the model's table (after
-    the full refresh's swap, or the incremental delete+insert of pass 0). Rows of a changed group
-    that this build did not write are deleted by the next hook (delete_unbuilt_changed_groups); a
-    build stopped between passes is redone whole (transform/build_state.py) or, incremental, by
-    the rerun's same changed groups. -#}
-{% macro int_uploads_remaining_passes() -%}
+{#- Post-hook of a model built in passes (int_uploads, session_completeness): passes 1 .. passes-1
+    of int_changed_groups, each its own INSERT of `select(pass)` into the model's table (after the full
+    refresh's swap, or the incremental delete+insert of pass 0). Rows of a changed group that this
+    build did not write are deleted by the next hook (delete_unbuilt_changed_groups); a build stopped
+    between passes is redone whole (transform/build_state.py) or, incremental, by the rerun's same
+    changed groups. -#}
+{% macro insert_remaining_passes(select) -%}
 {%- if execute -%}
     {%- set passes = run_query("select max(passes) from " ~ ref('int_changed_groups')).columns[0].values()[0] | int -%}
     {%- for pass in range(1, passes) -%}
-        {%- do run_query("insert into " ~ this ~ " " ~ int_uploads_select(pass)) -%}
+        {%- do run_query("insert into " ~ this ~ " " ~ select(pass)) -%}
     {%- endfor -%}
 {%- endif -%}
 select 1

@@ -5,7 +5,7 @@
     unique_key='refresh_group',
     engine='MergeTree()',
     order_by='(refresh_group, upload_key)',
-    post_hook=["{{ int_uploads_remaining_passes() }}", "{{ delete_unbuilt_changed_groups() }}"]
+    post_hook=["{{ insert_remaining_passes(int_uploads_select) }}", "{{ delete_unbuilt_changed_groups() }}"]
 ) }}
 -- depends_on: {{ ref('int_changed_groups') }}
 -- depends_on: {{ ref('int_changed_walks') }}
@@ -31,7 +31,7 @@
 -- A full refresh is the same SQL over every group (int_changed_groups lists them all then, and
 -- int_changed_raw / int_changed_walks hold every row and walk).
 -- Passes: the groups are built in int_changed_groups.passes INSERTs (about iq_rows_per_pass raw
--- rows each; pass 0 here, the others by the post-hook int_uploads_remaining_passes), so the
+-- rows each; pass 0 here, the others by the post-hook insert_remaining_passes), so the
 -- memory a build needs is that of a pass: one INSERT over 10M raw rows stopped at the 4G cap
 -- (docs/transform-scale.md). The SQL is the macro int_uploads_select (macros/int_uploads_select.sql).
 -- depends_on: {{ ref('int_linked_pieces') }}
