@@ -445,19 +445,3 @@ select
 from all_uploads
 where refresh_group in (select refresh_group from changed_groups)
 {%- endmacro %}
-
-{#- Post-hook of a model built in passes (int_uploads, session_completeness): passes 1 .. passes-1
-    of int_changed_groups, each its own INSERT of `select(pass)` into the model's table (after the full
-    refresh's swap, or the incremental delete+insert of pass 0). Rows of a changed group that this
-    build did not write are deleted by the next hook (delete_unbuilt_changed_groups); a build stopped
-    between passes is redone whole (transform/build_state.py) or, incremental, by the rerun's same
-    changed groups. -#}
-{% macro insert_remaining_passes(select) -%}
-{%- if execute -%}
-    {%- set passes = run_query("select max(passes) from " ~ ref('int_changed_groups')).columns[0].values()[0] | int -%}
-    {%- for pass in range(1, passes) -%}
-        {%- do run_query("insert into " ~ this ~ " " ~ select(pass)) -%}
-    {%- endfor -%}
-{%- endif -%}
-select 1
-{%- endmacro %}

@@ -60,11 +60,15 @@ def _pairs(text: str) -> Iterable[str]:
     return [part for part in text.split(";") if part]
 
 
-def read_state(client: Any) -> BuildState:
+def _tables(client: Any) -> dict[str, str]:
     rows = client.query(
         "SELECT name, toString(uuid) FROM system.tables WHERE database = {db:String} AND name IN {names:Array(String)}",
         parameters={"db": MODEL_DATABASE, "names": list(INCREMENTAL_MODELS)}).result_rows
-    tables = {str(name): str(uuid) for name, uuid in rows}
+    return {str(name): str(uuid) for name, uuid in rows}
+
+
+def read_state(client: Any) -> BuildState:
+    tables = _tables(client)
     last = client.query(
         "SELECT tables FROM iq.dbt_builds ORDER BY finished_at DESC, invocation_id DESC LIMIT 1").result_rows
     return BuildState(tables=tables, recorded=str(last[0][0]) if last else None)
@@ -72,8 +76,7 @@ def read_state(client: Any) -> BuildState:
 
 def record_finished(client: Any, invocation_id: str, full_refresh: bool) -> None:
     """Record the incremental tables a whole, successful build left."""
-    state = read_state(client)
-    client.insert("iq.dbt_builds", [[invocation_id, int(full_refresh), state.fingerprint]],
+    client.insert("iq.dbt_builds", [[invocation_id, int(full_refresh), fingerprint(_tables(client))]],
                   column_names=["invocation_id", "full_refresh", "tables"])
 
 
