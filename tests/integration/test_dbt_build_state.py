@@ -15,7 +15,7 @@ import pytest
 
 from iq_etl.settings import load_settings
 from iq_etl.transform import build_state
-from iq_etl.transform.runner import NodeResult, run_dbt
+from iq_etl.transform.runner import NodeResult, TransformError, run_dbt
 from iq_etl.warehouse import client as wh
 from iq_etl.warehouse.schema import migrate
 from tests.support.raw_rows import build_scenarios, insert_rows
@@ -34,7 +34,7 @@ def snapshot(client) -> dict[str, list[tuple]]:
 
 
 def builds(client) -> int:
-    return int(client.query("SELECT count() FROM iq.dbt_builds").result_rows[0][0])
+    return int(client.query("SELECT count() FROM iq.dbt_builds WHERE state = 'finished'").result_rows[0][0])
 
 
 @pytest.fixture(scope="module")
@@ -109,10 +109,57 @@ def test_a_table_swapped_by_a_stopped_full_refresh_is_not_trusted(built):
 
 def test_a_build_with_a_failed_or_skipped_model_is_not_recorded():
     ok = [NodeResult(name, "model", "success", "", 0.0) for name in build_state.INCREMENTAL_MODELS]
-    assert build_state.whole_build_succeeded(ok)
-    assert not build_state.whole_build_succeeded(ok[:-1])
-    assert not build_state.whole_build_succeeded([*ok[:-1], NodeResult(ok[-1].name, "model", "skipped", "", 0.0)])
-    assert not build_state.whole_build_succeeded([*ok, NodeResult("scan_coverage", "model", "error", "", 0.0)])
+    skipped = [*ok[:-1], NodeResult(ok[-1].name, "model", "skipped", "", 0.0)]
+    failed = [*ok, NodeResult("scan_coverage", "model", "error", "", 0.0)]
+    for full_refresh in (True, False):
+        assert build_state.build_left_tables_whole(ok, full_refresh)
+        assert not build_state.build_left_tables_whole(ok[:-1], full_refresh)
+        assert not build_state.build_left_tables_whole(failed, full_refresh)
+    # a skipped model kept its old table beside swapped-in new ones (full refresh); incremental, it
+    # did not run at all and its watermark still covers what changed
+    assert not build_state.build_left_tables_whole(skipped, True)
+    assert build_state.build_left_tables_whole(skipped, False)
+
+
+def test_a_build_that_failed_part_way_is_followed_by_a_full_refresh(built):
+    """The real path: a whole build records `started`, a model fails (a look-back that is not a
+    number: every incremental model's SQL breaks), no `finished` row follows; the next build is a
+    full refresh and equals a clean build, and the one after it is incremental again."""
+    client, settings = built["client"], built["settings"]
+    run_dbt(settings, command="run", quiet=True)   # a finished build to start from
+    with pytest.raises(TransformError):
+        run_dbt(settings, command="run", quiet=True, vars={"iq_lookback_seconds": "'not a number'"})
+    assert build_state.read_state(client).interrupted
+    rerun = run_dbt(settings, command="run", quiet=True)
+    assert rerun.full_refresh_reason and rerun.full_refresh_reason.startswith("the last build stopped before its end")
+    assert snapshot(client) == built["reference"]
+    assert not build_state.read_state(client).interrupted
+    assert run_dbt(settings, command="run", quiet=True).full_refresh_reason is None
+
+
+def test_an_incremental_build_stopped_between_passes_is_rebuilt_whole(built):
+    """What a build stopped between two passes of session_completeness leaves: the same tables, some
+    groups still holding their old rows while the model's watermark has moved past the rows that
+    changed them (made here by rewriting a third of the rows and a `started` row with no end). The
+    rerun must not trust the watermark."""
+    client, settings = built["client"], built["settings"]
+    run_dbt(settings, command="run", quiet=True)
+
+    def leave_stale_groups():
+        client.command("ALTER TABLE iq.session_completeness UPDATE status = 'awaiting_finalize' "
+                       "WHERE cityHash64(refresh_group) % 3 = 0 SETTINGS mutations_sync = 2")
+        assert snapshot(client) != built["reference"]
+
+    # why the `started` row is needed: without it the rerun is incremental and keeps the stale rows
+    leave_stale_groups()
+    assert run_dbt(settings, command="run", quiet=True).full_refresh_reason is None
+    assert snapshot(client) != built["reference"]
+
+    leave_stale_groups()
+    build_state.record_started(client, full_refresh=False)
+    rerun = run_dbt(settings, command="run", quiet=True)
+    assert rerun.full_refresh_reason and rerun.full_refresh_reason.startswith("the last build stopped before its end")
+    assert snapshot(client) == built["reference"]
 
 
 def test_the_runner_and_dbt_name_the_same_incremental_models():

@@ -13,6 +13,12 @@ So a whole build whose models all succeeded records the tables it left (`iq.dbt_
 table UUID; a recreated or swapped-in table has a new UUID). A plain build is incremental only when
 the incremental tables now are exactly the ones a finished build recorded; otherwise it runs as a
 full refresh (every model rebuilt aside and swapped in) and says why.
+
+Models built in passes (int_uploads, session_completeness, upload_payloads) add one more state: an
+incremental build stopped between two passes keeps the same tables, but the groups of the passes it
+did not reach are stale while the model's watermark already moved past their rows, so the rerun
+would not recompute them. A whole build therefore records `started` before dbt runs; a build after a
+`started` row that no `finished` row followed (killed, or a model failed) is a full refresh too.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ MODEL_DATABASE = "iq"  # profiles.yml: schema iq, every model
 class BuildState:
     tables: dict[str, str]          # incremental model table -> its UUID, for those that exist
     recorded: str | None            # the tables the last finished build left (`name=uuid;...`), if any
+    interrupted: bool = False       # the last whole build started and never finished
 
     @property
     def fingerprint(self) -> str:
@@ -41,6 +48,9 @@ class BuildState:
         missing = [name for name in INCREMENTAL_MODELS if name not in self.tables]
         if missing:
             return f"model table(s) missing: {', '.join(missing)}"
+        if self.interrupted:
+            return ("the last build stopped before its end (killed, or a model failed): groups of a model "
+                    "built in passes may be half rebuilt")
         if self.recorded is None:
             return ("no finished build recorded for the model tables (a build stopped before its end, "
                     "or they were built before iq.dbt_builds existed)")
@@ -70,18 +80,35 @@ def _tables(client: Any) -> dict[str, str]:
 def read_state(client: Any) -> BuildState:
     tables = _tables(client)
     last = client.query(
-        "SELECT tables FROM iq.dbt_builds ORDER BY finished_at DESC, invocation_id DESC LIMIT 1").result_rows
-    return BuildState(tables=tables, recorded=str(last[0][0]) if last else None)
+        "SELECT state FROM iq.dbt_builds ORDER BY finished_at DESC, state = 'finished' DESC LIMIT 1").result_rows
+    finished = client.query(
+        "SELECT tables FROM iq.dbt_builds WHERE state = 'finished' "
+        "ORDER BY finished_at DESC, invocation_id DESC LIMIT 1").result_rows
+    return BuildState(tables=tables, recorded=str(finished[0][0]) if finished else None,
+                      interrupted=bool(last) and str(last[0][0]) == "started")
+
+
+def record_started(client: Any, full_refresh: bool) -> None:
+    """Mark a whole build as under way (its dbt invocation id is not known yet)."""
+    client.insert("iq.dbt_builds", [["", int(full_refresh), fingerprint(_tables(client)), "started"]],
+                  column_names=["invocation_id", "full_refresh", "tables", "state"])
 
 
 def record_finished(client: Any, invocation_id: str, full_refresh: bool) -> None:
-    """Record the incremental tables a whole, successful build left."""
-    client.insert("iq.dbt_builds", [[invocation_id, int(full_refresh), fingerprint(_tables(client))]],
-                  column_names=["invocation_id", "full_refresh", "tables"])
+    """Record the incremental tables a whole build left, all of them whole."""
+    client.insert("iq.dbt_builds", [[invocation_id, int(full_refresh), fingerprint(_tables(client)), "finished"]],
+                  column_names=["invocation_id", "full_refresh", "tables", "state"])
 
 
-def whole_build_succeeded(nodes: Iterable[Any]) -> bool:
-    """Every model of the run succeeded and the incremental ones were all among them."""
+def build_left_tables_whole(nodes: Iterable[Any], full_refresh: bool) -> bool:
+    """Did this whole build leave every incremental table whole?
+
+    A full refresh: only when every model succeeded (a skipped model keeps its old table beside the
+    swapped-in new ones). An incremental build: when no model failed; a model skipped after a failed
+    data test did not run at all, and the next build recomputes what changed since its watermark."""
     models = {node.name: node.status for node in nodes if node.resource_type == "model"}
-    return all(name in models for name in INCREMENTAL_MODELS) and all(
-        status == "success" for status in models.values())
+    if not all(name in models for name in INCREMENTAL_MODELS):
+        return False
+    if full_refresh:
+        return all(status == "success" for status in models.values())
+    return all(status in ("success", "skipped") for status in models.values())

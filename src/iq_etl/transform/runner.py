@@ -252,6 +252,7 @@ def run_dbt(settings: Settings, select: Sequence[str] | str | None = None, full_
             full_refresh = True
             (log.info if reason.startswith("first build") else log.warning)(
                 "transform: every model rebuilt (--full-refresh): %s", reason)
+        build_state.record_started(client, full_refresh)
     # Embedded: one process holds the chDB folder and every ingest has finished before a transform
     # starts, so no insert can still be in flight: incremental models need no look-back window.
     run_vars: dict[str, Any] = {"iq_lookback_seconds": 0} if settings.embedded else {}
@@ -281,7 +282,7 @@ def run_dbt(settings: Settings, select: Sequence[str] | str | None = None, full_
     result = DbtResult(success=bool(outcome.success), command=command,
                        target="embedded" if settings.embedded else "remote", elapsed_s=elapsed,
                        nodes=_node_results(outcome.result), full_refresh_reason=reason)
-    if whole and build_state.whole_build_succeeded(result.nodes):
+    if whole and build_state.build_left_tables_whole(result.nodes, full_refresh):
         from dbt_common.invocation import get_invocation_id
 
         build_state.record_finished(client, get_invocation_id(), full_refresh)
