@@ -61,6 +61,12 @@ toUInt32(if({{ is_linked_raw() }}, {{ linked_rows_pass() }}, cityHash64({{ refre
 {%- if a and b -%}{{ return('(' ~ a ~ ') and (' ~ b ~ ')') }}{%- elif a -%}{{ return(a) }}{%- else -%}{{ return(b) }}{%- endif -%}
 {%- endmacro %}
 
+{#- Chunk bytes per upload_payloads pass (int_changed_upload_groups): the runner sets it from
+    IQ_TRANSFORM_MAX_MEMORY. -#}
+{% macro payload_bytes_per_pass() -%}
+toUInt64({{ [var('iq_payload_bytes_per_pass') | int, 1] | max }})
+{%- endmacro %}
+
 {#- The number of passes int_changed_groups chose (1 when it is empty), as SQL. -#}
 {% macro changed_passes() -%}
 greatest(toUInt32(1), ifNull((select max(passes) from {{ ref('int_changed_groups') }}), toUInt32(1)))
@@ -102,26 +108,28 @@ multiIf(
 
 {#- After a delete+insert on refresh_group: rows of a changed group this build did not write (a
     group none of whose uploads exists any more, e.g. a list's old root once its missing piece
-    arrived). A post-hook of int_uploads and session_completeness. -#}
-{% macro delete_unbuilt_changed_groups() -%}
+    arrived; the old rows of the groups of passes after the first, which the model's own
+    delete+insert did not see). A post-hook of int_uploads and session_completeness (refresh_group,
+    int_changed_groups) and upload_payloads (upload_group, int_changed_upload_groups). -#}
+{% macro delete_unbuilt_changed_groups(key='refresh_group', changed='int_changed_groups') -%}
 {%- if incremental_build() -%}
 delete from {{ this }}
-where refresh_group in (select refresh_group from {{ ref('int_changed_groups') }})
+where {{ key }} in (select {{ key }} from {{ ref(changed) }})
   and build_id != '{{ invocation_id }}'
 {%- else -%}
 select 1
 {%- endif -%}
 {%- endmacro %}
 
-{#- Post-hook of a model built in passes (int_uploads, session_completeness): passes 1 .. passes-1
-    of int_changed_groups, each its own INSERT of `select(pass)` into the model's table (after the full
+{#- Post-hook of a model built in passes (int_uploads, session_completeness over int_changed_groups;
+    upload_payloads over int_changed_upload_groups): passes 1 .. passes-1 of `changed`, each its own INSERT of `select(pass)` into the model's table (after the full
     refresh's swap, or the incremental delete+insert of pass 0). Rows of a changed group that this
     build did not write are deleted by the next hook (delete_unbuilt_changed_groups); a build stopped
     between passes is redone whole (transform/build_state.py) or, incremental, by the rerun's same
     changed groups. -#}
-{% macro insert_remaining_passes(select) -%}
+{% macro insert_remaining_passes(select, changed='int_changed_groups') -%}
 {%- if execute -%}
-    {%- set passes = run_query("select max(passes) from " ~ ref('int_changed_groups')).columns[0].values()[0] | int -%}
+    {%- set passes = run_query("select max(passes) from " ~ ref(changed)).columns[0].values()[0] | int -%}
     {%- for pass in range(1, passes) -%}
         {%- do run_query("insert into " ~ this ~ " " ~ select(pass)) -%}
     {%- endfor -%}

@@ -92,7 +92,10 @@ def memory_vars(max_memory: int) -> dict[str, Any]:
             # int_uploads builds its groups in passes of about this many raw rows (512k at the 4G
             # cap). 3M raw rows, full build: one pass stopped at the cap, 2 passes peaked at 2.9-3.1 GB,
             # 5 at 2.3 GB, 10 at 2.3 GB (docs/transform-scale.md)
-            "iq_rows_per_pass": max(100_000, max_memory // 8192)}
+            "iq_rows_per_pass": max(100_000, max_memory // 8192),
+            # upload_payloads builds its upload groups in passes of about this many chunk bytes
+            # (256 MB at the 4G cap): one INSERT over 10M raw rows stopped at the cap
+            "iq_payload_bytes_per_pass": max(16 << 20, max_memory // 16)}
 
 
 def _size_text(n: int) -> str:
