@@ -89,8 +89,9 @@ def read_state(client: Any) -> BuildState:
 
 
 def record_started(client: Any, full_refresh: bool) -> None:
-    """Mark a whole build as under way (its dbt invocation id is not known yet)."""
-    client.insert("iq.dbt_builds", [["", int(full_refresh), fingerprint(_tables(client)), "started"]],
+    """Mark a whole build as under way (its dbt invocation id is not known yet; only `finished` rows'
+    tables are ever read, so none are listed here)."""
+    client.insert("iq.dbt_builds", [["", int(full_refresh), "", "started"]],
                   column_names=["invocation_id", "full_refresh", "tables", "state"])
 
 
