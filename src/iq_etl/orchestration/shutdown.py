@@ -24,7 +24,8 @@ so that a SIGKILLed `iq-etl run | tee log` leaves nothing behind that holds the 
   made an interrupted run retry the dead API for minutes and print a hundred lines), dying with this
   process, and writing to PREFECT_HOME/ephemeral-api.log instead of the caller's stdout/stderr.
 - Dask workers of a local cluster exit when their owner's pipe closes (distributed does that); their
-  preload `dask_setup` below keeps a terminal's Ctrl-C away from them (orchestration/backfill.DaskFanout).
+  preload `dask_setup` below keeps a terminal's Ctrl-C away from them (orchestration/backfill.DaskFanout),
+  and their stop quiet (a heartbeat in flight as a worker closes is not an error to print).
 - `iq-etl serve`'s `prefect server start` (cli/commands/serve.py).
 """
 from __future__ import annotations
@@ -84,6 +85,8 @@ def dask_setup(worker: Any = None) -> None:
     with contextlib.suppress(ValueError):  # only a main thread may set signal handlers
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("distributed.worker.state_machine").addFilter(_NotCancelled())
+    if worker is not None:
+        logging.getLogger("distributed.worker").addFilter(_NoHeartbeatErrorWhileClosing(worker))
 
 
 class _NotCancelled(logging.Filter):
@@ -91,6 +94,28 @@ class _NotCancelled(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "ended with CancelledError" not in record.getMessage()
+
+
+HEARTBEAT_FAILED = "Failed to communicate with scheduler during heartbeat"
+
+
+class _NoHeartbeatErrorWhileClosing(logging.Filter):
+    """A worker's ERROR (with a 30-line traceback) that its heartbeat to the scheduler failed, logged
+    while the worker is closing: a heartbeat in flight when the owner stops the cluster (Ctrl-C, SIGTERM)
+    meets the worker's own connection pool closing under it (distributed.Worker.close sets `closing`, then
+    closes its rpc). The same failure while the worker runs still reaches stderr."""
+
+    CLOSING = ("stopping", "stopped", "closing", "closing_gracefully", "closed", "failed")
+
+    def __init__(self, worker: Any):
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith(HEARTBEAT_FAILED):
+            return True
+        status = getattr(getattr(self.worker, "status", None), "name", "")
+        return status not in self.CLOSING
 
 
 @contextlib.contextmanager
