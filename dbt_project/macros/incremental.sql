@@ -116,8 +116,6 @@ multiIf(
 delete from {{ this }}
 where {{ key }} in (select {{ key }} from {{ ref(changed) }})
   and build_id != '{{ invocation_id }}'
-{%- else -%}
-select 1
 {%- endif -%}
 {%- endmacro %}
 
@@ -134,5 +132,5 @@ select 1
         {%- do run_query("insert into " ~ this ~ " " ~ select(pass)) -%}
     {%- endfor -%}
 {%- endif -%}
-select 1
+{#- nothing left to send: dbt skips a hook that renders empty -#}
 {%- endmacro %}

@@ -114,8 +114,7 @@ class _NoHeartbeatErrorWhileClosing(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.getMessage().startswith(HEARTBEAT_FAILED):
             return True
-        status = getattr(getattr(self.worker, "status", None), "name", "")
-        return status not in self.CLOSING
+        return self.worker.status.name not in self.CLOSING
 
 
 @contextlib.contextmanager
