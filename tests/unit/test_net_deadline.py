@@ -45,10 +45,32 @@ def watchdog():
     dog.close()
 
 
-def _run(session: requests.Session, dog: Watchdog | None, exchange: Exchange, url: str) -> BaseException | None:
-    """One GET under `exchange`, the body read to its end; the exception it ended with, if any."""
-    if dog is not None:
+def _watch_from(dog: Watchdog, exchange: Exchange, phase: str) -> threading.Thread:
+    """Hands `exchange` to the watchdog once it is in `phase`. Its deadline runs from its creation,
+    so a deadline already past is cut at once, in that phase: the test checks the phase the watchdog
+    cut, never how fast this machine reached it (a loaded CI machine once took more than 0.3 s to
+    connect on loopback and the cut came while connecting)."""
+
+    def watch_when_there() -> None:
+        give_up = time.monotonic() + 30.0
+        while exchange.phase != phase and time.monotonic() < give_up:
+            time.sleep(0.005)
         dog.watch(exchange)
+
+    watcher = threading.Thread(target=watch_when_there, daemon=True)
+    watcher.start()
+    return watcher
+
+
+def _run(session: requests.Session, dog: Watchdog | None, exchange: Exchange, url: str,
+         watch_from: str | None = None) -> BaseException | None:
+    """One GET under `exchange`, the body read to its end; the exception it ended with, if any.
+    `watch_from`: the watchdog watches the exchange from that phase on (from the start when None)."""
+    if dog is not None:
+        if watch_from is None:
+            dog.watch(exchange)
+        else:
+            _watch_from(dog, exchange, watch_from)
     set_current(exchange)
     try:
         resp = session.get(url, stream=True, timeout=(5.0, READ_TIMEOUT))
@@ -66,7 +88,7 @@ def test_a_trickled_body_is_cut_at_the_deadline(session, watchdog):
     srv = _server(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n", every=0.05)
     try:
         exchange = Exchange(0.5)
-        failure = _run(session, watchdog, exchange, srv.url)
+        failure = _run(session, watchdog, exchange, srv.url, watch_from="reading the body")
     finally:
         srv.close()
     assert failure is not None
@@ -78,7 +100,7 @@ def test_missing_headers_are_cut_at_the_deadline(session, watchdog):
     srv = _server(b"", every=None)
     try:
         exchange = Exchange(0.3)
-        failure = _run(session, watchdog, exchange, srv.url)
+        failure = _run(session, watchdog, exchange, srv.url, watch_from="waiting for the response headers")
     finally:
         srv.close()
     assert isinstance(failure, requests.ConnectionError)

@@ -72,6 +72,12 @@ class Exchange:
         with self._lock:
             self._phase = phase
 
+    @property
+    def phase(self) -> str:
+        """What the exchange is doing now (connecting, sending the request, ...)."""
+        with self._lock:
+            return self._phase
+
     def stop(self, fate: str = "expired") -> None:
         """End the exchange from another thread (the first fate given is kept)."""
         with self._lock:
