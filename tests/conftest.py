@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import loopback_guard
 from tests.support import warehouse as test_warehouse
+
+# Before any test runs: no name lookup or TCP connection of this process leaves loopback.
+loopback_guard.install()
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "old-faithful"  # vendored real Old Faithful samples

@@ -90,10 +90,12 @@ def test_the_mart_delivered_targets_column_is_respected(settings, mart, backend)
 
 
 def test_500s_timeouts_and_429_then_success_deliver_once_and_the_ledger_shows_retries(settings, mart, backend):
-    server = backend(faults=Faults(reset_times=0, fail_times=1, slow_times=1, slow_seconds=5.0,
+    # The slow answer (30 s) is always cut by the 2 s attempt deadline; the other answers have 2 s,
+    # not 0.3 s, to arrive, so a loaded machine does not turn a 500/429/200 into a timeout.
+    server = backend(faults=Faults(reset_times=0, fail_times=1, slow_times=1, slow_seconds=30.0,
                                    rate_limit_times=1, retry_after="0"))
     insert_rows(mart, many_uploads(3))
-    options = dataclasses.replace(FAST, retry=dataclasses.replace(FAST.retry, timeout_s=0.3))
+    options = dataclasses.replace(FAST, retry=dataclasses.replace(FAST.retry, timeout_s=2.0))
     summary = export_ready(reader_settings(settings, server), mart, options=options)
     assert (summary.delivered, summary.failed) == (3, 0)
     assert summary.retries == 3 * 3 and summary.attempts == 3 * 4

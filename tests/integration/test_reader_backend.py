@@ -116,7 +116,7 @@ def test_bad_request_keys_always_get_400(backend_factory):
 
 
 def test_counts_requests_in_flight(backend_factory):
-    server = backend_factory(faults=Faults(latency_s=0.3))
+    server = backend_factory(faults=Faults(latency_s=1.5))  # long enough to overlap on a loaded machine
     barrier = threading.Barrier(4)
 
     def send(i):

@@ -100,8 +100,10 @@ def test_dropped_connections_are_retried(server, chain_blocks):
 
 
 def test_timeouts_are_retried(server, chain_blocks):
-    server.set_faults(Faults(delay=0.6, delay_rate=0.2, seed=3))
-    with client_for(server, timeout=0.15) as client:
+    # Delayed answers (3 s) always time out at 1 s; an answer that was not delayed has 1 s, so a
+    # loaded machine does not time it out too (the count check below would then fail).
+    server.set_faults(Faults(delay=3.0, delay_rate=0.2, seed=3))
+    with client_for(server, timeout=1.0) as client:
         assert_complete(client, chain_blocks)
         assert client.stats.timeouts > 0
         assert client.stats.timeouts <= server.counters.delayed
