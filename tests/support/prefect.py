@@ -170,6 +170,16 @@ def stop_process(proc: subprocess.Popen) -> None:
             proc.wait(10)
 
 
+# `prefect work-pool create` (deploy_all) asks the server for the collection registry's worker types,
+# and the server fetches them from raw.githubusercontent.com before falling back to the copy Prefect
+# ships (prefect/server/api/collections.py; no setting turns the fetch off): a DNS query to the
+# machine's nameserver, seen with `strace -f -e trace=connect,sendto`. The server's outgoing HTTP
+# (httpx, which honours the proxy variables) goes to a loopback port nobody serves instead, so it
+# falls back at once; its own loopback traffic bypasses that proxy.
+SERVER_STAYS_ON_LOOPBACK = {name: "http://127.0.0.1:9" for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")} | {
+    "NO_PROXY": "127.0.0.1,localhost,::1"}
+
+
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     """`prefect server start` on a free loopback port with its own home and SQLite database; its
@@ -180,7 +190,8 @@ def prefect_server(tmp_path_factory):
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = subprocess_env(home, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                         PREFECT_UI_ENABLED="false", PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false")
+                         PREFECT_UI_ENABLED="false", PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",
+                         **SERVER_STAYS_ON_LOOPBACK)
     log = home / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
