@@ -16,11 +16,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-_REAL_GETADDRINFO = socket.getaddrinfo
-_REAL_GETHOSTBYNAME = socket.gethostbyname
-_REAL_GETHOSTBYNAME_EX = socket.gethostbyname_ex
 _REAL_CONNECT = socket.socket.connect
 _REAL_CONNECT_EX = socket.socket.connect_ex
 
@@ -57,32 +54,23 @@ def stays_local(host: Any) -> bool:
     if isinstance(host, bytes):
         host = host.decode("ascii", "replace")
     host = str(host).strip().rstrip(".").lower()
-    if host in ("", "<broadcast>"):
-        return host == ""
-    return _is_local_address(host) or host in LOCAL_NAMES or host.endswith(".localhost")
+    return host == "" or _is_local_address(host) or host in LOCAL_NAMES or host.endswith(".localhost")
 
 
-def _refuse_name(host: Any) -> socket.gaierror:
-    return socket.gaierror(socket.EAI_NONAME, f"Name or service not known ({host!r}: tests resolve local "
-                                              "names only, tests/support/loopback_guard.py)")
+def _local_names_only(lookup: Callable[..., Any]) -> Callable[..., Any]:
+    """`lookup` (getaddrinfo, gethostbyname...) for local names; any other name fails as unknown."""
+
+    def guarded(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if not stays_local(host):
+            raise socket.gaierror(socket.EAI_NONAME, f"Name or service not known ({host!r}: tests resolve "
+                                                     "local names only, tests/support/loopback_guard.py)")
+        return lookup(host, *args, **kwargs)
+
+    guarded.__wrapped__ = lookup  # type: ignore[attr-defined]
+    return guarded
 
 
-def _getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-    if not stays_local(host):
-        raise _refuse_name(host)
-    return _REAL_GETADDRINFO(host, *args, **kwargs)
-
-
-def _gethostbyname(host: str) -> str:
-    if not stays_local(host):
-        raise _refuse_name(host)
-    return _REAL_GETHOSTBYNAME(host)
-
-
-def _gethostbyname_ex(host: str) -> Any:
-    if not stays_local(host):
-        raise _refuse_name(host)
-    return _REAL_GETHOSTBYNAME_EX(host)
+_getaddrinfo = _local_names_only(socket.getaddrinfo)
 
 
 def _check_connect(sock: socket.socket, address: Any) -> None:
@@ -106,8 +94,10 @@ def _connect_ex(self: socket.socket, address: Any) -> int:
 
 def install() -> None:
     """Put the guard in place for this process (idempotent)."""
+    if socket.getaddrinfo is _getaddrinfo:
+        return
     socket.getaddrinfo = _getaddrinfo
-    socket.gethostbyname = _gethostbyname
-    socket.gethostbyname_ex = _gethostbyname_ex
+    socket.gethostbyname = _local_names_only(socket.gethostbyname)
+    socket.gethostbyname_ex = _local_names_only(socket.gethostbyname_ex)
     socket.socket.connect = _connect  # type: ignore[method-assign]
     socket.socket.connect_ex = _connect_ex  # type: ignore[method-assign]
